@@ -1,0 +1,48 @@
+"""The per-image record: what was generated, from what, and the compute it cost."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ClusterStep(BaseModel):
+    """One node on a prompt's path through the cluster tree: active from `from_step` until the next node's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node: int = Field(description="node id in the shard's tree (leaves are 0..N-1 in canonical order)")
+    size: int = Field(ge=1, description="images that shared this node's latent")
+    from_step: int = Field(ge=0, description="first denoising step (scheduler evaluation) at which the node is active")
+
+
+class ImageRecord(BaseModel):
+    """One generated image. `unet_evals` counts UNet rows, a shared row divided evenly among the node's members."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str
+    prompt_id: str = Field(description="stable id: a hash of the normalized prompt text")
+    copy_index: int = Field(default=0, ge=0, description="which of several images of the same prompt")
+    seed: int = Field(ge=0)
+    model: str
+    scheduler: str
+    steps: int = Field(ge=1, description="denoising steps requested")
+    evaluations: int = Field(ge=1, description="scheduler evaluations (steps, or more for 2nd-order schedulers)")
+    guidance_scale: float
+    tau: float = Field(ge=0)
+    schedule: str
+    height: int
+    width: int
+    cluster_path: list[ClusterStep]
+    split_step: int = Field(ge=0, description="evaluation at which this image's own latent became active")
+    shared_steps: int = Field(ge=0, description="evaluations spent in a node shared with other images")
+    unet_evals: float = Field(ge=0, description="UNet rows attributable to this image")
+    standard_unet_evals: int = Field(ge=0, description="UNet rows standard sampling would spend on it")
+
+
+class DatasetRecord(ImageRecord):
+    """An ImageRecord as stored in a dataset shard, with the sample key and the shard it belongs to."""
+
+    key: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="WebDataset key, no dots")
+    shard: str
+    image_format: str
