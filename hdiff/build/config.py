@@ -1,0 +1,208 @@
+"""The build config: one YAML file per dataset build, validated once, mapped onto the flow's parameters.
+
+Relative paths (source, output, cache) are relative to the working directory the build runs in.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hdiff.errors import HdiffError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Section):
+    path_or_id: str = Field(min_length=1, description="a Hub dataset id, or a local file / glob / folder")
+    split: str = "train"
+    column: str = "prompt"
+    data_files: str | list[str] | None = None
+
+
+class IngestConfig(_Section):
+    max_chars: int = Field(1000, ge=1)
+    long_policy: Literal["truncate", "drop"] = "truncate"
+    near_dedupe: float | None = Field(None, gt=0, le=1, description="cosine threshold; None turns it off")
+    limit: int | None = Field(None, ge=1)
+    sample_seed: int | None = Field(0, ge=0, description="seeded sample under `limit`; None takes the first ones")
+
+
+class EmbeddingConfig(_Section):
+    model: str = Field("all-MiniLM-L6-v2", min_length=1)
+    cache_dir: str = ".cache/hdiff/embeddings"
+    batch_size: int = Field(256, ge=1)
+
+
+class ShardingConfig(_Section):
+    min_size: int = Field(32, ge=1)
+    max_size: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _max_twice_min(self) -> ShardingConfig:
+        if self.max_size < 2 * self.min_size:
+            raise ValueError(f"max_size must be at least 2 × min_size ({2 * self.min_size}), got {self.max_size}")
+        return self
+
+
+class ModelConfig(_Section):
+    id: str = Field("hdiff/shapes", min_length=1, description="a registered model id, Hub id or local folder")
+    scheduler: str | None = None  # None: the model's default
+    steps: int | None = Field(None, ge=1)
+    guidance_scale: float | None = Field(None, ge=0)
+    height: int | None = Field(None, ge=8)
+    width: int | None = Field(None, ge=8)
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+
+    @field_validator("height", "width")
+    @classmethod
+    def _multiple_of_8(cls, value: int | None) -> int | None:
+        if value is not None and value % 8:
+            raise ValueError(f"must be a multiple of 8, got {value}")
+        return value
+
+
+class GenerationConfig(_Section):
+    tau: float | None = Field(1.0, ge=0, description="the schedule's starting height; 0 is standard sampling")
+    budget: float | None = Field(None, ge=0, lt=1, description="target fraction of UNet evaluations saved")
+    schedule: str = Field("linear", min_length=1)
+    seed: int = Field(0, ge=0)
+    images_per_prompt: int = Field(1, ge=1)
+    copy_max_shared: float = Field(0.25, ge=0, le=1, description="most steps copies of one prompt may share")
+    max_batch: int = Field(64, ge=1)
+
+    @model_validator(mode="after")
+    def _tau_or_budget(self) -> GenerationConfig:
+        if self.budget is not None and "tau" not in self.model_fields_set:
+            object.__setattr__(self, "tau", None)  # a budget replaces the default tau
+        if (self.tau is None) == (self.budget is None):
+            raise ValueError("set exactly one of tau and budget")
+        return self
+
+
+class OutputFormatConfig(_Section):
+    image_format: Literal["png", "jpg", "webp"] = "png"
+    jpeg_quality: int = Field(95, ge=1, le=100)
+
+
+class RunnerConfig(_Section):
+    kind: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    gpu_concurrency: int = Field(1, ge=1)
+    retries: int = Field(2, ge=0)
+
+
+class BuildConfig(_Section):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    output: str = Field(min_length=1, description="the dataset folder")
+    source: SourceConfig
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    sharding: ShardingConfig = Field(default_factory=ShardingConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    output_format: OutputFormatConfig = Field(default_factory=OutputFormatConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+
+    def to_flow_parameters(self) -> dict[str, Any]:
+        """A JSON-able dict of every setting, defaults included (Prefect flow parameters)."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_flow_parameters(cls, parameters: dict[str, Any], origin: str = "flow parameters") -> BuildConfig:
+        """The config back from `to_flow_parameters` (or any mapping of sections); HdiffError when invalid."""
+        try:
+            return cls.model_validate(parameters)
+        except ValidationError as exc:
+            raise HdiffError(format_validation_error(exc, origin)) from None
+
+
+def load_config(path: str | os.PathLike) -> BuildConfig:
+    """The validated BuildConfig in a YAML file; HdiffError with one line per problem."""
+    origin = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise HdiffError(f"{origin}: no such config file") from None
+    except UnicodeDecodeError:
+        raise HdiffError(f"{origin}: not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        raise HdiffError(f"{origin}: invalid YAML{_yaml_where(exc)}: {_yaml_problem(exc)}") from None
+    if not isinstance(data, dict):
+        raise HdiffError(f"{origin}: expected a mapping of sections (name, output, source, ...), "
+                         f"got {type(data).__name__}")
+    return BuildConfig.from_flow_parameters(data, origin)
+
+
+def apply_overrides(config: BuildConfig, overrides: dict[str, Any]) -> BuildConfig:
+    """A new config with dotted keys replaced, e.g. {"generation.tau": 0.5}, validated as a whole."""
+    data = copy.deepcopy(config.model_dump())
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            if not isinstance(node.get(key), dict):
+                raise HdiffError(f"override {dotted}: no section {key!r}")
+            node = node[key]
+        if leaf not in node:
+            raise HdiffError(f"override {dotted}: unknown key {leaf!r}; expected one of: {', '.join(node)}")
+        node[leaf] = value
+    given = {"tau": "generation.tau" in overrides, "budget": "generation.budget" in overrides}
+    if given["budget"] and not given["tau"]:
+        data["generation"].pop("tau")  # a budget given on its own replaces tau, as in a YAML file
+    if given["tau"] and not given["budget"]:
+        data["generation"]["budget"] = None  # and a tau replaces a budget
+    return BuildConfig.from_flow_parameters(data, "overrides")
+
+
+def format_validation_error(exc: ValidationError, origin: str) -> str:
+    """One line per problem: `configs/x.yaml: generation.tau: must be >= 0`."""
+    return "\n".join(f"{origin}: {_where(err['loc'])}: {_message(err)}" for err in exc.errors())
+
+
+def _where(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _message(err: dict) -> str:
+    kind, ctx = err["type"], err.get("ctx", {})
+    if kind == "extra_forbidden":
+        return f"unknown key; expected one of: {', '.join(_section_class(err['loc'][:-1]).model_fields)}"
+    if kind == "missing":
+        return "required"
+    bounds = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"),
+              "less_than": ("<", "lt")}
+    if kind in bounds:
+        op, key = bounds[kind]
+        limit = ctx[key]
+        limit = int(limit) if isinstance(limit, float) and limit.is_integer() else limit
+        return f"must be {op} {limit}, got {err['input']!r}"
+    if kind == "literal_error":
+        return f"must be one of {ctx['expected']}, got {err['input']!r}"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {err['input']!r}"
+
+
+def _section_class(loc: tuple) -> type[BaseModel]:
+    cls: type[BaseModel] = BuildConfig
+    for key in loc:
+        cls = cls.model_fields[key].annotation
+    return cls
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    return str(getattr(exc, "problem", None) or exc).splitlines()[0]

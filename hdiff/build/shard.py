@@ -1,0 +1,96 @@
+"""Semantic shards: recursive 2-means bisection of prompt embeddings into shards of bounded size.
+
+A node larger than `max_size` is split in two: 2-means (a few Lloyd iterations on a seeded sample of at most
+`SAMPLE` rows) gives a direction w = c₁ − c₂; rows are ordered by their projection on w and cut where the 2-means
+boundary falls, clamped so each side keeps at least a quarter of the node (depth stays O(log N)) and at least
+`min_size` rows. With max_size >= 2·min_size every piece ends within [min_size, max_size].
+
+Memory is O(N·D) for the embeddings plus O(N) index arrays; rows are gathered in chunks of `CHUNK`.
+The result depends only on the (id, embedding) pairs, not on their order: work happens in id order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
+from hdiff.errors import HdiffError
+
+SAMPLE = 4096  # rows a node's 2-means is fitted on
+LLOYD_ITERS = 8
+CHUNK = 65_536  # rows projected at a time
+MIN_SIDE = 0.25  # each side of a split keeps at least this fraction of the node
+
+
+def shard_name(index: int) -> str:
+    """`shard-00042`: the file stem of shard `index`."""
+    return f"shard-{index:05d}"
+
+
+def semantic_shards(embeddings: np.ndarray, ids: list[str], min_size: int, max_size: int,
+                    seed: int = 0) -> list[list[int]]:
+    """A partition of row indices into shards of min_size..max_size rows (one shard when N < min_size).
+
+    Each shard lists its rows in id order; shards are ordered by their smallest id.
+    """
+    x = np.asarray(embeddings)
+    n = len(ids)
+    if x.ndim != 2 or len(x) != n:
+        raise HdiffError(f"sharding needs one embedding row per id; got {x.shape} for {n} ids")
+    if min_size < 1 or max_size < 2 * min_size:
+        raise HdiffError(f"shard sizes need 1 <= min_size and max_size >= 2 × min_size; got {min_size}, {max_size}")
+    if n == 0:
+        return []
+    if not all(np.isfinite(x[i:i + CHUNK]).all() for i in range(0, n, CHUNK)):
+        raise HdiffError("sharding needs finite embeddings; found NaN or infinite values")
+    id_array = np.array(ids, dtype=str)
+    by_id = np.argsort(id_array, kind="stable")  # (N,) the row of the k-th smallest id
+    sorted_ids = id_array[by_id]
+    repeated = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
+    if len(repeated):
+        raise HdiffError(f"sharding needs unique ids; {sorted_ids[repeated[0]]!r} appears more than once")
+
+    leaves = []
+    stack = [np.arange(n)]  # nodes as sorted arrays of ranks (positions in id order)
+    with threadpool_limits(1, user_api="blas"):  # matrix-vector work: BLAS threads only add overhead
+        while stack:
+            ranks = stack.pop()
+            if len(ranks) <= max_size:
+                leaves.append(ranks)
+                continue
+            left, right = _bisect(x, by_id, ranks, min_size, seed)
+            stack += [np.sort(right), np.sort(left)]
+    leaves.sort(key=lambda ranks: ranks[0])
+    return [by_id[ranks].tolist() for ranks in leaves]
+
+
+def _bisect(x: np.ndarray, by_id: np.ndarray, ranks: np.ndarray, min_size: int,
+            seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split a node (sorted ranks, n > max_size) in two along the 2-means direction of a sample of it."""
+    n = len(ranks)
+    rng = np.random.default_rng([seed, n, int(ranks[0]), int(ranks[-1])])  # fixed per node, whatever the visit order
+    sample = ranks if n <= SAMPLE else np.sort(rng.choice(ranks, SAMPLE, replace=False))
+    c1, c2 = _two_means(np.asarray(x[by_id[sample]], dtype=np.float32), rng)  # (D,), (D,)
+    w = c1 - c2  # (D,)
+    proj = np.concatenate([np.asarray(x[by_id[ranks[i:i + CHUNK]]], dtype=np.float32) @ w
+                           for i in range(0, n, CHUNK)])  # (n,)
+    order = np.argsort(-proj, kind="stable")  # c1's side first; ties keep id order
+    boundary = 0.5 * float(c1 @ c1 - c2 @ c2)  # x·w > boundary ⟺ x is closer to c1
+    lo = max(min_size, int(np.ceil(MIN_SIDE * n)))
+    cut = int(np.clip((proj > boundary).sum(), lo, n - lo)) if np.any(w) else n // 2
+    return ranks[order[:cut]], ranks[order[cut:]]
+
+
+def _two_means(s: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two centroids of the sample s (m, D): farthest-point initialisation, then Lloyd iterations."""
+    sq = np.einsum("ij,ij->i", s, s)  # (m,) squared norms; ||s − c||² = sq − 2 s·c + ||c||²
+    start = s[rng.integers(len(s))]
+    c1 = s[np.argmax(sq - 2 * (s @ start))]
+    c2 = s[np.argmax(sq - 2 * (s @ c1))]
+    for _ in range(LLOYD_ITERS):
+        near1 = (s @ (c1 - c2) > 0.5 * (c1 @ c1 - c2 @ c2)).astype(np.float32)  # (m,) 1 where closer to c1
+        k = near1.sum()
+        if k == 0 or k == len(s):
+            break
+        c1, c2 = (near1 @ s) / k, ((1 - near1) @ s) / (len(s) - k)
+    return c1, c2

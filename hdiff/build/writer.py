@@ -1,0 +1,252 @@
+"""Writing one shard: samples → a byte-reproducible WebDataset tar, renamed into place, then its stats (done-marker).
+
+The shard is the unit of work and of resumption: `write_shard` either leaves a complete tar plus its stats file, or
+nothing under a final name; `shard_is_complete` tells a re-run which shards to skip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import webdataset
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hdiff.build import layout
+from hdiff.errors import HdiffError
+from hdiff.records import DatasetRecord
+
+ImageFormat = Literal["png", "jpg", "webp"]
+
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")  # the same rule as DatasetRecord.key: WebDataset splits names at dots
+MAX_KEY_LENGTH = 90  # member names ("<key>.webp") must fit a USTAR header without a prefix
+TAR_MTIME = 0  # fixed member metadata, so the same samples give the same bytes
+TAR_USER = "hdiff"
+TAR_MODE = 0o444
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image to store: its key (no dots), the image (uint8 (H, W, 3) array or PIL image), prompt and record."""
+
+    key: str
+    image: np.ndarray | Image.Image
+    prompt: str
+    record: dict[str, Any]
+
+
+class ShardStats(BaseModel):
+    """What a finished shard holds and cost; its file under stats/ is the shard's done-marker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shard: str
+    samples: int = Field(ge=0)
+    keys: list[str]
+    sha256: str = Field(description="hex digest of the tar's bytes")
+    tar_bytes: int = Field(ge=0)
+    image_format: str
+    unet_rows: float = Field(ge=0, description="UNet rows the shard cost (the sum of its records' unet_evals)")
+    standard_rows: int = Field(ge=0, description="UNet rows standard sampling would spend on the same images")
+    wall_seconds: float = Field(ge=0)
+    device_seconds: float = Field(ge=0)
+
+
+def _as_rgb_image(image: np.ndarray | Image.Image) -> Image.Image:
+    """A fresh RGB PIL image with no metadata (EXIF, ICC, text chunks) carried over."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise HdiffError(f"an image must be uint8 (H, W, 3); got {array.dtype} {array.shape}")
+    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+
+
+def _save(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, **options)
+    return buffer.getvalue()
+
+
+IMAGE_ENCODERS: dict[str, Callable[[Image.Image, int], bytes]] = {
+    "png": lambda image, quality: _save(image, format="PNG", compress_level=6, optimize=False),
+    "jpg": lambda image, quality: _save(image, format="JPEG", quality=quality, subsampling=0, optimize=False,
+                                        progressive=False),
+    "webp": lambda image, quality: _save(image, format="WEBP", quality=quality, method=4, lossless=False),
+}
+
+
+def encode_image(image: np.ndarray | Image.Image, image_format: str, quality: int = 95) -> bytes:
+    """Deterministic encoded bytes of `image` (fixed encoder settings; `quality` for jpg and webp)."""
+    if image_format not in IMAGE_ENCODERS:
+        raise HdiffError(f"image format {image_format!r} is not one of {sorted(IMAGE_ENCODERS)}")
+    return IMAGE_ENCODERS[image_format](_as_rgb_image(image), quality)
+
+
+def check_key(key: str) -> None:
+    """Raise HdiffError unless `key` is usable as a WebDataset key."""
+    if not isinstance(key, str) or not KEY_PATTERN.match(key):
+        raise HdiffError(f"sample key {key!r} must be letters, digits, '_' or '-' (no dots: WebDataset splits "
+                         "file names at the first dot)")
+    if len(key) > MAX_KEY_LENGTH:
+        raise HdiffError(f"sample key {key!r} is longer than {MAX_KEY_LENGTH} characters")
+
+
+def dataset_record(sample: Sample, shard: str, image_format: str) -> dict[str, Any]:
+    """The sample's record with the dataset fields filled in, validated against DatasetRecord, as JSON-ready data."""
+    dataset_fields = {"key": sample.key, "shard": shard, "image_format": image_format}
+    for field, value in dataset_fields.items():
+        if field in sample.record and sample.record[field] != value:
+            raise HdiffError(f"sample {sample.key!r}: record has {field}={sample.record[field]!r}, expected {value!r}")
+    if sample.record.get("prompt") != sample.prompt:
+        raise HdiffError(f"sample {sample.key!r}: the prompt differs from the record's prompt")
+    try:
+        record = DatasetRecord.model_validate({**sample.record, **dataset_fields})
+    except ValidationError as exc:
+        raise HdiffError(f"sample {sample.key!r}: invalid record: {validation_summary(exc)}") from exc
+    return record.model_dump(mode="json")
+
+
+def validation_summary(exc: ValidationError) -> str:
+    """A pydantic error as one line: 'field: message; field: message'."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in exc.errors())
+
+
+def sample_entry(sample: Sample, record: dict[str, Any], image_format: str, quality: int) -> dict[str, Any]:
+    """The WebDataset entry of one sample: __key__, the encoded image, txt and json, all bytes."""
+    return {
+        "__key__": sample.key,
+        image_format: encode_image(sample.image, image_format, quality),
+        "txt": sample.prompt.encode("utf-8"),
+        "json": json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+    }
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample], *, image_format: ImageFormat = "png",
+                jpeg_quality: int = 95, unet_rows: float | None = None, wall_seconds: float | None = None,
+                device_seconds: float = 0.0) -> ShardStats:
+    """Write `samples` as OUT/data/<shard_name>.tar, then OUT/stats/<shard_name>.json; returns the stats.
+
+    The tar is written under a `.partial` name, fsynced and renamed; the stats file goes last. `unet_rows` defaults
+    to the sum of the records' unet_evals and `wall_seconds` to this call's duration (pass the sampler's figures
+    when generation happened before the call). `jpeg_quality` is also webp's quality.
+    """
+    started = time.perf_counter()
+    if not KEY_PATTERN.match(shard_name):
+        raise HdiffError(f"shard name {shard_name!r} must be letters, digits, '_' or '-'")
+    if image_format not in IMAGE_ENCODERS:
+        raise HdiffError(f"image format {image_format!r} is not one of {sorted(IMAGE_ENCODERS)}")
+    final_tar = layout.tar_path(out_dir, shard_name)
+    final_stats = layout.stats_path(out_dir, shard_name)
+    final_tar.parent.mkdir(parents=True, exist_ok=True)
+    final_stats.parent.mkdir(parents=True, exist_ok=True)
+    final_stats.unlink(missing_ok=True)  # the old done-marker goes before the tar changes
+
+    keys: list[str] = []
+    seen: set[str] = set()
+    record_rows, standard_rows = 0.0, 0
+    tmp_tar = layout.partial_path(final_tar)
+    try:
+        with open(tmp_tar, "wb") as stream:
+            with webdataset.TarWriter(stream, user=TAR_USER, group=TAR_USER, mode=TAR_MODE, encoder=False,
+                                      mtime=TAR_MTIME) as writer:
+                for sample in samples:
+                    check_key(sample.key)
+                    if sample.key in seen:
+                        raise HdiffError(f"shard {shard_name}: key {sample.key!r} appears twice")
+                    record = dataset_record(sample, shard_name, image_format)
+                    writer.write(sample_entry(sample, record, image_format, jpeg_quality))
+                    keys.append(sample.key)
+                    seen.add(sample.key)
+                    record_rows += record["unet_evals"]
+                    standard_rows += record["standard_unet_evals"]
+            if not keys:
+                raise HdiffError(f"shard {shard_name} has no samples")
+            stream.flush()
+            os.fsync(stream.fileno())
+        sha256 = file_sha256(tmp_tar)
+        tar_bytes = tmp_tar.stat().st_size
+        os.replace(tmp_tar, final_tar)
+    finally:
+        tmp_tar.unlink(missing_ok=True)
+    layout.fsync_dir(final_tar.parent)
+
+    stats = ShardStats(
+        shard=shard_name, samples=len(keys), keys=keys, sha256=sha256, tar_bytes=tar_bytes, image_format=image_format,
+        unet_rows=record_rows if unet_rows is None else unet_rows, standard_rows=standard_rows,
+        wall_seconds=time.perf_counter() - started if wall_seconds is None else wall_seconds,
+        device_seconds=device_seconds,
+    )
+    layout.write_atomically(final_stats, stats_json(stats))
+    return stats
+
+
+def stats_json(stats: ShardStats) -> bytes:
+    return json.dumps(stats.model_dump(mode="json"), sort_keys=True, indent=2).encode("utf-8") + b"\n"
+
+
+def read_stats(out_dir: str | Path, shard_name: str) -> ShardStats | None:
+    """The shard's stats, or None when the file is missing or does not parse."""
+    path = layout.stats_path(out_dir, shard_name)
+    try:
+        return ShardStats.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError):
+        return None
+
+
+def read_all_stats(out_dir: str | Path) -> list[ShardStats]:
+    """Stats of every shard with a readable stats file, in shard order (finished shards of this and earlier runs)."""
+    found = (read_stats(out_dir, name) for name in layout.stats_shards(out_dir))
+    return [stats for stats in found if stats is not None]
+
+
+def tar_keys(path: Path) -> list[str]:
+    """Sample keys in a tar, in order, without reading member data. Raises tarfile.TarError or OSError if damaged."""
+    keys: list[str] = []
+    with tarfile.open(path, "r:") as tar:
+        for member in tar:
+            key = member.name.rsplit("/", 1)[-1].split(".", 1)[0]
+            if not keys or keys[-1] != key:
+                keys.append(key)
+    return keys
+
+
+def shard_is_complete(out_dir: str | Path, shard_name: str) -> bool:
+    """True when the shard's tar and stats both exist and the tar's sha256, size and keys match the stats."""
+    stats = read_stats(out_dir, shard_name)
+    path = layout.tar_path(out_dir, shard_name)
+    if stats is None or not path.is_file() or path.stat().st_size != stats.tar_bytes:
+        return False
+    if file_sha256(path) != stats.sha256:
+        return False
+    try:
+        return tar_keys(path) == stats.keys and stats.samples == len(stats.keys)
+    except (tarfile.TarError, OSError):
+        return False
+
+
+def clean_partials(out_dir: str | Path) -> list[Path]:
+    """Remove temporary files left by killed runs; returns what was removed. Call before any shard is written."""
+    removed = layout.partial_files(out_dir)
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed

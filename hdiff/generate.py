@@ -1,0 +1,168 @@
+"""Prompts in, images and records out: conditioning → tree → plan → hierarchical sampling → decoding.
+
+Seeds: image i of prompt p gets `image_seed(p, i, base_seed)`, a hash of the prompt's id, the copy index and the
+build's base seed, so an image never depends on the order of the prompt list or on which other prompts share its
+batch. Explicit per-image seeds may be passed instead (tests use them to compare with the stock pipelines).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from hdiff.errors import HdiffError
+from hdiff.models.base import Adapter, Conditioning
+from hdiff.models.schedulers import count_evaluations
+from hdiff.planning import Plan, Schedule, build_tree, make_plan, plan_for_budget
+from hdiff.records import ClusterStep, ImageRecord
+from hdiff.sampling import sample_plan
+
+
+def prompt_id(text: str) -> str:
+    """A stable id for a prompt: the first 16 hex digits of SHA-1 over its UTF-8 text."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def image_seed(pid: str, copy_index: int, base_seed: int) -> int:
+    digest = hashlib.blake2b(f"{pid}/{copy_index}/{base_seed}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """What `generate` needs beyond the model and the prompts. Exactly one of tau / budget is set."""
+
+    steps: int
+    guidance_scale: float
+    height: int
+    width: int
+    tau: float | None = 1.0
+    budget: float | None = None
+    schedule: str = "linear"
+    max_batch: int = 64
+    copy_max_shared: float = 0.25
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise HdiffError(f"steps must be >= 1, got {self.steps}")
+        if (self.tau is None) == (self.budget is None):
+            raise HdiffError("give exactly one of tau and budget")
+        if self.tau is not None and not (self.tau >= 0):
+            raise HdiffError(f"tau must be >= 0, got {self.tau}")
+        if self.budget is not None and not (0.0 <= self.budget < 1.0):
+            raise HdiffError(f"budget must be a fraction in [0, 1), got {self.budget}")
+        if self.max_batch < 1:
+            raise HdiffError(f"max_batch must be >= 1, got {self.max_batch}")
+
+
+@dataclass
+class ImageJob:
+    """The images to make: one row per image (a prompt repeated for several images per prompt)."""
+
+    prompts: list[str]
+    seeds: list[int]
+    prompt_ids: list[str]
+    copy_index: list[int]
+
+    @classmethod
+    def from_prompts(cls, prompts: list[str], *, images_per_prompt: int = 1, base_seed: int = 0,
+                     seeds: list[int] | None = None) -> "ImageJob":
+        if not prompts:
+            raise HdiffError("the prompt list is empty")
+        for i, text in enumerate(prompts):
+            if not isinstance(text, str) or not text.strip():
+                raise HdiffError(f"prompt {i + 1} is empty or whitespace only")
+        if images_per_prompt < 1:
+            raise HdiffError(f"images per prompt must be >= 1, got {images_per_prompt}")
+        rows = [(text, c) for text in prompts for c in range(images_per_prompt)]
+        ids = [prompt_id(text) for text, _ in rows]
+        if seeds is None:
+            seeds = [image_seed(pid, c, base_seed) for pid, (_, c) in zip(ids, rows)]
+        if len(seeds) != len(rows):
+            raise HdiffError(f"{len(seeds)} seeds for {len(rows)} images")
+        return cls([t for t, _ in rows], [int(s) for s in seeds], ids, [c for _, c in rows])
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def sort_keys(self) -> list[str]:
+        return [f"{pid}/{c:06d}/{s:020d}" for pid, c, s in zip(self.prompt_ids, self.copy_index, self.seeds)]
+
+
+@dataclass
+class Generation:
+    """A planned and sampled job: the plan, a record per image, and the final latents to decode."""
+
+    adapter: Adapter
+    job: ImageJob
+    plan: Plan
+    settings: GenerationSettings
+    latents: torch.Tensor  # (N, C, h, w), row i for job row i
+    records: list[ImageRecord] = field(default_factory=list)
+
+    def images(self, chunk: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(row, uint8 image (H, W, 3)), decoded `chunk` latents at a time."""
+        chunk = chunk or self.settings.max_batch
+        for lo in range(0, len(self.latents), chunk):
+            decoded = self.adapter.decode(self.latents[lo:lo + chunk])  # (B, H, W, 3) in [0, 1]
+            for offset, image in enumerate(decoded):
+                yield lo + offset, to_uint8(image)
+
+    def float_images(self) -> np.ndarray:
+        return torch.cat([self.adapter.decode(self.latents[lo:lo + 64])
+                          for lo in range(0, len(self.latents), 64)]).numpy()
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    return (image.numpy() * 255).round().astype(np.uint8)
+
+
+def encode_job(adapter: Adapter, job: ImageJob) -> Conditioning:
+    """Conditioning rows for every image; a stochastic encoder (a prior) is seeded per image."""
+    generators = [torch.Generator("cpu").manual_seed(s) for s in job.seeds]
+    cond = adapter.encode(job.prompts, generators)
+    if not np.isfinite(cond.features).all():
+        bad = int(np.argmax(~np.isfinite(cond.features).all(axis=1)))
+        raise HdiffError(f"the model's embedding of prompt {job.prompts[bad]!r} contains NaN or infinity")
+    return cond
+
+
+def plan_job(adapter: Adapter, job: ImageJob, cond: Conditioning, settings: GenerationSettings) -> Plan:
+    tree = build_tree(cond.features, keys=job.sort_keys())
+    groups = np.asarray(job.prompt_ids)[np.argsort(tree.leaf_of_row)]  # leaf id -> prompt id
+    evaluations = count_evaluations(adapter.scheduler, settings.steps)
+    common = dict(guidance=settings.guidance_scale > 1.0, groups=groups, copy_max_shared=settings.copy_max_shared)
+    if settings.budget is not None:
+        return plan_for_budget(tree, settings.budget, evaluations, kind=settings.schedule, **common)
+    return make_plan(tree, Schedule(settings.schedule, settings.tau), evaluations, **common)
+
+
+def records_for(adapter: Adapter, job: ImageJob, plan: Plan, settings: GenerationSettings) -> list[ImageRecord]:
+    records = []
+    for row in range(len(job)):
+        leaf = int(plan.tree.leaf_of_row[row])
+        records.append(ImageRecord(
+            prompt=job.prompts[row], prompt_id=job.prompt_ids[row], copy_index=job.copy_index[row],
+            seed=job.seeds[row], model=adapter.model_id, scheduler=adapter.scheduler_name, steps=settings.steps,
+            evaluations=plan.num_evaluations, guidance_scale=settings.guidance_scale, tau=plan.schedule.tau,
+            schedule=plan.schedule.kind, height=settings.height, width=settings.width,
+            cluster_path=[ClusterStep(node=n, size=s, from_step=k) for n, s, k in plan.leaf_path(leaf)],
+            split_step=int(plan.start[leaf]), shared_steps=plan.leaf_shared_evaluations(leaf),
+            unet_evals=float(plan.leaf_unet_rows(leaf)),
+            standard_unet_evals=plan.num_evaluations * plan.rows_per_cluster))
+    return records
+
+
+def generate(adapter: Adapter, job: ImageJob, settings: GenerationSettings,
+             on_evaluation: Callable[[int, int], None] | None = None) -> Generation:
+    """Plan and sample `job`; decode lazily with `Generation.images()`."""
+    cond = encode_job(adapter, job)
+    plan = plan_job(adapter, job, cond, settings)
+    latents = sample_plan(plan, adapter, cond, np.asarray(job.seeds), num_steps=settings.steps,
+                          guidance_scale=settings.guidance_scale, height=settings.height, width=settings.width,
+                          max_batch=settings.max_batch, on_evaluation=on_evaluation)
+    return Generation(adapter, job, plan, settings, latents, records_for(adapter, job, plan, settings))

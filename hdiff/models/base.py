@@ -1,0 +1,137 @@
+"""The one model interface the sampler sees, and the registry of adapters behind it.
+
+An adapter turns prompts into conditioning rows, runs one guided denoiser evaluation on a micro-batch of latents
+exactly as its stock diffusers pipeline does, and decodes final latents into images. Everything model-specific
+lives in the adapter; the sampler (hdiff.sampling) knows none of it.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from hdiff.errors import HdiffError
+
+
+@dataclass
+class Conditioning:
+    """Per-image conditioning, batch-first. `features` (N, D) are what the cluster tree is built from."""
+
+    tensors: dict[str, torch.Tensor]  # each (N, ...)
+    features: np.ndarray  # (N, D)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def mean(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        """The cluster's conditioning: each tensor averaged over `rows`, keeping a batch dim of 1."""
+        index = torch.as_tensor(np.asarray(rows), dtype=torch.long)
+        return {name: value[index].mean(dim=0, keepdim=True) for name, value in self.tensors.items()}
+
+
+def stack_rows(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {name: torch.cat([row[name] for row in rows]) for name in rows[0]}
+
+
+class Adapter(ABC):
+    """A diffusers model family behind hdiff's interface. Subclasses register under `name`."""
+
+    name: ClassVar[str]
+    pipeline_classes: ClassVar[tuple[str, ...]] = ()  # model_index.json `_class_name`s this adapter loads
+
+    default_steps: int = 40
+    default_guidance: float = 4.0
+    default_size: int = 512
+
+    def __init__(self, model_id: str, scheduler, device: torch.device, dtype: torch.dtype):
+        self.model_id = model_id
+        self.scheduler = scheduler
+        self.device = torch.device(device)
+        self.dtype = dtype
+
+    @classmethod
+    @abstractmethod
+    def from_pretrained(cls, source: str, *, device: str = "cpu", dtype: torch.dtype | None = None,
+                        **options) -> "Adapter":
+        """Load from a Hub id or a local folder."""
+
+    @abstractmethod
+    def encode(self, prompts: list[str], generators: list[torch.Generator]) -> Conditioning:
+        """Conditioning rows for `prompts` (`generators` feed any stochastic encoder, e.g. a diffusion prior)."""
+
+    @abstractmethod
+    def negative(self) -> dict[str, torch.Tensor]:
+        """The unconditional row (batch dim 1) used for classifier-free guidance."""
+
+    @abstractmethod
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """(C, h, w) of one latent for an image of `height` × `width` pixels."""
+
+    @abstractmethod
+    def predict(self, scheduler, latents: torch.Tensor, t, cond: dict[str, torch.Tensor],
+                negative: dict[str, torch.Tensor], guidance_scale: float) -> torch.Tensor:
+        """The scheduler's model output for `latents` (B, C, h, w), guided as the stock pipeline guides it."""
+
+    @abstractmethod
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Images (B, H, W, 3) float in [0, 1] on the CPU, as the stock pipeline's output_type="np"."""
+
+    @property
+    @abstractmethod
+    def denoiser(self) -> torch.nn.Module:
+        """The network evaluated once per UNet row (wrapped by tests and benchmarks to count rows)."""
+
+    def initial_latents(self, scheduler, shape: tuple[int, ...], generators: list[torch.Generator]) -> torch.Tensor:
+        """Starting noise, one generator per row, scaled as the stock pipelines' prepare_latents does."""
+        latents = randn_tensor(shape, generator=generators, device=self.device, dtype=self.dtype)
+        return latents * scheduler.init_noise_sigma
+
+    def rows_per_cluster(self, guidance_scale: float) -> int:
+        return 2 if guidance_scale > 1.0 else 1
+
+    @property
+    def scheduler_name(self) -> str:
+        return type(self.scheduler).__name__
+
+
+ADAPTERS: dict[str, type[Adapter]] = {}
+
+
+def register(cls: type[Adapter]) -> type[Adapter]:
+    ADAPTERS[cls.name] = cls
+    return cls
+
+
+def default_dtype(device: torch.device | str) -> torch.dtype:
+    """fp16 on CUDA, fp32 elsewhere."""
+    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_component(loader, source: str, subfolder: str | None = None, **kwargs):
+    """`loader.from_pretrained(source)`, turning a missing local cache into a one-line message."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    try:
+        if subfolder is not None:
+            kwargs["subfolder"] = subfolder
+        return loader.from_pretrained(source, local_files_only=offline or kwargs.pop("local_files_only", False),
+                                      **kwargs)
+    except (OSError, ValueError) as exc:
+        if os.path.isdir(source):
+            raise HdiffError(f"cannot load {loader.__name__} from {source}"
+                             f"{'/' + subfolder if subfolder else ''}: {str(exc).splitlines()[0]}") from exc
+        raise HdiffError(f"model {source!r} is not in the local Hugging Face cache"
+                         f"{' and the Hub is offline (HF_HUB_OFFLINE=1)' if offline else ' and could not be fetched'};"
+                         f" fetch it on a connected machine with `huggingface-cli download {source}`"
+                         " or pass a local folder") from exc

@@ -1,0 +1,76 @@
+"""The embedded default model: a small pixel-space UNet of the shapes world (hdiff.shapes), shipped in the package.
+
+It is conditioned like Kandinsky 2.2's decoder, on one vector: the prompt's all-MiniLM-L6-v2 sentence embedding.
+The unconditional row is the zero vector (the trainer drops embeddings to zero for classifier-free guidance).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hdiff.embedding import embed_texts
+from hdiff.models.base import Adapter, Conditioning, default_dtype, load_component, register
+from hdiff.models.image_embeds import predict_with_image_embeds
+
+SHAPES_MODEL_ID = "hdiff/shapes"
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "shapes" / "weights"
+
+
+@register
+class ShapesAdapter(Adapter):
+    name = "shapes"
+    pipeline_classes = ("HdiffShapesPipeline",)
+
+    def __init__(self, model_id: str, unet, scheduler, info: dict, *, device="cpu", dtype=torch.float32):
+        super().__init__(model_id, scheduler, device, dtype)
+        self.unet = unet
+        self.info = info
+        self.sentence_model = info.get("sentence_model", "all-MiniLM-L6-v2")
+        self.default_steps = int(info.get("default_steps", 25))
+        self.default_guidance = float(info.get("default_guidance_scale", 4.0))
+        self.default_size = int(info.get("image_size", 32))
+
+    @classmethod
+    def from_pretrained(cls, source: str = SHAPES_MODEL_ID, *, device: str = "cpu", dtype=None, scheduler=None,
+                        **options) -> "ShapesAdapter":
+        from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+
+        folder = WEIGHTS_DIR if source in (SHAPES_MODEL_ID, "shapes") else Path(source)
+        dtype = dtype or default_dtype(device)
+        info_path = folder / "hdiff_shapes.json"
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        unet = load_component(UNet2DConditionModel, str(folder), "unet", torch_dtype=dtype).to(device)
+        if scheduler is None:
+            base = load_component(DDPMScheduler, str(folder), "scheduler")
+            kind = {"dpm++": DPMSolverMultistepScheduler}.get(info.get("default_scheduler", "ddpm"))
+            scheduler = kind.from_config(base.config) if kind else base
+        return cls(source, unet, scheduler, info, device=device, dtype=dtype)
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return self.unet
+
+    def encode(self, prompts, generators) -> Conditioning:
+        vectors = embed_texts(list(prompts), self.sentence_model)  # (N, 384), unit length
+        return Conditioning({"image_embeds": torch.from_numpy(vectors).to(self.device, self.dtype)},
+                            np.asarray(vectors))
+
+    def negative(self):
+        return {"image_embeds": torch.zeros(1, self.unet.config.encoder_hid_dim, device=self.device,
+                                            dtype=self.dtype)}
+
+    def latent_shape(self, height, width):
+        return (self.unet.config.in_channels, height, width)
+
+    @torch.no_grad()
+    def predict(self, scheduler, latents, t, cond, negative, guidance_scale):
+        return predict_with_image_embeds(self.unet, scheduler, latents, t, cond["image_embeds"],
+                                         negative["image_embeds"], guidance_scale, scale_input=True)
+
+    @torch.no_grad()
+    def decode(self, latents):
+        return (latents * 0.5 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).float()

@@ -1,0 +1,1 @@
+"""unCLIP (placeholder until written)."""

@@ -1,0 +1,82 @@
+"""Executing a plan: one latent per active cluster, stepped together by one scheduler, split as the plan says.
+
+Legend (Decatur et al. 2025, Alg. 1):
+    k          scheduler evaluation index, 0 ≤ k < K
+    A_k        active nodes at k (plan.active[k]); |A_k| latents x_k, one per node
+    c_n        conditioning of node n: the mean of its members' conditioning rows
+    π_k        parent index (plan.parent_index[k]): x_k's rows continue from x_{k-1}[π_k]
+    g_n        node n's noise generator, seeded by hdiff.planning.seeds.node_seed over its members
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from hdiff.models.base import Adapter, Conditioning, stack_rows
+from hdiff.planning.plan import Plan
+from hdiff.planning.seeds import node_seed
+from hdiff.sampling.state import gather_scheduler_history, step_accepts_generator
+
+
+def sample_plan(plan: Plan, adapter: Adapter, cond: Conditioning, seeds: np.ndarray, *, num_steps: int,
+                guidance_scale: float, height: int, width: int, max_batch: int = 64,
+                on_evaluation: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Final latents (N, C, h, w), row i for input row i. `seeds[i]` is input row i's seed."""
+    tree = plan.tree
+    row_of_leaf = np.argsort(tree.leaf_of_row)  # leaf id -> input row
+    leaf_seeds = np.asarray(seeds)[row_of_leaf]
+    scheduler = copy.deepcopy(adapter.scheduler)
+    scheduler.set_timesteps(num_steps, device=adapter.device)
+    timesteps = scheduler.timesteps
+    if len(timesteps) != plan.num_evaluations:
+        raise ValueError(f"plan has {plan.num_evaluations} evaluations, scheduler {len(timesteps)}")
+    negative = {name: value.to(adapter.device) for name, value in adapter.negative().items()}
+    pass_generator = step_accepts_generator(scheduler)
+
+    generators: dict[int, torch.Generator] = {}
+    node_cond: dict[int, dict[str, torch.Tensor]] = {}
+
+    def generator(node: int) -> torch.Generator:  # g_n, created when n first needs noise
+        if node not in generators:
+            members = tree.members(node)
+            generators[node] = torch.Generator("cpu").manual_seed(node_seed(leaf_seeds[members]))
+        return generators[node]
+
+    def conditioning(node: int) -> dict[str, torch.Tensor]:  # c_n
+        if node not in node_cond:
+            node_cond[node] = cond.mean(row_of_leaf[tree.members(node)])
+        return node_cond[node]
+
+    latents = None
+    for k, t in enumerate(timesteps):
+        active = plan.active[k]
+        # 1. x_k: fresh noise at the first evaluation, else the parents' latents (and solver history) copied.
+        if k == 0:
+            shape = (len(active), *adapter.latent_shape(height, width))
+            latents = adapter.initial_latents(scheduler, shape, [generator(n) for n in active])
+        elif len(active) != len(plan.active[k - 1]):
+            index = torch.as_tensor(plan.parent_index[k], device=latents.device)
+            gather_scheduler_history(scheduler, index, batch=len(latents))
+            latents = latents[index]
+            for node in set(node_cond) - set(active.tolist()):
+                del node_cond[node]
+        # 2. model output for every active cluster, in micro-batches of at most `max_batch` clusters.
+        rows = stack_rows([conditioning(n) for n in active])
+        rows = {name: value.to(adapter.device, adapter.dtype) for name, value in rows.items()}
+        outputs = []
+        for lo in range(0, len(active), max_batch):
+            chunk = {name: value[lo:lo + max_batch] for name, value in rows.items()}
+            outputs.append(adapter.predict(scheduler, latents[lo:lo + max_batch], t, chunk, negative,
+                                           guidance_scale))
+        model_output = torch.cat(outputs)
+        # 3. one scheduler step for all clusters; noise drawn per cluster from g_n.
+        extra = {"generator": [generator(n) for n in active]} if pass_generator else {}
+        latents = scheduler.step(model_output, t, latents, **extra, return_dict=False)[0]
+        if on_evaluation is not None:
+            on_evaluation(k, len(active))
+    # The last evaluation has every leaf active, in leaf order: reorder to input rows.
+    return latents[torch.as_tensor(tree.leaf_of_row, device=latents.device)]

@@ -1,0 +1,245 @@
+"""The exact oracle: reads a shapes-world image back into attributes and checks them against a scene.
+
+Steps of `detect`:
+1. background = per-channel median of the border pixels, named by the nearest colour;
+2. candidate object pixels = those farther from the background than half the gap to the nearest other colour;
+   connected components smaller than MIN_AREA are noise;
+3. each component's colour = mean of its more distinct half of pixels; a per-pixel opacity
+   α = ((p − bg)·(c − bg)) / |c − bg|² (the renderer's own blend, inverted) gives the object mask α > ½, which
+   separates objects that a blur had joined and keeps sizes independent of contrast;
+4. per blob: size from the longer bounding-box side, position from the box centre (nearest named place), shape
+   from template matching: the blob's α map against each shape's coverage at sides 7–16 px, clean and lightly
+   blurred, shifted up to two pixels around the box centre; the smallest squared difference names the shape.
+`score` then matches the scene's objects to blobs, choosing the assignment that gets most attributes right.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from hdiff.shapes.grammar import parse
+from hdiff.shapes.world import COLORS, IMAGE_SIZE, POSITIONS, SHAPES, SIZE_PX, Obj, Scene, shape_coverage
+
+ATTRIBUTES = ("background", "color", "shape", "size", "position", "count")
+OBJECT_ATTRIBUTES = ("shape", "color", "size", "position")
+MIN_AREA = 12  # pixels; the smallest object (a small triangle) covers 32
+WINDOW = 24  # template side, pixels: the largest template (16 px) plus the blur and the shift search
+TEMPLATE_SIDES = tuple(range(7, 17))
+MAX_SHIFT = 2
+SIZE_THRESHOLD_PX = (SIZE_PX["small"] + SIZE_PX["large"]) / 2
+_PALETTE_NAMES = tuple(COLORS)
+_PALETTE = np.array([COLORS[name] for name in _PALETTE_NAMES], dtype=np.float64)  # (K, 3)
+_FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
+
+
+@dataclass(frozen=True)
+class Blob:
+    """One detected object: its attributes as names, and where it is in pixels."""
+
+    shape: str
+    color: str
+    size: str
+    position: str
+    centre: tuple[float, float]  # (x, y) of the bounding-box centre, pixels
+    area: int
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What an image shows: the background's name and its objects, largest first."""
+
+    background: str
+    blobs: tuple[Blob, ...]
+
+
+def score(image: np.ndarray, scene: Scene) -> dict[str, bool]:
+    """Per-attribute correctness of `image` against `scene`; an object attribute is right only if every object's is."""
+    detection = detect(image)
+    matched = _best_match(scene.objects, detection.blobs)
+    result = {"background": detection.background == scene.background}
+    for attribute in OBJECT_ATTRIBUTES:
+        result[attribute] = all(
+            blob is not None and getattr(blob, attribute) == getattr(obj, attribute)
+            for obj, blob in zip(scene.objects, matched)
+        )
+    result["count"] = len(detection.blobs) == len(scene.objects)
+    return {attribute: result[attribute] for attribute in ATTRIBUTES}
+
+
+def score_prompt(image: np.ndarray, prompt: str) -> dict[str, bool] | None:
+    """`score` against the prompt's scene, or None when the prompt is outside the world's grammar."""
+    scene = parse(prompt)
+    if scene is None:
+        return None
+    return score(image, scene)
+
+
+def all_correct(result: dict[str, bool]) -> bool:
+    """True when every attribute is right."""
+    return all(result[attribute] for attribute in ATTRIBUTES)
+
+
+def _best_match(objects: tuple[Obj, ...], blobs: tuple[Blob, ...]) -> tuple[Blob | None, ...]:
+    """The blob for each object (None where blobs ran out), maximizing the number of matching attributes."""
+    slots: list[Blob | None] = list(blobs) + [None] * len(objects)
+
+    def agreement(assignment: tuple[Blob | None, ...]) -> int:
+        return sum(
+            blob is not None and getattr(blob, attribute) == getattr(obj, attribute)
+            for obj, blob in zip(objects, assignment)
+            for attribute in OBJECT_ATTRIBUTES
+        )
+
+    candidates = itertools.permutations(slots, len(objects))
+    return max(candidates, key=agreement)
+
+
+def detect(image: np.ndarray) -> Detection:
+    """The background and objects in a (32, 32, 3) image, uint8 or float in [0, 1]."""
+    background, regions = _segment(image)
+    blobs = sorted((_classify(region) for region in regions), key=lambda blob: -blob.area)
+    return Detection(background, tuple(blobs))
+
+
+@dataclass(frozen=True)
+class _Region:
+    """One object's pixels, measured but not yet named: box (top, bottom, left, right), half-open."""
+
+    color: str
+    box: tuple[int, int, int, int]
+    area: int
+    alpha: np.ndarray  # (H, W) the object's opacity, zero away from it
+
+
+def _segment(image: np.ndarray) -> tuple[str, list[_Region]]:
+    """Steps 1–3: the background's name and each object's region."""
+    pixels = _as_float255(image)  # (H, W, 3)
+    background = np.median(_border(pixels), axis=0)  # (3,)
+    background_name = _nearest_color(background)
+    distance = np.linalg.norm(pixels - background, axis=-1)  # (H, W)
+    candidates = distance > _candidate_threshold(background_name)
+    labels, count = ndimage.label(candidates, structure=_FOUR_CONNECTED)
+    regions = []
+    for index in range(1, count + 1):
+        component = labels == index
+        if component.sum() >= MIN_AREA:
+            regions.extend(_regions_in_component(pixels, background, distance, component))
+    return background_name, regions
+
+
+def _as_float255(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
+        raise ValueError(f"expected a ({IMAGE_SIZE}, {IMAGE_SIZE}, 3) image, got {image.shape}")
+    if image.dtype == np.uint8:
+        return image.astype(np.float64)
+    return np.clip(image.astype(np.float64), 0.0, 1.0) * 255.0
+
+
+def _border(pixels: np.ndarray) -> np.ndarray:
+    """The outermost ring of pixels, (4·(S−1), 3)."""
+    return np.concatenate([pixels[0, :], pixels[-1, :], pixels[1:-1, 0], pixels[1:-1, -1]])
+
+
+def _nearest_color(rgb: np.ndarray) -> str:
+    return _PALETTE_NAMES[int(np.argmin(np.linalg.norm(_PALETTE - rgb, axis=-1)))]
+
+
+@functools.cache
+def _candidate_threshold(background_name: str) -> float:
+    """Half the distance from the background to the nearest other named colour."""
+    own = np.asarray(COLORS[background_name], dtype=np.float64)
+    others = [np.linalg.norm(_PALETTE[k] - own) for k, name in enumerate(_PALETTE_NAMES) if name != background_name]
+    return min(others) / 2
+
+
+def _regions_in_component(
+    pixels: np.ndarray, background: np.ndarray, distance: np.ndarray, component: np.ndarray
+) -> list[_Region]:
+    """The objects in one candidate component (two when a blur joined same-coloured neighbours)."""
+    distinct = component & (distance >= np.median(distance[component]))
+    color = pixels[distinct].mean(axis=0)  # (3,)
+    contrast = color - background
+    alpha = (pixels - background) @ contrast / max(float(contrast @ contrast), 1.0)  # (H, W)
+    alpha = np.clip(alpha, 0.0, 1.0)
+    region = ndimage.binary_dilation(component, iterations=2)
+    mask = ndimage.binary_fill_holes(region & (alpha > 0.5))
+    labels, count = ndimage.label(mask, structure=_FOUR_CONNECTED)
+    color_name = _nearest_color(color)
+    regions = []
+    for index in range(1, count + 1):
+        object_mask = labels == index
+        area = int(object_mask.sum())
+        if area < MIN_AREA:
+            continue
+        top, bottom = _trimmed_span(object_mask.sum(axis=1))
+        left, right = _trimmed_span(object_mask.sum(axis=0))
+        near = ndimage.binary_dilation(object_mask, iterations=1)
+        regions.append(_Region(color_name, (top, bottom, left, right), area, np.where(near, alpha, 0.0)))
+    return regions
+
+
+def _trimmed_span(counts: np.ndarray) -> tuple[int, int]:
+    """[first, last + 1) of the lines holding at least two mask pixels: a lone noisy pixel does not widen a box."""
+    lines = np.flatnonzero(counts >= 2)
+    if lines.size == 0:
+        lines = np.flatnonzero(counts)
+    return int(lines[0]), int(lines[-1]) + 1
+
+
+def _classify(region: _Region) -> Blob:
+    """Step 4: name the region's shape, size and position."""
+    top, bottom, left, right = region.box
+    centre = ((left + right) / 2, (top + bottom) / 2)
+    return Blob(
+        shape=_match_shape(region.alpha, centre),
+        color=region.color,
+        size="small" if max(bottom - top, right - left) < SIZE_THRESHOLD_PX else "large",
+        position=_nearest_position(centre),
+        centre=centre,
+        area=region.area,
+    )
+
+
+def _nearest_position(centre: tuple[float, float]) -> str:
+    x, y = centre[0] / IMAGE_SIZE, centre[1] / IMAGE_SIZE
+    return min(POSITIONS, key=lambda name: (POSITIONS[name][0] - x) ** 2 + (POSITIONS[name][1] - y) ** 2)
+
+
+def _match_shape(alpha: np.ndarray, centre: tuple[float, float]) -> str:
+    """The shape whose template, at the best side and shift, has the smallest squared difference to `alpha`."""
+    shapes, templates = _shape_templates()  # (N,), (N, WINDOW²)
+    half = WINDOW // 2
+    padded = np.pad(alpha, half + MAX_SHIFT + 1)
+    x0, y0 = (int(np.floor(c)) + half + MAX_SHIFT + 1 for c in centre)  # window centre in padded coordinates
+    shifts = range(-MAX_SHIFT, MAX_SHIFT + 1)
+    windows = np.stack(
+        [padded[y0 + dy - half : y0 + dy + half, x0 + dx - half : x0 + dx + half].ravel() for dy in shifts for dx in shifts]
+    )  # (shifts², WINDOW²)
+    squared = (templates**2).sum(axis=1)[:, None] - 2 * templates @ windows.T + (windows**2).sum(axis=1)[None, :]
+    return shapes[int(np.argmin(squared.min(axis=1)))]
+
+
+@functools.cache
+def _shape_templates() -> tuple[tuple[str, ...], np.ndarray]:
+    """Coverage of every shape at every template side, clean and as a light blur leaves it: (names, (N, WINDOW²))."""
+    names, templates = [], []
+    for shape, side, blur in itertools.product(SHAPES, TEMPLATE_SIDES, _TEMPLATE_BLURS):
+        coverage = shape_coverage(shape, (WINDOW / 2, WINDOW / 2), side, canvas=WINDOW)  # (WINDOW, WINDOW)
+        names.append(shape)
+        templates.append(blur(coverage).ravel())
+    stacked = np.stack(templates)
+    stacked[stacked < 1e-6] = 0.0  # a Gaussian's far tail is subnormal, and subnormals make matmul 100× slower
+    return tuple(names), stacked
+
+
+_TEMPLATE_BLURS = (
+    lambda coverage: coverage,
+    lambda coverage: ndimage.uniform_filter(coverage, size=3, mode="constant"),
+    lambda coverage: ndimage.gaussian_filter(coverage, sigma=0.7, mode="constant"),
+)
