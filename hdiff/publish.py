@@ -130,7 +130,7 @@ class _Redact(logging.Filter):
 @contextmanager
 def _redacted_transport_logs(secret: str) -> Iterator[None]:
     """Redact the HTTP stack's log records while pushing: at DEBUG, httpcore logs the request headers."""
-    redact_filter = logging.Filter()
+    redact_filter = _Redact(secret)
     loggers = [
         logger
         for name, logger in list(logging.Logger.manager.loggerDict.items())

@@ -17,6 +17,8 @@ from test_loaders import write_shards
 from hdiff.errors import HdiffError
 from hdiff.publish import push_dataset, scrub
 
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")  # huggingface_hub's LFS PUT
+
 TOKEN = "hf_standinSECRETtoken0123456789"
 REPO = "someone/hdiff-demo"
 PUSHED = ["README.md", "data/shard-00000.tar", "data/shard-00001.tar", "dendrogram.png", "grid.png", "manifest.json"]
@@ -55,19 +57,18 @@ def build(tmp_path) -> Path:
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
     """The stand-in, accepting only TOKEN, with huggingface_hub pointed at it as HF_ENDPOINT would."""
+    home = tmp_path / "hf-home"  # no real login is read, no registry cache written outside tmp
     with HubStandIn(token=TOKEN, multipart_chunk=4096) as standin:
-        monkeypatch.setenv("HF_ENDPOINT", standin.url)
-        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        for name, value in {"HF_ENDPOINT": standin.url, "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": TOKEN,
+                            "HF_HOME": str(home)}.items():
+            monkeypatch.setenv(name, value)
         for offline in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # conftest sets them; the stand-in is local
             monkeypatch.delenv(offline, raising=False)
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no real login is read
         # huggingface_hub reads these at import; the subprocess test covers the plain environment variables.
-        monkeypatch.setattr(constants, "ENDPOINT", standin.url)
-        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
-        monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "hf-home" / ".agent_harnesses.json"))
+        for name, value in {"ENDPOINT": standin.url, "HF_HUB_DISABLE_XET": True, "HF_HUB_OFFLINE": False,
+                            "HF_TOKEN_PATH": str(home / "token"),
+                            "AGENT_HARNESSES_PATH": str(home / ".agent_harnesses.json")}.items():
+            monkeypatch.setattr(constants, name, value)
         yield standin
         assert standin.unhandled == []
 

@@ -132,3 +132,42 @@ def stable_diffusion(scheduler=None) -> StableDiffusionPipeline:
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def stable_unclip(scheduler=None):
+    """A tiny StableUnCLIPPipeline: Karlo-style prior, image-embedding noiser, SD 2.x-style UNet with class labels."""
+    from diffusers import DDIMScheduler, StableUnCLIPPipeline
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+
+    torch.manual_seed(0)
+    prior = PriorTransformer(num_attention_heads=2, attention_head_dim=12, embedding_dim=TEXT_DIM, num_layers=1)
+    prior.clip_std = torch.nn.Parameter(torch.ones(prior.clip_std.shape))  # post_process_latents stays non-trivial
+    torch.manual_seed(0)
+    prior_text_encoder = CLIPTextModelWithProjection(text_config()).eval()
+    prior_scheduler = DDPMScheduler(variance_type="fixed_small_log", prediction_type="sample", num_train_timesteps=1000,
+                                    clip_sample=True, clip_sample_range=5.0, beta_schedule="squaredcos_cap_v2")
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(text_config()).eval()
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=TEXT_DIM,
+                                class_embed_type="projection", projection_class_embeddings_input_dim=2 * TEXT_DIM,
+                                norm_num_groups=8, attention_head_dim=4, use_linear_projection=True,
+                                upcast_attention=True).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3,
+                        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+                        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], latent_channels=4,
+                        norm_num_groups=8).eval()
+    scheduler = scheduler or DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                                           beta_end=0.012, prediction_type="v_prediction", set_alpha_to_one=False,
+                                           steps_offset=1, clip_sample=False)
+    pipe = StableUnCLIPPipeline(prior_tokenizer=tokenizer(), prior_text_encoder=prior_text_encoder, prior=prior,
+                                prior_scheduler=prior_scheduler,
+                                image_normalizer=StableUnCLIPImageNormalizer(embedding_dim=TEXT_DIM),
+                                image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
+                                tokenizer=tokenizer(), text_encoder=text_encoder, unet=unet, scheduler=scheduler,
+                                vae=vae)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -28,6 +28,7 @@ DROP_REASONS = ("not_text", "empty", "too_long", "duplicate", "near_duplicate", 
 _ALWAYS_INVISIBLE = re.compile("[\u200b\u2060\ufeff]")  # zero-width space, word joiner, BOM
 # ZWNJ / ZWJ are removed unless they join two non-ASCII characters (emoji sequences, Persian or Indic script)
 _STRAY_JOINER = re.compile(r"(?<![^\x00-\x7f\s])[\u200c\u200d]|[\u200c\u200d](?![^\x00-\x7f\s])")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
 
 EmbedFn = Callable[[list[str]], np.ndarray]
 
@@ -64,8 +65,8 @@ def read_corpus(source: str, *, split: str = "train", column: str = "prompt",
     """The raw values of `column` in a Hub dataset (`split`, optional `data_files`) or in local files.
 
     Local sources: a file, a glob or a folder (hidden entries skipped) of .parquet / .jsonl / .json / .csv / .txt
-    files, all of one kind; a .txt file holds one prompt per line and its column is always "text". Local files form one split; `split` and
-    `data_files` apply to Hub datasets only.
+    files, all of one kind; a .txt file holds one prompt per line and its column is always "text". Local files form
+    one split: `split` and `data_files` apply to Hub datasets only.
     """
     local = _local_files(source)
     if local is None:
@@ -156,7 +157,7 @@ def normalize(text: object) -> str | None:
         return None
     text = unicodedata.normalize("NFC", text)
     text = _STRAY_JOINER.sub("", _ALWAYS_INVISIBLE.sub("", text))
-    text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
+    text = _CONTROL.sub(" ", text)
     return " ".join(text.split())
 
 
@@ -202,10 +203,12 @@ def ingest(raw: Sequence[object], *, max_chars: int = 1000, long_policy: str = "
 
     if near_dedupe is not None and prompts:
         if embed_fn is None:
-            from hdiff.embedding import embed_texts as embed_fn
+            from hdiff.embedding import embed_texts
+
+            embed_fn = embed_texts
         keep = near_duplicate_mask(np.asarray(embed_fn([p.text for p in prompts]), dtype=np.float32), near_dedupe)
         dropped["near_duplicate"] = int((~keep).sum())
-        prompts = [p for p, k in zip(prompts, keep) if k]
+        prompts = [p for p, k in zip(prompts, keep, strict=True) if k]
 
     if limit is not None and len(prompts) > limit:
         chosen = set(_sample_ids([p.id for p in prompts], limit, sample_seed))

@@ -5,7 +5,8 @@ A node larger than `max_size` is split in two: 2-means (a few Lloyd iterations o
 boundary falls, clamped so each side keeps at least a quarter of the node (depth stays O(log N)) and at least
 `min_size` rows. With max_size >= 2·min_size every piece ends within [min_size, max_size].
 
-Memory is O(N·D) for the embeddings plus O(N) index arrays; rows are gathered in chunks of `CHUNK`.
+Memory is O(N·D) for the embeddings plus O(N) index arrays; large nodes are projected in chunks of `CHUNK` rows,
+and a node of at most `LOCAL` rows is copied out once so its subtree reads memory that is close together.
 The result depends only on the (id, embedding) pairs, not on their order: work happens in id order.
 """
 
@@ -19,6 +20,7 @@ from hdiff.errors import HdiffError
 SAMPLE = 4096  # rows a node's 2-means is fitted on
 LLOYD_ITERS = 8
 CHUNK = 65_536  # rows projected at a time
+LOCAL = 32_768  # a node this small is gathered into one array (≤ 48 MiB at D = 384) for its whole subtree
 MIN_SIDE = 0.25  # each side of a split keeps at least this fraction of the node
 
 
@@ -48,49 +50,56 @@ def semantic_shards(embeddings: np.ndarray, ids: list[str], min_size: int, max_s
     sorted_ids = id_array[by_id]
     repeated = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
     if len(repeated):
-        raise HdiffError(f"sharding needs unique ids; {sorted_ids[repeated[0]]!r} appears more than once")
+        raise HdiffError(f"sharding needs unique ids; {str(sorted_ids[repeated[0]])!r} appears more than once")
 
     leaves = []
-    stack = [np.arange(n)]  # nodes as sorted arrays of ranks (positions in id order)
+    stack = [(x, by_id, np.arange(n))]  # nodes: (embeddings, rows of the node in them, ranks), ranks ascending
     with threadpool_limits(1, user_api="blas"):  # matrix-vector work: BLAS threads only add overhead
         while stack:
-            ranks = stack.pop()
+            source, rows, ranks = stack.pop()
             if len(ranks) <= max_size:
                 leaves.append(ranks)
                 continue
-            left, right = _bisect(x, by_id, ranks, min_size, seed)
-            stack += [np.sort(right), np.sort(left)]
+            if len(ranks) <= LOCAL and source is x:  # gather once; the whole subtree then works on this copy
+                source, rows = np.asarray(x[rows], dtype=np.float32), np.arange(len(rows))
+            left, right = _bisect(source, rows, ranks, min_size, seed)
+            stack += [(source, rows[side], ranks[side]) for side in (np.sort(right), np.sort(left))]
     leaves.sort(key=lambda ranks: ranks[0])
     return [by_id[ranks].tolist() for ranks in leaves]
 
 
-def _bisect(x: np.ndarray, by_id: np.ndarray, ranks: np.ndarray, min_size: int,
+def _bisect(source: np.ndarray, rows: np.ndarray, ranks: np.ndarray, min_size: int,
             seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split a node (sorted ranks, n > max_size) in two along the 2-means direction of a sample of it."""
+    """Positions in the node (n > max_size) of its two halves along the 2-means direction of a sample of it."""
     n = len(ranks)
     rng = np.random.default_rng([seed, n, int(ranks[0]), int(ranks[-1])])  # fixed per node, whatever the visit order
-    sample = ranks if n <= SAMPLE else np.sort(rng.choice(ranks, SAMPLE, replace=False))
-    c1, c2 = _two_means(np.asarray(x[by_id[sample]], dtype=np.float32), rng)  # (D,), (D,)
+    sample = rows if n <= SAMPLE else rows[np.sort(rng.choice(n, SAMPLE, replace=False))]
+    c1, c2 = _two_means(np.asarray(source[sample], dtype=np.float32), rng)  # (D,), (D,)
     w = c1 - c2  # (D,)
-    proj = np.concatenate([np.asarray(x[by_id[ranks[i:i + CHUNK]]], dtype=np.float32) @ w
-                           for i in range(0, n, CHUNK)])  # (n,)
+    proj = np.empty(n, dtype=np.float32)  # (n,) x·w, each chunk gathered in row order
+    for i in range(0, n, CHUNK):
+        in_row_order = np.argsort(rows[i:i + CHUNK])
+        proj[i + in_row_order] = np.asarray(source[rows[i + in_row_order]], dtype=np.float32) @ w
     order = np.argsort(-proj, kind="stable")  # c1's side first; ties keep id order
     boundary = 0.5 * float(c1 @ c1 - c2 @ c2)  # x·w > boundary ⟺ x is closer to c1
     lo = max(min_size, int(np.ceil(MIN_SIDE * n)))
     cut = int(np.clip((proj > boundary).sum(), lo, n - lo)) if np.any(w) else n // 2
-    return ranks[order[:cut]], ranks[order[cut:]]
+    return order[:cut], order[cut:]
 
 
 def _two_means(s: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Two centroids of the sample s (m, D): farthest-point initialisation, then Lloyd iterations."""
+    """Two centroids of the sample s (m, D): farthest-point initialisation, then Lloyd iterations until stable."""
     sq = np.einsum("ij,ij->i", s, s)  # (m,) squared norms; ||s − c||² = sq − 2 s·c + ||c||²
     start = s[rng.integers(len(s))]
     c1 = s[np.argmax(sq - 2 * (s @ start))]
     c2 = s[np.argmax(sq - 2 * (s @ c1))]
+    total = s.sum(axis=0)  # (D,)
+    near1 = None
     for _ in range(LLOYD_ITERS):
-        near1 = (s @ (c1 - c2) > 0.5 * (c1 @ c1 - c2 @ c2)).astype(np.float32)  # (m,) 1 where closer to c1
-        k = near1.sum()
-        if k == 0 or k == len(s):
+        previous, near1 = near1, s @ (c1 - c2) > 0.5 * (c1 @ c1 - c2 @ c2)  # (m,) True where closer to c1
+        k = int(near1.sum())
+        if k in (0, len(s)) or (previous is not None and np.array_equal(near1, previous)):
             break
-        c1, c2 = (near1 @ s) / k, ((1 - near1) @ s) / (len(s) - k)
+        sum1 = near1.astype(np.float32) @ s  # (D,)
+        c1, c2 = sum1 / k, (total - sum1) / (len(s) - k)
     return c1, c2

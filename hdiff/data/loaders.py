@@ -144,7 +144,9 @@ def _worker_share(src: Iterable, total: int) -> Iterator:
 worker_share = wds.pipelinefilter(_worker_share)
 
 
-def _convert_image(image: Image.Image, size: int | tuple[int, int] | None, decode: Decode) -> torch.Tensor | Image.Image:
+def _convert_image(
+    image: Image.Image, size: int | tuple[int, int] | None, decode: Decode
+) -> torch.Tensor | Image.Image:
     """PIL RGB image -> resized to (H, W) if asked -> (3, H, W) float tensor in [0, 1], or left a PIL image."""
     height, width = (size, size) if isinstance(size, int) else size or (image.height, image.width)
     if image.size != (width, height):

@@ -52,13 +52,27 @@ class Plan:
     def parent_index(self) -> list[np.ndarray]:
         """Per evaluation k >= 1, for each active node, the index in active[k-1] of the node it continues from."""
         out = [np.zeros(0, dtype=np.int64)]
-        parent = self.tree.parent
+        ancestor = self.active_ancestor
         for k in range(1, self.num_evaluations):
             now, before = self.active[k], self.active[k - 1]
-            source = np.where(self.start[now] < k, now, parent[now])
+            source = np.where(self.start[now] < k, now, ancestor[now])
             index = np.searchsorted(before, source)
             assert np.array_equal(before[index], source), "plan invariant broken: a cut did not refine"
             out.append(index)
+        return out
+
+    @cached_property
+    def active_ancestor(self) -> np.ndarray:
+        """(2N-1,) the nearest proper ancestor that is active at some evaluation (-1 for none).
+
+        A node's latent continues from it: skipped ancestors (active for no evaluation) are passed over.
+        """
+        parent = self.tree.parent
+        ever = self.end > self.start
+        out = np.full(self.tree.n_nodes, -1, dtype=np.int64)
+        for node in range(self.tree.n_nodes - 2, -1, -1):  # parents have larger ids than their children
+            p = parent[node]
+            out[node] = p if ever[p] else out[p]
         return out
 
     @property

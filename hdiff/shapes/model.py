@@ -31,7 +31,7 @@ SENTENCE_MODEL = "all-MiniLM-L6-v2"
 EMBED_DIM = 384
 IMAGE_SIZE = 32
 
-SchedulerName = Literal["dpmsolver++", "ddpm", "ddim"]
+SchedulerName = Literal["dpm++", "ddpm", "ddim"]  # "dpm++": DPMSolverMultistepScheduler at its defaults
 
 
 @dataclass(frozen=True)
@@ -98,17 +98,17 @@ def training_scheduler(beta_schedule: str = "squaredcos_cap_v2", num_train_times
                          prediction_type="epsilon", variance_type="fixed_small", clip_sample=True)
 
 
-def sampling_scheduler(train_config: dict, name: SchedulerName = "dpmsolver++"):
+def sampling_scheduler(train_config: dict, name: SchedulerName = "dpm++"):
     """A sampler built from the training schedule's config (`scheduler/scheduler_config.json`)."""
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-    if name == "dpmsolver++":
-        return DPMSolverMultistepScheduler.from_config(train_config, algorithm_type="dpmsolver++", solver_order=2)
+    if name == "dpm++":  # DPM-Solver++(2M), the class defaults, as the model adapter builds it
+        return DPMSolverMultistepScheduler.from_config(train_config)
     if name == "ddim":
         return DDIMScheduler.from_config(train_config)
     if name == "ddpm":
         return DDPMScheduler.from_config(train_config)
-    raise HdiffError(f"unknown scheduler {name!r}; choose dpmsolver++, ddim or ddpm")
+    raise HdiffError(f"unknown scheduler {name!r}; choose dpm++, ddim or ddpm")
 
 
 def resolve_weights(path: str | os.PathLike | None = None) -> Path:

@@ -2,11 +2,12 @@
 
 Steps of `detect`:
 1. background = per-channel median of the border pixels, named by the nearest colour;
-2. candidate object pixels = those farther from the background than half the gap to the nearest other colour;
-   connected components smaller than MIN_AREA are noise;
-3. each component's colour = mean of its more distinct half of pixels; a per-pixel opacity
-   α = ((p − bg)·(c − bg)) / |c − bg|² (the renderer's own blend, inverted) gives the object mask α > ½, which
-   separates objects that a blur had joined and keeps sizes independent of contrast;
+2. each pixel is put on the blend line bg → c of the named colour c whose line passes closest, with opacity
+   α = ((p − bg)·(c − bg)) / |c − bg|² (the renderer's own blend, inverted); object pixels are those with α > ½,
+   so a blur that spreads an object's edge by a pixel neither joins neighbours nor changes sizes, whatever the
+   contrast; connected same-colour groups smaller than MIN_AREA are noise;
+3. each object's colour = mean of its opaque pixels, named by the nearest colour; its α map along that measured
+   colour feeds step 4;
 4. per blob: size from the longer bounding-box side, position from the box centre (nearest named place), shape
    from template matching: the blob's α map against each shape's coverage at sides 7–16 px, clean and lightly
    blurred, shifted up to two pixels around the box centre; the smallest squared difference names the shape.
@@ -28,7 +29,7 @@ from hdiff.shapes.world import COLORS, IMAGE_SIZE, POSITIONS, SHAPES, SIZE_PX, O
 ATTRIBUTES = ("background", "color", "shape", "size", "position", "count")
 OBJECT_ATTRIBUTES = ("shape", "color", "size", "position")
 MIN_AREA = 12  # pixels; the smallest object (a small triangle) covers 32
-WINDOW = 24  # template side, pixels: the largest template (16 px) plus the blur and the shift search
+WINDOW = 20  # template side, pixels: the largest template (16 px) and its blurred rim, with a margin
 TEMPLATE_SIDES = tuple(range(7, 17))
 MAX_SHIFT = 2
 SIZE_THRESHOLD_PX = (SIZE_PX["small"] + SIZE_PX["large"]) / 2
@@ -121,15 +122,39 @@ def _segment(image: np.ndarray) -> tuple[str, list[_Region]]:
     pixels = _as_float255(image)  # (H, W, 3)
     background = np.median(_border(pixels), axis=0)  # (3,)
     background_name = _nearest_color(background)
-    distance = np.linalg.norm(pixels - background, axis=-1)  # (H, W)
-    candidates = distance > _candidate_threshold(background_name)
-    labels, count = ndimage.label(candidates, structure=_FOUR_CONNECTED)
+    offsets = pixels - background  # (H, W, 3)
+    line, alpha = _nearest_line(offsets, background, background_name)  # (H, W), (H, W)
     regions = []
-    for index in range(1, count + 1):
-        component = labels == index
-        if component.sum() >= MIN_AREA:
-            regions.extend(_regions_in_component(pixels, background, distance, component))
+    for k in np.unique(line[alpha > 0.5]):
+        labels, count = ndimage.label((line == k) & (alpha > 0.5), structure=_FOUR_CONNECTED)
+        for index in range(1, count + 1):
+            mask = ndimage.binary_fill_holes(labels == index)
+            if mask.sum() >= MIN_AREA:
+                regions.append(_region(offsets, background, mask, alpha))
     return background_name, regions
+
+
+def _nearest_line(offsets: np.ndarray, background: np.ndarray, background_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel, the named colour whose blend line from the background passes closest, and the opacity along it."""
+    others = [k for k, name in enumerate(_PALETTE_NAMES) if name != background_name]
+    directions = _PALETTE[others] - background  # (K, 3)
+    alphas = np.einsum("hwc,kc->hwk", offsets, directions) / (directions**2).sum(axis=1)  # (H, W, K)
+    alphas = np.clip(alphas, 0.0, None)
+    residuals = np.linalg.norm(offsets[:, :, None, :] - alphas[..., None] * directions, axis=-1)  # (H, W, K)
+    nearest = residuals.argmin(axis=-1)  # (H, W)
+    return nearest, np.take_along_axis(alphas, nearest[..., None], axis=-1)[..., 0]
+
+
+def _region(offsets: np.ndarray, background: np.ndarray, mask: np.ndarray, line_alpha: np.ndarray) -> _Region:
+    """An object's colour (mean of its opaque interior), box, and opacity map along its own measured colour."""
+    interior = mask & (line_alpha > 0.75)
+    color = background + offsets[interior if interior.sum() >= MIN_AREA // 2 else mask].mean(axis=0)  # (3,)
+    contrast = color - background
+    alpha = np.clip(np.einsum("hwc,c->hw", offsets, contrast) / max(float(contrast @ contrast), 1.0), 0.0, 1.0)
+    top, bottom = _trimmed_span(mask.sum(axis=1))
+    left, right = _trimmed_span(mask.sum(axis=0))
+    near = ndimage.binary_dilation(mask, iterations=1)
+    return _Region(_nearest_color(color), (top, bottom, left, right), int(mask.sum()), np.where(near, alpha, 0.0))
 
 
 def _as_float255(image: np.ndarray) -> np.ndarray:
@@ -148,40 +173,6 @@ def _border(pixels: np.ndarray) -> np.ndarray:
 
 def _nearest_color(rgb: np.ndarray) -> str:
     return _PALETTE_NAMES[int(np.argmin(np.linalg.norm(_PALETTE - rgb, axis=-1)))]
-
-
-@functools.cache
-def _candidate_threshold(background_name: str) -> float:
-    """Half the distance from the background to the nearest other named colour."""
-    own = np.asarray(COLORS[background_name], dtype=np.float64)
-    others = [np.linalg.norm(_PALETTE[k] - own) for k, name in enumerate(_PALETTE_NAMES) if name != background_name]
-    return min(others) / 2
-
-
-def _regions_in_component(
-    pixels: np.ndarray, background: np.ndarray, distance: np.ndarray, component: np.ndarray
-) -> list[_Region]:
-    """The objects in one candidate component (two when a blur joined same-coloured neighbours)."""
-    distinct = component & (distance >= np.median(distance[component]))
-    color = pixels[distinct].mean(axis=0)  # (3,)
-    contrast = color - background
-    alpha = (pixels - background) @ contrast / max(float(contrast @ contrast), 1.0)  # (H, W)
-    alpha = np.clip(alpha, 0.0, 1.0)
-    region = ndimage.binary_dilation(component, iterations=2)
-    mask = ndimage.binary_fill_holes(region & (alpha > 0.5))
-    labels, count = ndimage.label(mask, structure=_FOUR_CONNECTED)
-    color_name = _nearest_color(color)
-    regions = []
-    for index in range(1, count + 1):
-        object_mask = labels == index
-        area = int(object_mask.sum())
-        if area < MIN_AREA:
-            continue
-        top, bottom = _trimmed_span(object_mask.sum(axis=1))
-        left, right = _trimmed_span(object_mask.sum(axis=0))
-        near = ndimage.binary_dilation(object_mask, iterations=1)
-        regions.append(_Region(color_name, (top, bottom, left, right), area, np.where(near, alpha, 0.0)))
-    return regions
 
 
 def _trimmed_span(counts: np.ndarray) -> tuple[int, int]:
@@ -220,8 +211,9 @@ def _match_shape(alpha: np.ndarray, centre: tuple[float, float]) -> str:
     shifts = range(-MAX_SHIFT, MAX_SHIFT + 1)
     windows = np.stack(
         [padded[y0 + dy - half : y0 + dy + half, x0 + dx - half : x0 + dx + half].ravel() for dy in shifts for dx in shifts]
-    )  # (shifts², WINDOW²)
-    squared = (templates**2).sum(axis=1)[:, None] - 2 * templates @ windows.T + (windows**2).sum(axis=1)[None, :]
+    ).astype(np.float32)  # (shifts², WINDOW²)
+    cross = np.einsum("nk,sk->ns", templates, windows)  # einsum, not BLAS: tiny products, busy shared cores
+    squared = (templates**2).sum(axis=1)[:, None] - 2 * cross + (windows**2).sum(axis=1)[None, :]  # (N, shifts²)
     return shapes[int(np.argmin(squared.min(axis=1)))]
 
 
@@ -233,8 +225,8 @@ def _shape_templates() -> tuple[tuple[str, ...], np.ndarray]:
         coverage = shape_coverage(shape, (WINDOW / 2, WINDOW / 2), side, canvas=WINDOW)  # (WINDOW, WINDOW)
         names.append(shape)
         templates.append(blur(coverage).ravel())
-    stacked = np.stack(templates)
-    stacked[stacked < 1e-6] = 0.0  # a Gaussian's far tail is subnormal, and subnormals make matmul 100× slower
+    stacked = np.stack(templates).astype(np.float32)
+    stacked[stacked < 1e-6] = 0.0  # a Gaussian's far tail is subnormal, and subnormals make products 100× slower
     return tuple(names), stacked
 
 

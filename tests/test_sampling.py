@@ -1,0 +1,87 @@
+"""Hierarchical sampling with τ > 0: accounting, invariance to batching and order, records, copies."""
+
+import numpy as np
+import pytest
+
+import tiny_models as tm
+from hdiff.generate import GenerationSettings, ImageJob, generate
+from hdiff.models import make_scheduler
+from hdiff.models.kandinsky import Kandinsky22Adapter
+from hdiff.models.stable_diffusion import StableDiffusionAdapter
+
+PROMPTS = ["a red cat", "a red cat on a mat", "a blue dog", "a blue dog on a log", "a green tree",
+           "a green tree in fog", "the sea", "a boat at sea"]
+
+
+def sd_adapter(scheduler="dpm++"):
+    pipe = tm.stable_diffusion()
+    pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
+    return StableDiffusionAdapter("tiny-sd", pipe)
+
+
+def count_rows(adapter):
+    seen = []
+    adapter.denoiser.register_forward_hook(
+        lambda module, args, kwargs, out: seen.append((args[0] if args else kwargs["sample"]).shape[0]),
+        with_kwargs=True)
+    return seen
+
+
+def settings(**kw):
+    base = dict(steps=6, guidance_scale=5.0, height=32, width=32, tau=None, budget=0.5, max_batch=64)
+    base.update(kw)
+    return GenerationSettings(**base)
+
+
+def test_plan_accounting_equals_rows_evaluated_and_records_sum_to_it():
+    adapter = sd_adapter()
+    rows = count_rows(adapter)
+    generation = generate(adapter, ImageJob.from_prompts(PROMPTS, base_seed=1), settings(max_batch=3))
+    plan = generation.plan
+    assert plan.saved_fraction > 0.3
+    assert sum(rows) == plan.unet_rows
+    assert max(rows) <= 2 * 3  # micro-batches of at most 3 clusters, guidance doubles the rows
+    assert sum(r.unet_evals for r in generation.records) == pytest.approx(plan.unet_rows, rel=1e-12)
+    for record in generation.records:
+        assert record.cluster_path[-1].size == 1 and record.cluster_path[0].from_step == 0
+        assert record.split_step == record.cluster_path[-1].from_step
+        assert record.shared_steps == record.split_step
+
+
+@pytest.mark.parametrize("scheduler", ["dpm++", "euler-ancestral", "unipc", "heun"])
+def test_images_do_not_depend_on_micro_batch_size_or_prompt_order(scheduler):
+    adapter = sd_adapter(scheduler)
+    reference = generate(adapter, ImageJob.from_prompts(PROMPTS, base_seed=3), settings(max_batch=64))
+    assert reference.plan.saved_fraction > 0.3
+    expected = dict(zip(PROMPTS, reference.float_images()))
+    order = np.random.default_rng(0).permutation(len(PROMPTS))
+    shuffled = [PROMPTS[i] for i in order]
+    for max_batch, prompts in [(1, PROMPTS), (3, shuffled)]:
+        other = generate(adapter, ImageJob.from_prompts(prompts, base_seed=3), settings(max_batch=max_batch))
+        assert other.plan.unet_rows == reference.plan.unet_rows
+        for prompt, image in zip(prompts, other.float_images()):
+            assert np.abs(image - expected[prompt]).max() <= 1e-5, prompt
+
+
+def test_copies_of_a_prompt_get_their_own_images():
+    adapter = sd_adapter("ddpm")
+    job = ImageJob.from_prompts(["a red cat", "a blue dog"], images_per_prompt=3, base_seed=0)
+    generation = generate(adapter, job, settings(tau=1000.0, budget=None, copy_max_shared=0.25))
+    assert len(set(job.seeds)) == 6
+    for record in generation.records:
+        assert record.split_step <= 1  # floor(0.25 * 6)
+    images = generation.float_images()
+    for i in range(6):
+        for j in range(i + 1, 6):
+            assert np.abs(images[i] - images[j]).mean() > 1e-3
+
+
+def test_kandinsky_hierarchical_run_counts_its_rows():
+    prior, decoder = tm.kandinsky_prior(), tm.kandinsky_decoder()
+    adapter = Kandinsky22Adapter("tiny-kandinsky", prior, decoder.unet, decoder.movq, decoder.scheduler,
+                                 prior_steps=2)
+    rows = count_rows(adapter)
+    generation = generate(adapter, ImageJob.from_prompts(PROMPTS, base_seed=0), settings(budget=0.6, max_batch=4))
+    assert abs(generation.plan.saved_fraction - 0.6) <= 0.07
+    assert sum(rows) == generation.plan.unet_rows
+    assert np.isfinite(generation.float_images()).all()
