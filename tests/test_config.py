@@ -88,6 +88,10 @@ def test_overrides():
     with_budget = apply_overrides(config, {"generation.budget": 0.5})
     assert with_budget.generation.tau is None
     assert apply_overrides(with_budget, {"generation.tau": 0.2}).generation.budget is None
+    from_strings = apply_overrides(config, {"generation.tau": "0.25", "ingest.limit": "10", "name": "123",
+                                            "ingest.sample_seed": "null", "model.scheduler": "ddim"})
+    assert (from_strings.generation.tau, from_strings.ingest.limit, from_strings.name) == (0.25, 10, "123")
+    assert from_strings.ingest.sample_seed is None and from_strings.model.scheduler == "ddim"
     with pytest.raises(HdiffError, match=r"overrides: generation\.tau: must be >= 0"):
         apply_overrides(config, {"generation.tau": -2})
     with pytest.raises(HdiffError, match=r"override generation\.tua: unknown key 'tua'"):

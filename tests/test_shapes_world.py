@@ -211,7 +211,8 @@ def test_oracle_counts_objects():
 
 
 def test_detect_reads_attributes_back():
-    scene = Scene("black", (Obj("triangle", "yellow", "large", "top right"), Obj("cross", "cyan", "small", "bottom left")))
+    objects = (Obj("triangle", "yellow", "large", "top right"), Obj("cross", "cyan", "small", "bottom left"))
+    scene = Scene("black", objects)
     detection = detect(render(scene))
     assert detection.background == "black"
     read = {(b.shape, b.color, b.size, b.position) for b in detection.blobs}

@@ -143,7 +143,10 @@ def load_config(path: str | os.PathLike) -> BuildConfig:
 
 
 def apply_overrides(config: BuildConfig, overrides: dict[str, Any]) -> BuildConfig:
-    """A new config with dotted keys replaced, e.g. {"generation.tau": 0.5}, validated as a whole."""
+    """A new config with dotted keys replaced, e.g. {"generation.tau": 0.5}, validated as a whole.
+
+    A string value for a key that does not hold a string is read as a YAML scalar: "0.5", "null", "[a, b]".
+    """
     data = copy.deepcopy(config.model_dump())
     for dotted, value in overrides.items():
         *parents, leaf = dotted.split(".")
@@ -154,13 +157,22 @@ def apply_overrides(config: BuildConfig, overrides: dict[str, Any]) -> BuildConf
             node = node[key]
         if leaf not in node:
             raise HdiffError(f"override {dotted}: unknown key {leaf!r}; expected one of: {', '.join(node)}")
-        node[leaf] = value
+        node[leaf] = _parsed(value) if not isinstance(node[leaf], str) else value
     given = {"tau": "generation.tau" in overrides, "budget": "generation.budget" in overrides}
     if given["budget"] and not given["tau"]:
         data["generation"].pop("tau")  # a budget given on its own replaces tau, as in a YAML file
     if given["tau"] and not given["budget"]:
         data["generation"]["budget"] = None  # and a tau replaces a budget
     return BuildConfig.from_flow_parameters(data, "overrides")
+
+
+def _parsed(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
 
 
 def format_validation_error(exc: ValidationError, origin: str) -> str:

@@ -31,11 +31,11 @@ def shard_name(index: int) -> str:
 
 def semantic_shards(embeddings: np.ndarray, ids: list[str], min_size: int, max_size: int,
                     seed: int = 0) -> list[list[int]]:
-    """A partition of row indices into shards of min_size..max_size rows (one shard when N < min_size).
+    """A partition of row indices into shards of min_size..max_size rows (one shard when N <= max_size).
 
     Each shard lists its rows in id order; shards are ordered by their smallest id.
     """
-    x = np.asarray(embeddings)
+    x = np.asarray(embeddings, dtype=np.float32)  # no copy for float32 input, memory-mapped or not
     n = len(ids)
     if x.ndim != 2 or len(x) != n:
         raise HdiffError(f"sharding needs one embedding row per id; got {x.shape} for {n} ids")
@@ -61,7 +61,7 @@ def semantic_shards(embeddings: np.ndarray, ids: list[str], min_size: int, max_s
                 leaves.append(ranks)
                 continue
             if len(ranks) <= LOCAL and source is x:  # gather once; the whole subtree then works on this copy
-                source, rows = np.asarray(x[rows], dtype=np.float32), np.arange(len(rows))
+                source, rows = x[rows], np.arange(len(rows))
             left, right = _bisect(source, rows, ranks, min_size, seed)
             stack += [(source, rows[side], ranks[side]) for side in (np.sort(right), np.sort(left))]
     leaves.sort(key=lambda ranks: ranks[0])
@@ -73,18 +73,29 @@ def _bisect(source: np.ndarray, rows: np.ndarray, ranks: np.ndarray, min_size: i
     """Positions in the node (n > max_size) of its two halves along the 2-means direction of a sample of it."""
     n = len(ranks)
     rng = np.random.default_rng([seed, n, int(ranks[0]), int(ranks[-1])])  # fixed per node, whatever the visit order
-    sample = rows if n <= SAMPLE else rows[np.sort(rng.choice(n, SAMPLE, replace=False))]
-    c1, c2 = _two_means(np.asarray(source[sample], dtype=np.float32), rng)  # (D,), (D,)
-    w = c1 - c2  # (D,)
-    proj = np.empty(n, dtype=np.float32)  # (n,) x·w, each chunk gathered in row order
-    for i in range(0, n, CHUNK):
-        in_row_order = np.argsort(rows[i:i + CHUNK])
-        proj[i + in_row_order] = np.asarray(source[rows[i + in_row_order]], dtype=np.float32) @ w
+    if n <= SAMPLE:  # fit on the whole node
+        points = source[rows]  # (n, D)
+        c1, c2 = _two_means(points, rng)
+        proj = points @ (c1 - c2)  # (n,)
+    else:
+        c1, c2 = _two_means(source[rows[np.sort(rng.choice(n, SAMPLE, replace=False))]], rng)
+        proj = _project(source, rows, c1 - c2)
     order = np.argsort(-proj, kind="stable")  # c1's side first; ties keep id order
     boundary = 0.5 * float(c1 @ c1 - c2 @ c2)  # x·w > boundary ⟺ x is closer to c1
     lo = max(min_size, int(np.ceil(MIN_SIDE * n)))
-    cut = int(np.clip((proj > boundary).sum(), lo, n - lo)) if np.any(w) else n // 2
+    cut = int(np.clip((proj > boundary).sum(), lo, n - lo)) if np.any(c1 != c2) else n // 2
     return order[:cut], order[cut:]
+
+
+def _project(source: np.ndarray, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(n,) source[rows] @ w, gathered chunk by chunk into one reused buffer, each chunk in row order."""
+    proj = np.empty(len(rows), dtype=np.float32)
+    buffer = np.empty((min(CHUNK, len(rows)), source.shape[1]), dtype=np.float32)
+    for i in range(0, len(rows), CHUNK):
+        in_row_order = np.argsort(rows[i:i + CHUNK])
+        chunk = np.take(source, rows[i + in_row_order], axis=0, out=buffer[:len(in_row_order)])
+        proj[i + in_row_order] = chunk @ w
+    return proj
 
 
 def _two_means(s: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -128,7 +128,7 @@ def load_component(loader, source: str, subfolder: str | None = None, **kwargs):
         return loader.from_pretrained(source, local_files_only=offline or kwargs.pop("local_files_only", False),
                                       **kwargs)
     except (OSError, ValueError) as exc:
-        if os.path.isdir(source):
+        if os.path.isabs(source) or source.startswith(".") or os.path.isdir(source):
             raise HdiffError(f"cannot load {loader.__name__} from {source}"
                              f"{'/' + subfolder if subfolder else ''}: {str(exc).splitlines()[0]}") from exc
         raise HdiffError(f"model {source!r} is not in the local Hugging Face cache"

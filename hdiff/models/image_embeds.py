@@ -23,11 +23,12 @@ def predict_with_image_embeds(unet, scheduler, latents: torch.Tensor, t, embeds:
         latent_input = scheduler.scale_model_input(latent_input, t)
     output = unet(sample=latent_input, timestep=t, encoder_hidden_states=None,
                   added_cond_kwargs={"image_embeds": image_embeds}, return_dict=False)[0]
+    learned_variance = output.shape[1] > channels  # Kandinsky's decoder also predicts a variance
     if guided:
-        output, variance = output.split(channels, dim=1)
+        output, variance = output.split(channels, dim=1) if learned_variance else (output, output[:, :0])
         uncond, cond = output.chunk(2)
         _, variance_cond = variance.chunk(2)
         output = torch.cat([uncond + guidance_scale * (cond - uncond), variance_cond], dim=1)
-    if getattr(scheduler.config, "variance_type", None) not in ("learned", "learned_range"):
+    if learned_variance and getattr(scheduler.config, "variance_type", None) not in ("learned", "learned_range"):
         output, _ = output.split(channels, dim=1)
     return output

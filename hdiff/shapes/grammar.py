@@ -48,7 +48,9 @@ TEMPLATES: tuple[Template, ...] = (
     Template("a {background} background with {objects}", "a {size} {color} {shape} in the {position}", 1),
     Template("{objects}, {background} background", "a {color} {shape} ({size}) in the {position}", 0),
     Template(
-        "a picture of {objects} against a {background} background", "a {size} {color} {shape} placed in the {position}", 0
+        "a picture of {objects} against a {background} background",
+        "a {size} {color} {shape} placed in the {position}",
+        0,
     ),
     Template("{background} canvas; {objects}", "{position}: {size} {color} {shape}", 1),
 )

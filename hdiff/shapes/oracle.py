@@ -3,7 +3,7 @@
 Steps of `detect`:
 1. background = per-channel median of the border pixels, named by the nearest colour;
 2. each pixel is put on the blend line bg → c of the named colour c whose line passes closest, with opacity
-   α = ((p − bg)·(c − bg)) / |c − bg|² (the renderer's own blend, inverted); object pixels are those with α > ½,
+   α = ((p − bg)·(c − bg)) / |c − bg|² (the renderer's blend, inverted); object pixels are those with α > ½,
    so a blur that spreads an object's edge by a pixel neither joins neighbours nor changes sizes, whatever the
    contrast; connected same-colour groups smaller than MIN_AREA are noise;
 3. each object's colour = mean of its opaque pixels, named by the nearest colour; its α map along that measured
@@ -210,7 +210,10 @@ def _match_shape(alpha: np.ndarray, centre: tuple[float, float]) -> str:
     x0, y0 = (int(np.floor(c)) + half + MAX_SHIFT + 1 for c in centre)  # window centre in padded coordinates
     shifts = range(-MAX_SHIFT, MAX_SHIFT + 1)
     windows = np.stack(
-        [padded[y0 + dy - half : y0 + dy + half, x0 + dx - half : x0 + dx + half].ravel() for dy in shifts for dx in shifts]
+        [
+            padded[y0 + dy - half : y0 + dy + half, x0 + dx - half : x0 + dx + half].ravel()
+            for dy, dx in itertools.product(shifts, shifts)
+        ]
     ).astype(np.float32)  # (shifts², WINDOW²)
     cross = np.einsum("nk,sk->ns", templates, windows)  # einsum, not BLAS: tiny products, busy shared cores
     squared = (templates**2).sum(axis=1)[:, None] - 2 * cross + (windows**2).sum(axis=1)[None, :]  # (N, shifts²)

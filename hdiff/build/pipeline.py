@@ -1,0 +1,136 @@
+"""The dataset build's stages as plain functions; flows/build_dataset.py wraps each in a Prefect task.
+
+    read → ingest → embed (cached) → shard → generate each shard (hierarchical sampling) → write → finalize
+
+The shard is the unit of work and of resumption: its name and members are a pure function of the input, it is
+written under a temporary name and renamed, and its stats file (written last) marks it done. A re-run skips
+shards whose tar and stats verify and redoes the rest.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import tarfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hdiff.build import layout
+from hdiff.build.config import BuildConfig
+from hdiff.build.embed_cache import embed_with_cache
+from hdiff.build.ingest import IngestReport, Prompt, ingest, read_corpus
+from hdiff.build.shard import semantic_shards
+from hdiff.build.writer import Sample, ShardStats, read_stats, shard_is_complete, write_shard
+from hdiff.generate import GenerationSettings, ImageJob, generate
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard to generate: its stable name and its prompts (id order)."""
+
+    name: str
+    prompts: tuple[str, ...]
+
+
+@dataclass
+class Prepared:
+    shards: list[ShardJob]
+    ingest_report: IngestReport
+
+
+def prepare(config: BuildConfig, progress: bool = True) -> Prepared:
+    """Read, clean, embed and partition the corpus into shards."""
+    source = config.source
+    raw = read_corpus(source.path_or_id, split=source.split, column=source.column, data_files=source.data_files)
+    embed = functools.partial(embed_with_cache, cache_dir=config.embedding.cache_dir,
+                              model_name=config.embedding.model, batch_size=config.embedding.batch_size,
+                              progress=progress)
+    prompts, report = ingest(raw, max_chars=config.ingest.max_chars, long_policy=config.ingest.long_policy,
+                             near_dedupe=config.ingest.near_dedupe, embed_fn=embed, limit=config.ingest.limit,
+                             sample_seed=config.ingest.sample_seed, source=source.path_or_id)
+    vectors = embed([p.text for p in prompts])
+    parts = semantic_shards(vectors, [p.id for p in prompts], config.sharding.min_size, config.sharding.max_size)
+    shards = [ShardJob(layout.shard_name(i), tuple(prompts[r].text for r in rows)) for i, rows in enumerate(parts)]
+    return Prepared(shards, report)
+
+
+@functools.lru_cache(maxsize=2)
+def cached_adapter(model_id: str, device: str, scheduler: str | None, dtype: str):
+    """One loaded model per worker process, reused by every shard it generates."""
+    from hdiff.models import load_adapter
+
+    options = {} if dtype == "auto" else {"dtype": getattr(torch, dtype)}
+    return load_adapter(model_id, device=device, scheduler=scheduler, **options)
+
+
+def generation_settings(config: BuildConfig, adapter) -> GenerationSettings:
+    m, g = config.model, config.generation
+    return GenerationSettings(
+        steps=m.steps or adapter.default_steps,
+        guidance_scale=m.guidance_scale if m.guidance_scale is not None else adapter.default_guidance,
+        height=m.height or adapter.default_size, width=m.width or adapter.default_size,
+        tau=g.tau, budget=g.budget, schedule=g.schedule, max_batch=g.max_batch, copy_max_shared=g.copy_max_shared)
+
+
+def sample_key(prompt_id: str, copy_index: int) -> str:
+    return f"{prompt_id}-{copy_index:03d}"
+
+
+def generate_shard(config: BuildConfig, shard: ShardJob, progress=None) -> tuple[ShardStats, bool]:
+    """Generate and write one shard unless it is already complete; (stats, whether it was generated now)."""
+    if shard_is_complete(config.output, shard.name):
+        return read_stats(config.output, shard.name), False
+    adapter = cached_adapter(config.model.id, config.model.device, config.model.scheduler, config.model.dtype)
+    settings = generation_settings(config, adapter)
+    job = ImageJob.from_prompts(list(shard.prompts), images_per_prompt=config.generation.images_per_prompt,
+                                base_seed=config.generation.seed)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        generation = generate(adapter, job, settings, on_evaluation=progress)
+        if adapter.device.type == "cuda":
+            torch.cuda.synchronize(adapter.device)
+    device_seconds = time.perf_counter() - started
+
+    def samples():
+        for row, image in generation.images():
+            record = generation.records[row].model_dump(mode="json")
+            yield Sample(sample_key(job.prompt_ids[row], job.copy_index[row]), image, job.prompts[row], record)
+
+    stats = write_shard(config.output, shard.name, samples(), image_format=config.output_format.image_format,
+                        jpeg_quality=config.output_format.jpeg_quality, unet_rows=float(generation.plan.unet_rows),
+                        wall_seconds=time.perf_counter() - started, device_seconds=device_seconds)
+    if shard.name == layout.shard_name(0):
+        write_dendrogram(config, generation)
+    return stats, True
+
+
+def write_dendrogram(config: BuildConfig, generation) -> None:
+    import os
+    import tempfile
+
+    from hdiff.figures import save_dendrogram
+
+    target = layout.dendrogram_path(config.output)
+    fd, tmp = tempfile.mkstemp(prefix=".dendrogram.", suffix=".png.partial", dir=config.output)
+    os.close(fd)
+    save_dendrogram(generation.plan, tmp, labels=generation.job.prompts)
+    os.replace(tmp, target)
+
+
+def sample_grid_images(out_dir, limit: int = 64) -> list[np.ndarray]:
+    """The first `limit` images of the dataset, read back from the tars."""
+    from PIL import Image
+
+    images = []
+    for shard in layout.tar_shards(out_dir):
+        with tarfile.open(layout.tar_path(out_dir, shard)) as tar:
+            for member in tar:
+                if member.name.rsplit(".", 1)[-1] in ("png", "jpg", "webp"):
+                    data = tar.extractfile(member).read()
+                    images.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+                    if len(images) >= limit:
+                        return images
+    return images

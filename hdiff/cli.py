@@ -1,0 +1,230 @@
+"""The `hdiff` command line: generate, build, verify, push, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hdiff.errors import HdiffError
+
+
+def read_prompt_file(path: str) -> list[str]:
+    """Prompts from a .txt (one a line) or .jsonl/.json ({"prompt": ...} a line) file, UTF-8."""
+    file = Path(path)
+    if not file.is_file():
+        raise HdiffError(f"prompt file {path} does not exist")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise HdiffError(f"prompt file {path} is not UTF-8 text (byte {exc.start})") from None
+    if file.suffix in (".jsonl", ".json"):
+        prompts = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise HdiffError(f"{path}:{number}: not a JSON object") from None
+            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+                raise HdiffError(f"{path}:{number}: expected an object with a string \"prompt\"")
+            prompts.append(row["prompt"])
+    else:
+        prompts = text.splitlines()
+        while prompts and not prompts[-1].strip():
+            prompts.pop()
+    if not prompts:
+        raise HdiffError(f"prompt file {path} holds no prompts")
+    for number, prompt in enumerate(prompts, 1):
+        if not prompt.strip():
+            raise HdiffError(f"{path}: prompt {number} is empty or whitespace only")
+    return prompts
+
+
+def staged_output(out: Path, overwrite: bool) -> Path:
+    """A temporary sibling folder of `out`, renamed to `out` only when the run completes."""
+    if out.exists() and not overwrite:
+        raise HdiffError(f"{out} already exists; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+
+
+def publish_staged(staging: Path, out: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(staging, out)
+
+
+def cmd_generate(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from hdiff.figures import save_dendrogram, save_grid
+    from hdiff.generate import GenerationSettings, ImageJob, generate
+    from hdiff.models import load_adapter
+
+    prompts = read_prompt_file(args.prompts)
+    if args.tau is not None and args.tau < 0:
+        raise HdiffError(f"--tau must be >= 0, got {args.tau}")
+    if args.steps is not None and args.steps < 1:
+        raise HdiffError(f"--steps must be >= 1, got {args.steps}")
+    if args.budget is not None and not 0 <= args.budget < 1:
+        raise HdiffError(f"--budget must be in [0, 1), got {args.budget}")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise HdiffError(f"{out} already exists; pass --overwrite to replace it")
+    job = ImageJob.from_prompts(prompts, images_per_prompt=args.images_per_prompt, base_seed=args.seed)
+    adapter = load_adapter(args.model, adapter=args.adapter, device=args.device, scheduler=args.scheduler)
+    size = args.size or adapter.default_size
+    settings = GenerationSettings(
+        steps=args.steps or adapter.default_steps,
+        guidance_scale=args.guidance if args.guidance is not None else adapter.default_guidance,
+        height=size, width=size, tau=None if args.budget is not None else args.tau, budget=args.budget,
+        schedule=args.schedule, max_batch=args.max_batch, copy_max_shared=args.copy_max_shared)
+    staging = staged_output(out, args.overwrite)
+    try:
+        started = time.perf_counter()
+        with tqdm(desc="denoising", unit="eval", disable=args.quiet) as bar:
+            def on_evaluation(k, active):
+                bar.total = generation_total[0]
+                bar.set_postfix(active=active)
+                bar.update(1)
+            from hdiff.models.schedulers import count_evaluations
+            generation_total = [count_evaluations(adapter.scheduler, settings.steps)]
+            with torch.inference_mode():
+                generation = generate(adapter, job, settings, on_evaluation=on_evaluation)
+        (staging / "images").mkdir()
+        grid = []
+        from PIL import Image
+        for row, image in generation.images():
+            Image.fromarray(image).save(staging / "images" / f"{row:05d}.png")
+            if len(grid) < 64:
+                grid.append(image)
+        seconds = time.perf_counter() - started
+        plan = generation.plan
+        report = {"model": args.model, "adapter": adapter.name, "settings": settings.__dict__,
+                  "plan": {k: v for k, v in plan.summary().items()}, "tau": plan.schedule.tau,
+                  "seconds": seconds, "device": str(adapter.device),
+                  "images": [{"file": f"images/{i:05d}.png", **r.model_dump()} for i, r in enumerate(generation.records)]}
+        (staging / "report.json").write_text(json.dumps(report, indent=1))
+        save_dendrogram(plan, staging / "dendrogram.png", labels=job.prompts)
+        save_grid(grid, staging / "grid.png")
+        publish_staged(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    print(f"{len(job)} images in {out} ({seconds:.1f} s); τ = {plan.schedule.tau:.4g}, "
+          f"UNet rows {plan.unet_rows} of {plan.standard_unet_rows} standard, {plan.saved_fraction:.1%} saved")
+    return 0
+
+
+def cmd_build(args) -> int:
+    from hdiff.build.config import apply_overrides, load_config
+    from flows.build_dataset import build_dataset_from_config
+
+    config = load_config(args.config)
+    if args.set:
+        overrides = {}
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise HdiffError(f"--set expects KEY=VALUE, got {item!r}")
+            overrides[key] = value
+        config = apply_overrides(config, overrides)
+    manifest = build_dataset_from_config(config)
+    totals = manifest["totals"]
+    print(f"{totals['samples']} images in {config.output}: {totals['percent_saved']:.1f}% of UNet rows saved "
+          f"({totals['unet_rows']} of {totals['standard_rows']}), {totals['wall_seconds']:.1f} s")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from hdiff.build.verify import run_verify
+
+    return run_verify(args.out)
+
+
+def cmd_push(args) -> int:
+    from hdiff.publish import push_dataset
+
+    url = push_dataset(args.out, args.repo, private=args.private, revision=args.revision)
+    print(url)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import importlib
+
+    module = importlib.import_module(f"hdiff.bench.{args.which}")
+    return module.main(args.rest)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hdiff", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="images for a prompt file, sharing early denoising steps")
+    g.add_argument("--model", default="hdiff/shapes", help="Hub id or local folder (default: the embedded model)")
+    g.add_argument("--adapter", default=None, help="adapter name when it cannot be inferred")
+    g.add_argument("--prompts", required=True, help=".txt (one a line) or .jsonl ({\"prompt\": ...})")
+    share = g.add_mutually_exclusive_group()
+    share.add_argument("--tau", type=float, default=1.0, help="φ(0), the first cut height (0: standard sampling)")
+    share.add_argument("--budget", type=float, default=None, help="target fraction of UNet rows saved, in [0, 1)")
+    g.add_argument("--schedule", default="linear", choices=["linear", "cosine", "quadratic"])
+    g.add_argument("--steps", type=int, default=None)
+    g.add_argument("--guidance", type=float, default=None)
+    g.add_argument("--scheduler", default=None, help="ddpm, ddim, euler, euler-ancestral, dpm++, unipc, heun")
+    g.add_argument("--size", type=int, default=None)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--images-per-prompt", type=int, default=1)
+    g.add_argument("--copy-max-shared", type=float, default=0.25)
+    g.add_argument("--max-batch", type=int, default=64)
+    g.add_argument("--device", default="auto")
+    g.add_argument("--out", required=True)
+    g.add_argument("--overwrite", action="store_true")
+    g.add_argument("--quiet", action="store_true")
+    g.set_defaults(func=cmd_generate)
+
+    b = sub.add_parser("build", help="build a WebDataset image dataset from a YAML config (a Prefect flow)")
+    b.add_argument("config")
+    b.add_argument("--set", action="append", help="override a config value, e.g. --set generation.tau=0.5")
+    b.set_defaults(func=cmd_build)
+
+    v = sub.add_parser("verify", help="check a built dataset; exit 1 if anything is wrong")
+    v.add_argument("out")
+    v.set_defaults(func=cmd_verify)
+
+    u = sub.add_parser("push", help="upload a built dataset to the Hugging Face Hub")
+    u.add_argument("out")
+    u.add_argument("--repo", required=True)
+    u.add_argument("--private", action="store_true")
+    u.add_argument("--revision", default=None)
+    u.set_defaults(func=cmd_push)
+
+    bench = sub.add_parser("bench", help="benchmarks that print figures: saved, quality, speed, plan")
+    bench.add_argument("which", choices=["saved", "quality", "speed", "plan"])
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HdiffError as exc:
+        print(f"hdiff: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hdiff: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
