@@ -171,3 +171,17 @@ def stable_unclip(scheduler=None):
                                 vae=vae)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def tiny_shapes_model(folder) -> str:
+    """A random-weight model in the embedded shapes model's on-disk format (fast: 4 steps, a tiny UNet)."""
+    from hdiff.shapes.model import TINY_SPEC, build_unet
+
+    folder = Path(folder)
+    if not (folder / "hdiff_shapes.json").exists():
+        torch.manual_seed(0)
+        build_unet(TINY_SPEC).save_pretrained(folder / "unet")
+        DDPMScheduler(num_train_timesteps=1000).save_pretrained(folder / "scheduler")
+        (folder / "hdiff_shapes.json").write_text(json.dumps({
+            "default_steps": 4, "default_guidance_scale": 3.0, "default_scheduler": "dpm++", "image_size": 32}))
+    return str(folder)

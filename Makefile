@@ -1,0 +1,33 @@
+# hdiff: `make demo` sets up and builds the demo dataset; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
+
+.PHONY: setup demo test bench-saved clean
+
+$(BIN)/hdiff: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	# torch first and pinned: a loose requirement would pull a multi-GB CUDA build on a CPU machine
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e '.[test]'
+	touch $(BIN)/hdiff
+
+setup: $(BIN)/hdiff
+
+demo: setup
+	rm -rf out/demo
+	$(BIN)/hdiff build configs/demo.yaml
+	$(BIN)/hdiff verify out/demo
+
+test: setup
+	$(BIN)/pytest -q
+
+bench-saved: setup
+	$(BIN)/hdiff bench saved
+
+clean:
+	rm -rf out .cache
