@@ -19,7 +19,6 @@ $(BIN)/hdiff: pyproject.toml
 setup: $(BIN)/hdiff
 
 demo: setup
-	rm -rf out/demo
 	$(BIN)/hdiff build configs/demo.yaml
 	$(BIN)/hdiff verify out/demo
 
