@@ -7,6 +7,8 @@ Run in-process with `hdiff build CONFIG`, or as a deployment (prefect.yaml) with
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from hdiff.build.config import BuildConfig, load_config
 from hdiff.build.finalize import (hardware_info, prefect_summary_markdown, shard_table_rows, write_dataset_card,
                                   write_manifest)
 from hdiff.build.writer import clean_partials, read_all_stats
+from hdiff.errors import HdiffError
 
 GPU_TAG = "hdiff-gpu"
 
@@ -98,11 +101,33 @@ def build_dataset(config: dict[str, Any]) -> dict:
     return finalize_task(cfg, report, time.perf_counter() - started)
 
 
+class _BadInputWithoutTraceback(logging.Filter):
+    """Bad input (HdiffError) is logged as its one-line message: a traceback is for bugs, not for the user's data."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], HdiffError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+@contextlib.contextmanager
+def bad_input_without_tracebacks():
+    """While open, Prefect's flow and task run loggers print an HdiffError without its traceback."""
+    loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
+    quiet = _BadInputWithoutTraceback()
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
+
+
 def build_dataset_from_config(config: BuildConfig) -> dict:
     """Run the flow in this process (Prefect starts a temporary local API if no server is configured)."""
-    if config.runner.kind == "ray":
+    with bad_input_without_tracebacks():
         return build_dataset.with_options(task_runner=task_runner_for(config))(config.to_flow_parameters())
-    return build_dataset.with_options(task_runner=task_runner_for(config))(config.to_flow_parameters())
 
 
 if __name__ == "__main__":

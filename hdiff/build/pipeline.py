@@ -99,25 +99,27 @@ def generate_shard(config: BuildConfig, shard: ShardJob, progress=None) -> tuple
             record = generation.records[row].model_dump(mode="json")
             yield Sample(sample_key(job.prompt_ids[row], job.copy_index[row]), image, job.prompts[row], record)
 
+    if shard.name == layout.shard_name(0):  # before the stats file: a re-run that skips this shard finds it
+        write_dendrogram(config, generation)
     stats = write_shard(config.output, shard.name, samples(), image_format=config.output_format.image_format,
                         jpeg_quality=config.output_format.jpeg_quality, unet_rows=float(generation.plan.unet_rows),
                         wall_seconds=time.perf_counter() - started, device_seconds=device_seconds)
-    if shard.name == layout.shard_name(0):
-        write_dendrogram(config, generation)
     return stats, True
 
 
 def write_dendrogram(config: BuildConfig, generation) -> None:
+    """OUT/dendrogram.png of the generation's tree, drawn under a partial name and renamed."""
     import os
-    import tempfile
 
     from hdiff.figures import save_dendrogram
 
     target = layout.dendrogram_path(config.output)
-    fd, tmp = tempfile.mkstemp(prefix=".dendrogram.", suffix=".png.partial", dir=config.output)
-    os.close(fd)
-    save_dendrogram(generation.plan, tmp, labels=generation.job.prompts)
-    os.replace(tmp, target)
+    tmp = layout.partial_path(target)
+    try:
+        save_dendrogram(generation.plan, tmp, labels=generation.job.prompts)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def sample_grid_images(out_dir, limit: int = 64) -> list[np.ndarray]:

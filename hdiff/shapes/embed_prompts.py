@@ -1,7 +1,7 @@
 """Precompute MiniLM embeddings for the trainer: `python -m hdiff.shapes.embed_prompts OUT.npz [--seed 0]`.
 
 The file holds `prompts` (N,) str and `embeddings` (N, 384) float32: the training prompts of `--seed` and the
-held-out evaluation prompts (up to `--eval-prompts` per set), so `python -m hdiff.shapes.train --embeddings OUT.npz`
+held-out evaluation prompts (`--eval-prompts` per set, as the trainer's flag), so `python -m hdiff.shapes.train --embeddings OUT.npz`
 runs on a machine without the sentence model.
 """
 
@@ -19,7 +19,7 @@ from hdiff.shapes.train import evaluation_sets, training_prompts
 
 
 def prompts_to_embed(seed: int, eval_prompts: int) -> list[str]:
-    """Training prompts, then evaluation prompts, without duplicates (a set's first n are any smaller run's)."""
+    """Training prompts, then evaluation prompts, without duplicates."""
     prompts = [prompt for prompt, _ in training_prompts(seed)]
     prompts += [prompt for pairs in evaluation_sets(eval_prompts).values() for prompt, _ in pairs]
     return list(dict.fromkeys(prompts))
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hdiff.shapes.embed_prompts", description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--seed", type=int, default=0, help="the trainer's --seed (it picks the training pairs)")
-    parser.add_argument("--eval-prompts", type=int, default=500, help="covers any trainer --eval-prompts up to this")
+    parser.add_argument("--eval-prompts", type=int, default=200, help="the trainer's --eval-prompts")
     args = parser.parse_args(argv)
     prompts = prompts_to_embed(args.seed, args.eval_prompts)
     write_embeddings(args.out, prompts)

@@ -104,25 +104,15 @@ def training_prompts(seed: int, pairs_limit: int | None = None) -> list[tuple[st
     return pairs
 
 
-def eval_prompts(n: int, seed: int, n_objects: int = 1) -> list[tuple[str, object]]:
-    """`n` held-out scenes of `n_objects` objects, each described by a randomly drawn template."""
-    from hdiff.shapes.grammar import describe
-    from hdiff.shapes.world import random_scene
-
-    rng = np.random.default_rng(seed)
-    pairs = []
-    for _ in range(n):
-        scene = random_scene(rng, "heldout", n_objects)
-        pairs.append((describe(scene, rng=rng), scene))
-    return pairs
-
-
 def evaluation_sets(n: int) -> dict[str, list[tuple[str, object]]]:
-    """Held-out prompts: one set picks the guidance scale, another reports; two-object prompts reported beside."""
+    """Held-out prompts (the benchmark's diverse sets): one set picks the guidance scale, another reports, and
+    two-object prompts are reported beside."""
+    from hdiff.shapes.prompts import diverse_set
+
     return {
-        "select": eval_prompts(n, SELECT_SEED),
-        "one_object": eval_prompts(n, REPORT_SEED),
-        "two_object": eval_prompts(max(n // 2, 1), TWO_OBJECT_SEED, n_objects=2),
+        "select": diverse_set(n, SELECT_SEED, "heldout"),
+        "one_object": diverse_set(n, REPORT_SEED, "heldout"),
+        "two_object": diverse_set(max(n // 2, 1), TWO_OBJECT_SEED, "heldout", n_objects=2),
     }
 
 

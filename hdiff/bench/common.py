@@ -1,0 +1,60 @@
+"""Small helpers the benchmarks share: a markdown table, the machine in words, peak memory, stage timing."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line() -> str:
+    """`machine: 2 CPU cores (Intel Xeon), 23.4 GiB RAM, load 2.1/1.8/1.5, Linux, Python 3.11`."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        ram_text = f", {ram:.1f} GiB RAM"
+    except (ValueError, OSError, AttributeError):
+        ram_text = ""
+    load = "/".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    return (f"machine: {cores} CPU cores ({cpu_model()}){ram_text}, load average {load} (1/5/15 min), "
+            f"{platform.system()}, Python {platform.python_version()}")
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident set size so far (getrusage ru_maxrss), MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if platform.system() == "Darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+@contextmanager
+def stage(timings: dict[str, list[float]], name: str) -> Iterator[None]:
+    """Adds the block's [wall, CPU] seconds to timings[name]; CPU counts all threads of this process."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        yield
+    finally:
+        spent = timings.setdefault(name, [0.0, 0.0])
+        spent[0] += time.perf_counter() - wall
+        spent[1] += time.process_time() - cpu

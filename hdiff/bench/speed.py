@@ -1,0 +1,453 @@
+"""`hdiff bench speed`: wall-clock time of hdiff at several τ against standard batched sampling of the same prompts.
+
+Baseline: the stock pipelines' denoising loop, written out as a plain loop over batches of `--max-batch` images
+calling the same `adapter.predict` + `scheduler.step` (per-image noise generators, as the stock pipelines take a
+generator list). hdiff: `encode_job` → `plan_job` → `sample_plan` → decode in chunks, each part timed.
+UNet rows are counted by a forward hook on `adapter.denoiser`; the same hooks time the forward (with a CUDA
+synchronize), and the sampler's per-evaluation callback splits the rest of sampling into its parts.
+
+    hdiff bench speed                                   # CPU, embedded shapes model, 256 clustered prompts
+    hdiff bench speed --kandinsky-arch --embeddings E.npz --prompts 256 --taus 0.5,1   # GPU, real-size decoder
+    python -m hdiff.bench.speed --write-embeddings E.npz --from prompts.jsonl --n 256  # MiniLM, float16
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hdiff.errors import HdiffError
+from hdiff.generate import GenerationSettings, ImageJob, encode_job, plan_job
+from hdiff.models.base import Adapter, resolve_device
+from hdiff.sampling import sample_plan
+from hdiff.sampling.state import step_accepts_generator
+
+OVERHEAD_TARGET = 0.05
+GAP_KINDS = ("prepare", "glue", "step")  # before a step's first forward, between forwards, after the last one
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="hdiff bench speed", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="hdiff/shapes", help="model id or folder (default: the embedded model)")
+    p.add_argument("--kandinsky-arch", action="store_true",
+                   help="real-size Kandinsky 2.2 decoder UNet + MoVQ with random weights (needs --embeddings)")
+    p.add_argument("--tiny-arch", action="store_true", help="with --kandinsky-arch: a shrunken config (tests)")
+    p.add_argument("--embeddings", default=None, help=".npz with 'prompts' and 'embeddings' (MiniLM, 384-d)")
+    p.add_argument("--prompts", type=int, default=256, help="number of prompts (default 256)")
+    p.add_argument("--set", default="clustered", help="'clustered' (shapes world) or a .jsonl/.txt prompt file")
+    p.add_argument("--taus", default=None, help="comma-separated τ values (default 0.5,1,2; 0.5,1 with the arch)")
+    p.add_argument("--steps", type=int, default=None, help="scheduler steps (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the model's)")
+    p.add_argument("--max-batch", type=int, default=64, help="images (clusters) per UNet call; rows are 2× that")
+    p.add_argument("--decode-chunk", type=int, default=None, help="latents per decoder call (default: max-batch, "
+                                                                  "16 with the arch)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="torch.backends.cudnn.benchmark (re-tunes for every new batch size hdiff meets)")
+    p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="write the figures here")
+    p.add_argument("--write-embeddings", default=None, metavar="OUT.npz",
+                   help="only write MiniLM embeddings (float16) of --from's first --n prompts, then exit")
+    p.add_argument("--from", dest="source", default=None, help="prompt file for --write-embeddings")
+    p.add_argument("--n", type=int, default=256, help="prompts for --write-embeddings")
+    args = p.parse_args(argv)
+    if args.tiny_arch and not args.kandinsky_arch:
+        p.error("--tiny-arch needs --kandinsky-arch")
+    if args.write_embeddings and not args.source:
+        p.error("--write-embeddings needs --from FILE")
+    return args
+
+
+# --- prompts ------------------------------------------------------------------------------------------------------
+
+def read_prompt_file(path: str | Path) -> list[str]:
+    path = Path(path)
+    if not path.exists():
+        raise HdiffError(f"prompt file {path} does not exist")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if path.suffix == ".jsonl":
+        return [json.loads(line)["prompt"] for line in lines]
+    return lines
+
+
+def distinct(prompts: list[str]) -> list[str]:
+    return list(dict.fromkeys(prompts))
+
+
+def prompt_set(name: str, n: int, seed: int) -> tuple[list[str], str]:
+    """n prompts and a description: the shapes world's clustered set, or the first n distinct lines of a file."""
+    if name == "clustered":
+        from hdiff.shapes.prompts import clustered_set
+
+        return [text for text, _ in clustered_set(n, seed=seed)], f"shapes clustered_set({n}, seed={seed})"
+    prompts = distinct(read_prompt_file(name))[:n]
+    return prompts, f"{name} (first {len(prompts)} distinct)"
+
+
+def write_embeddings(out: str, source: str, n: int) -> None:
+    """MiniLM embeddings of the first n distinct prompts of `source`, float16: what --kandinsky-arch reads."""
+    from hdiff.embedding import embed_texts
+
+    prompts = distinct(read_prompt_file(source))[:n]
+    vectors = embed_texts(prompts).astype(np.float16)  # (n, 384)
+    np.savez_compressed(out, prompts=np.asarray(prompts), embeddings=vectors)
+    print(f"wrote {out}: {len(prompts)} prompts × {vectors.shape[1]} float16 ({Path(out).stat().st_size} bytes)")
+
+
+# --- instrumentation -----------------------------------------------------------------------------------------------
+
+@dataclass
+class Profile:
+    """Time inside the denoiser's forward and between forwards during sampling, from hooks and the step callback."""
+
+    sync: bool
+    rows: int = 0
+    forwards: int = 0
+    unet_s: float = 0.0
+    gaps: dict[str, float] = field(default_factory=lambda: dict.fromkeys(GAP_KINDS, 0.0))
+    last: float = 0.0
+    after: str = "prepare"  # what the next gap before a forward is called
+
+    def now(self) -> float:
+        if self.sync:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def start(self) -> None:
+        self.last, self.after = self.now(), "prepare"
+
+    def _gap(self, kind: str) -> float:
+        now = self.now()
+        self.gaps[kind] += now - self.last
+        self.last = now
+        return now
+
+    def before_forward(self, module, args, kwargs) -> None:
+        sample = kwargs.get("sample", args[0] if args else None)
+        self.rows += int(sample.shape[0])
+        self._gap(self.after)
+
+    def after_forward(self, module, args, output) -> None:
+        now = self.now()
+        self.unet_s += now - self.last
+        self.forwards += 1
+        self.last, self.after = now, "glue"
+
+    def end_step(self, k: int, active: int) -> None:
+        self._gap("step")
+        self.after = "prepare"
+
+
+class Hooked:
+    """Context manager: the denoiser's forward hooks feed a fresh Profile."""
+
+    def __init__(self, adapter: Adapter, sync: bool):
+        self.adapter, self.profile = adapter, Profile(sync=sync)
+
+    def __enter__(self) -> Profile:
+        net = self.adapter.denoiser
+        self.handles = [net.register_forward_pre_hook(self.profile.before_forward, with_kwargs=True),
+                        net.register_forward_hook(self.profile.after_forward)]
+        return self.profile
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory(device: torch.device) -> dict:
+    if device.type == "cuda":
+        return {"kind": "torch.cuda.max_memory_allocated", "GiB": torch.cuda.max_memory_allocated() / 2**30}
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux; process-wide, never decreases
+    return {"kind": "peak RSS of the process so far", "GiB": kib / 2**20}
+
+
+# --- the two ways of sampling -------------------------------------------------------------------------------------
+
+def decode_all(adapter: Adapter, latents: torch.Tensor, chunk: int) -> float:
+    """Decode every latent in chunks, keeping nothing but a checksum; returns the checksum (forces the copy)."""
+    total = 0.0
+    for lo in range(0, len(latents), chunk):
+        images = adapter.decode(latents[lo:lo + chunk])  # (B, H, W, 3) on the CPU
+        total += float(images[:, 0, 0, 0].sum())
+    return total
+
+
+def baseline_latents(adapter: Adapter, job: ImageJob, cond, settings: GenerationSettings,
+                     on_evaluation) -> torch.Tensor:
+    """Standard sampling in batches of `max_batch` images: the stock pipelines' loop (predict, then step)."""
+    negative = {name: value.to(adapter.device) for name, value in adapter.negative().items()}
+    shape = adapter.latent_shape(settings.height, settings.width)
+    outputs = []
+    for lo in range(0, len(job), settings.max_batch):
+        seeds = job.seeds[lo:lo + settings.max_batch]
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        scheduler = copy.deepcopy(adapter.scheduler)
+        scheduler.set_timesteps(settings.steps, device=adapter.device)
+        extra = {"generator": generators} if step_accepts_generator(scheduler) else {}
+        rows = {name: value[lo:lo + settings.max_batch].to(adapter.device, adapter.dtype)
+                for name, value in cond.tensors.items()}
+        latents = adapter.initial_latents(scheduler, (len(seeds), *shape), generators)
+        for k, t in enumerate(scheduler.timesteps):
+            output = adapter.predict(scheduler, latents, t, rows, negative, settings.guidance_scale)
+            latents = scheduler.step(output, t, latents, **extra, return_dict=False)[0]
+            on_evaluation(k, len(seeds))
+        outputs.append(latents)
+    return torch.cat(outputs)
+
+
+def timed_run(adapter: Adapter, job: ImageJob, settings: GenerationSettings, *, baseline: bool,
+              decode_chunk: int) -> dict:
+    """One timed generation (encode, plan, sample, decode) with its row count, profile and peak memory."""
+    device = adapter.device
+    sync = device.type == "cuda"
+    reset_peak(device)
+    with Hooked(adapter, sync) as profile:
+        synchronize(device)
+        t0 = time.perf_counter()
+        cond = encode_job(adapter, job)
+        synchronize(device)
+        t1 = time.perf_counter()
+        plan = None if baseline else plan_job(adapter, job, cond, settings)
+        t2 = time.perf_counter()
+        profile.start()
+        with torch.inference_mode():
+            if baseline:
+                latents = baseline_latents(adapter, job, cond, settings, profile.end_step)
+            else:
+                latents = sample_plan(plan, adapter, cond, np.asarray(job.seeds), num_steps=settings.steps,
+                                      guidance_scale=settings.guidance_scale, height=settings.height,
+                                      width=settings.width, max_batch=settings.max_batch,
+                                      on_evaluation=profile.end_step)
+        synchronize(device)
+        t3 = time.perf_counter()
+    with torch.inference_mode():
+        decode_all(adapter, latents, decode_chunk)
+    synchronize(device)
+    t4 = time.perf_counter()
+    wall = t4 - t0
+    parts = {"encode": t1 - t0, "plan": t2 - t1, "sample": t3 - t2, "decode": t4 - t3}
+    outside = wall - profile.unet_s - parts["decode"]
+    run = {
+        "tau": None if baseline else plan.schedule.tau,
+        "method": "baseline" if baseline else "hdiff",
+        "wall_s": wall,
+        "parts_s": parts,
+        "images_per_s": len(job) / wall,
+        "unet_rows": profile.rows,
+        "unet_forwards": profile.forwards,
+        "unet_s": profile.unet_s,
+        "rows_per_s_wall": profile.rows / wall,
+        "rows_per_s_unet": profile.rows / profile.unet_s if profile.unet_s else float("nan"),
+        "rows_per_forward": profile.rows / max(profile.forwards, 1),
+        "peak_memory": peak_memory(device),
+        "overhead": {
+            "outside_unet_and_decoder_s": outside,
+            "fraction": outside / wall,
+            "encode_s": parts["encode"],
+            "plan_s": parts["plan"],
+            "prepare_s": profile.gaps["prepare"],  # noise, parent gather, cluster conditioning means
+            "glue_s": profile.gaps["glue"],  # between micro-batch forwards: guidance combine, slicing
+            "step_s": profile.gaps["step"],  # last guidance combine, concatenation, scheduler.step
+            "other_s": outside - parts["encode"] - parts["plan"] - sum(profile.gaps.values()),
+        },
+    }
+    if plan is not None:
+        run["plan_unet_rows"] = plan.unet_rows
+        run["standard_unet_rows"] = plan.standard_unet_rows
+        run["step_saving"] = plan.saved_fraction
+    return run
+
+
+def compare(run: dict, baseline: dict | None) -> None:
+    """Adds wall saving against the baseline and the ratio wall saving / step saving."""
+    if baseline is None or run["method"] == "baseline":
+        return
+    run["wall_saving"] = 1.0 - run["wall_s"] / baseline["wall_s"]
+    run["sample_saving"] = 1.0 - run["parts_s"]["sample"] / baseline["parts_s"]["sample"]
+    run["wall_over_step_saving"] = run["wall_saving"] / run["step_saving"] if run["step_saving"] else float("nan")
+
+
+# --- set-up -------------------------------------------------------------------------------------------------------
+
+def build_adapter(args, device: torch.device) -> tuple[Adapter, list[str] | None]:
+    """The adapter, and the prompts of --embeddings when the arch reads them from there."""
+    if args.kandinsky_arch:
+        from hdiff.bench.kandinsky_arch import KandinskyArchAdapter, load_embeddings
+
+        if args.embeddings is None:
+            if args.set == "clustered":
+                raise HdiffError("--kandinsky-arch needs --embeddings FILE.npz or --set FILE.jsonl")
+            from hdiff.embedding import embed_texts
+
+            prompts = distinct(read_prompt_file(args.set))[:args.prompts]
+            table = dict(zip(prompts, embed_texts(prompts)))
+        else:
+            table = load_embeddings(args.embeddings)
+            prompts = list(table)[:args.prompts]
+        return KandinskyArchAdapter.build(table, device=str(device), tiny=args.tiny_arch), prompts
+    from hdiff.models import load_adapter
+
+    return load_adapter(args.model, device=str(device)), None
+
+
+def warm_up(adapter: Adapter, settings: GenerationSettings, prompts: list[str], decode_chunk: int) -> None:
+    """One small batch and one full batch through the UNet, one decoder chunk: kernels and allocator ready."""
+    small = GenerationSettings(steps=1, guidance_scale=settings.guidance_scale, height=settings.height,
+                               width=settings.width, tau=0.0, max_batch=settings.max_batch)
+    for n in sorted({2, min(settings.max_batch, len(prompts))}):
+        job = ImageJob.from_prompts(prompts[:n], base_seed=12345)
+        cond = encode_job(adapter, job)
+        with torch.inference_mode():
+            latents = baseline_latents(adapter, job, cond, small, lambda k, a: None)
+            decode_all(adapter, latents[:decode_chunk], decode_chunk)
+    synchronize(adapter.device)
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def parse_taus(text: str) -> list[float]:
+    try:
+        taus = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise HdiffError(f"--taus must be comma-separated numbers, got {text!r}") from exc
+    if not taus or any(t < 0 for t in taus):
+        raise HdiffError(f"--taus needs at least one value >= 0, got {text!r}")
+    return taus
+
+
+# --- report -------------------------------------------------------------------------------------------------------
+
+def print_report(result: dict) -> None:
+    runs = result["runs"]
+    print(f"\nhdiff bench speed — {result['model']} on {result['device']}")
+    print(f"{result['n_prompts']} prompts ({result['prompt_set']}), {result['steps']} steps, guidance "
+          f"{result['guidance_scale']}, {result['height']}×{result['width']} px, max batch {result['max_batch']} "
+          f"images; baseline: {result['baseline_method']}")
+    header = (f"{'run':>10} {'wall s':>8} {'encode':>7} {'plan':>6} {'sample':>8} {'decode':>7} {'img/s':>7} "
+              f"{'rows':>7} {'rows/s':>7} {'UNet r/s':>8} {'r/fwd':>6} {'step sv':>7} {'wall sv':>7} "
+              f"{'ratio':>6} {'peak GiB':>8}")
+    print(header)
+    print("-" * len(header))
+    for run in runs:
+        name = "baseline" if run["method"] == "baseline" else f"τ={run['tau']:g}"
+        p = run["parts_s"]
+        pct = lambda key: f"{100 * run[key]:6.1f}%" if key in run else f"{'':>7}"  # noqa: E731
+        ratio = f"{run['wall_over_step_saving']:6.2f}" if "wall_over_step_saving" in run else f"{'':>6}"
+        print(f"{name:>10} {run['wall_s']:8.2f} {p['encode']:7.2f} {p['plan']:6.2f} {p['sample']:8.2f} "
+              f"{p['decode']:7.2f} {run['images_per_s']:7.2f} {run['unet_rows']:7d} {run['rows_per_s_wall']:7.1f} "
+              f"{run['rows_per_s_unet']:8.1f} {run['rows_per_forward']:6.1f} {pct('step_saving')} "
+              f"{pct('wall_saving')} {ratio} {run['peak_memory']['GiB']:8.2f}")
+    print("\noverhead: time outside the UNet forward and the decoder, as a share of generation time "
+          f"(target ≤ {100 * OVERHEAD_TARGET:.0f}%)")
+    print(f"{'run':>10} {'outside':>8} {'share':>7} {'encode':>7} {'plan':>7} {'prepare':>8} {'glue':>7} "
+          f"{'step':>7} {'other':>7}  ok")
+    for run in runs:
+        name = "baseline" if run["method"] == "baseline" else f"τ={run['tau']:g}"
+        o = run["overhead"]
+        print(f"{name:>10} {o['outside_unet_and_decoder_s']:8.3f} {100 * o['fraction']:6.2f}% {o['encode_s']:7.3f} "
+              f"{o['plan_s']:7.3f} {o['prepare_s']:8.3f} {o['glue_s']:7.3f} {o['step_s']:7.3f} {o['other_s']:7.3f}"
+              f"  {'yes' if o['fraction'] <= OVERHEAD_TARGET else 'NO'}")
+    print("  prepare: initial noise, parent gather, cluster conditioning means (before a step's first forward);"
+          " glue: between micro-batch forwards (guidance combine, slicing); step: last guidance combine,"
+          " concatenation, scheduler.step with per-cluster noise; other: the rest (final reorder, hooks).")
+    base = next((r for r in runs if r["method"] == "baseline"), None)
+    if base is not None:
+        print(f"\nbaseline UNet rows/s: {base['rows_per_s_unet']:.1f} inside the forward, "
+              f"{base['rows_per_s_wall']:.1f} over the whole run, at {base['rows_per_forward']:.0f} rows a forward"
+              " (NOTES.md, H200, Kandinsky 2.2 decoder arch fp16: 16 rows 290/s, 32 rows 314/s, 64 rows 351/s,"
+              " 128 rows 357/s)")
+
+
+# --- entry point --------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.write_embeddings:
+        write_embeddings(args.write_embeddings, args.source, args.n)
+        return 0
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark
+        torch.backends.cuda.matmul.allow_tf32 = True
+    taus = parse_taus(args.taus or ("0.5,1" if args.kandinsky_arch else "0.5,1,2"))
+
+    t_load = time.perf_counter()
+    adapter, arch_prompts = build_adapter(args, device)
+    load_s = time.perf_counter() - t_load
+    if arch_prompts is not None:
+        prompts, set_name = arch_prompts, args.embeddings or args.set
+    else:
+        prompts, set_name = prompt_set(args.set, args.prompts, args.seed)
+    if len(prompts) < args.prompts:
+        print(f"note: only {len(prompts)} prompts available", file=sys.stderr)
+    size = args.size or (32 if args.tiny_arch else adapter.default_size)
+    steps = args.steps or adapter.default_steps
+    guidance = args.guidance if args.guidance is not None else adapter.default_guidance
+    decode_chunk = args.decode_chunk or (16 if args.kandinsky_arch else args.max_batch)
+
+    def settings(tau: float) -> GenerationSettings:
+        return GenerationSettings(steps=steps, guidance_scale=guidance, height=size, width=size, tau=tau,
+                                  max_batch=args.max_batch)
+
+    job = ImageJob.from_prompts(prompts, base_seed=args.seed)
+    t_warm = time.perf_counter()
+    warm_up(adapter, settings(0.0), prompts, decode_chunk)
+    warm_s = time.perf_counter() - t_warm
+    print(f"model ready in {load_s:.1f} s, warm-up {warm_s:.1f} s; {len(job)} images, τ = {taus}", file=sys.stderr)
+
+    runs = []
+    if not args.skip_baseline:
+        runs.append(timed_run(adapter, job, settings(0.0), baseline=True, decode_chunk=decode_chunk))
+        print(f"baseline: {runs[-1]['wall_s']:.1f} s", file=sys.stderr)
+    baseline = runs[0] if runs else None
+    for tau in taus:
+        run = timed_run(adapter, job, settings(tau), baseline=False, decode_chunk=decode_chunk)
+        compare(run, baseline)
+        runs.append(run)
+        print(f"τ={tau:g}: {run['wall_s']:.1f} s", file=sys.stderr)
+
+    result = {
+        "model": adapter.model_id, "device": describe_device(device), "dtype": str(adapter.dtype).replace("torch.", ""),
+        "n_prompts": len(job), "prompt_set": set_name, "steps": steps, "guidance_scale": guidance,
+        "height": size, "width": size, "max_batch": args.max_batch, "decode_chunk": decode_chunk,
+        "scheduler": adapter.scheduler_name, "cudnn_benchmark": bool(args.cudnn_benchmark and device.type == "cuda"),
+        "baseline_method": "plain batch loop of adapter.predict + scheduler.step (the stock pipelines' loop)",
+        "decoder": ("random-weight MoVQ, real Kandinsky 2.2 config" if args.kandinsky_arch and not args.tiny_arch
+                    else "the adapter's decode"),
+        "load_s": load_s, "warm_up_s": warm_s, "torch": torch.__version__, "runs": runs,
+    }
+    print_report(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
