@@ -1,8 +1,10 @@
 """The dataset build as a Prefect flow: prepare → one task per shard → finalize.
 
 Run in-process with `hdiff build CONFIG`, or as a deployment (prefect.yaml) with
-`prefect deployment run 'build-dataset/demo' --param config=...`. Shard tasks carry the tag `hdiff-gpu`:
-`prefect concurrency-limit create hdiff-gpu 1` keeps one shard per GPU across all runs.
+`prefect deployment run 'build-dataset/demo' --param overrides='{"generation.tau": 0.5}'`. The config's
+`runner` section picks where shard tasks run (threads here, or a Ray cluster), however the flow was started.
+Shard tasks carry the tag `hdiff-gpu`: `prefect concurrency-limit create hdiff-gpu 1` keeps one shard per GPU
+across all runs.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from hdiff.build import pipeline
-from hdiff.build.config import BuildConfig, load_config
+from hdiff.build.config import BuildConfig, apply_overrides, load_config
 from hdiff.build.finalize import (hardware_info, prefect_summary_markdown, shard_table_rows, write_dataset_card,
                                   write_manifest)
 from hdiff.build.writer import clean_partials, read_all_stats
@@ -65,37 +67,59 @@ def task_runner_for(config: BuildConfig):
     if config.runner.kind == "ray":
         from prefect_ray import RayTaskRunner
 
-        init = {"include_dashboard": False, "num_cpus": None}
-        return RayTaskRunner(address=config.runner.ray_address, init_kwargs={k: v for k, v in init.items()
-                                                                             if v is not None})
+        address = config.runner.ray_address
+        return RayTaskRunner(address=address, init_kwargs={"include_dashboard": False} if address is None else {})
     return ThreadPoolTaskRunner(max_workers=config.runner.gpu_concurrency)
 
 
-def submit_shards(config: BuildConfig, shards: list[pipeline.ShardJob]):
-    task_with_retries = generate_shard_task.with_options(retries=config.runner.retries, retry_delay_seconds=1)
-    if config.runner.kind == "ray":
-        import torch
-        from prefect_ray.context import remote_options
+@contextlib.contextmanager
+def shard_submission(config: BuildConfig):
+    """Around submitting shard tasks to Ray: one GPU per shard when the cluster has GPUs, and the API to report to.
 
-        gpus = 1 if torch.cuda.is_available() else 0
-        with remote_options(num_gpus=gpus):
-            return [task_with_retries.submit(config, shard) for shard in shards]
-    return [task_with_retries.submit(config, shard) for shard in shards]
+    Ray workers get the run's settings, but a temporary local API (no server configured) is in none of them.
+    """
+    if config.runner.kind != "ray":
+        yield
+        return
+    import ray
+    from prefect.context import FlowRunContext
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect_ray.context import remote_options
+
+    api_url = PREFECT_API_URL.value() or str(FlowRunContext.get().client.api_url)
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    with remote_options(num_gpus=gpus), temporary_settings({PREFECT_API_URL: api_url}):
+        yield
+
+
+def resolved_config(config: dict[str, Any] | None, config_path: str | None,
+                    overrides: dict[str, Any] | None) -> BuildConfig:
+    """The build config from exactly one of a dict and a YAML file, with dotted-key overrides applied."""
+    if (config is None) == (config_path is None):
+        raise HdiffError("give exactly one of config (a dict of sections) and config_path (a YAML file)")
+    base = load_config(config_path) if config_path is not None else BuildConfig.from_flow_parameters(config)
+    return apply_overrides(base, overrides) if overrides else base
 
 
 @flow(name="build-dataset", log_prints=True)
-def build_dataset(config: dict[str, Any]) -> dict:
-    """Build the WebDataset image dataset described by `config` (a BuildConfig as a dict)."""
+def build_dataset(config: dict[str, Any] | None = None, config_path: str | None = None,
+                  overrides: dict[str, Any] | None = None) -> dict:
+    """Build the WebDataset image dataset of `config` (a BuildConfig as a dict) or `config_path` (a YAML file).
+
+    `overrides` replaces dotted keys, e.g. {"generation.tau": 0.5, "ingest.limit": 100}.
+    """
     started = time.perf_counter()
-    cfg = BuildConfig.from_flow_parameters(config)
+    cfg = resolved_config(config, config_path, overrides)
     Path(cfg.output).mkdir(parents=True, exist_ok=True)
     clean_partials(cfg.output)
     prepared = prepare_task(cfg)
     progress = create_progress_artifact(0.0, key="hdiff-build-progress", description=f"{cfg.name}: shards done")
-    futures = submit_shards(cfg, prepared.shards)
-    for done, future in enumerate(futures, 1):
-        future.result()
-        update_progress_artifact(progress, 100.0 * done / len(futures))
+    shard_task = generate_shard_task.with_options(retries=cfg.runner.retries, retry_delay_seconds=1)
+    with task_runner_for(cfg) as runner, shard_submission(cfg):
+        futures = [runner.submit(shard_task, {"config": cfg, "shard": shard}) for shard in prepared.shards]
+        for done, future in enumerate(futures, 1):
+            future.result()
+            update_progress_artifact(progress, 100.0 * done / len(futures))
     report = {"read": prepared.ingest_report.read, "kept": prepared.ingest_report.kept,
               "dropped": prepared.ingest_report.dropped, "truncated": prepared.ingest_report.truncated}
     return finalize_task(cfg, report, time.perf_counter() - started)
@@ -127,7 +151,7 @@ def bad_input_without_tracebacks():
 def build_dataset_from_config(config: BuildConfig) -> dict:
     """Run the flow in this process (Prefect starts a temporary local API if no server is configured)."""
     with bad_input_without_tracebacks():
-        return build_dataset.with_options(task_runner=task_runner_for(config))(config.to_flow_parameters())
+        return build_dataset(config=config.to_flow_parameters())
 
 
 if __name__ == "__main__":

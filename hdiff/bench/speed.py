@@ -7,7 +7,7 @@ UNet rows are counted by a forward hook on `adapter.denoiser`; the same hooks ti
 synchronize), and the sampler's per-evaluation callback splits the rest of sampling into its parts.
 
     hdiff bench speed                                   # CPU, embedded shapes model, 256 clustered prompts
-    hdiff bench speed --kandinsky-arch --embeddings E.npz --prompts 256 --taus 0.5,1   # GPU, real-size decoder
+    hdiff bench speed --kandinsky-arch --embeddings E.npz --prompts 256 --taus 1,2   # GPU, real-size decoder
     python -m hdiff.bench.speed --write-embeddings E.npz --from prompts.jsonl --n 256  # MiniLM, float16
 """
 
@@ -45,7 +45,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--embeddings", default=None, help=".npz with 'prompts' and 'embeddings' (MiniLM, 384-d)")
     p.add_argument("--prompts", type=int, default=256, help="number of prompts (default 256)")
     p.add_argument("--set", default="clustered", help="'clustered' (shapes world) or a .jsonl/.txt prompt file")
-    p.add_argument("--taus", default=None, help="comma-separated τ values (default 0.5,1,2; 0.5,1 with the arch)")
+    p.add_argument("--taus", default=None, help="comma-separated τ values (default 0.5,1,2; 1,2 with the arch)")
     p.add_argument("--steps", type=int, default=None, help="scheduler steps (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
     p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the model's)")
@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = args.cudnn_benchmark
         torch.backends.cuda.matmul.allow_tf32 = True
-    taus = parse_taus(args.taus or ("0.5,1" if args.kandinsky_arch else "0.5,1,2"))
+    taus = parse_taus(args.taus or ("1,2" if args.kandinsky_arch else "0.5,1,2"))
 
     t_load = time.perf_counter()
     adapter, arch_prompts = build_adapter(args, device)

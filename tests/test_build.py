@@ -1,0 +1,321 @@
+"""The whole dataset build through `hdiff build` and `hdiff verify`: killed and resumed, corrupted, read back with
+datasets and the training loader, fed bad input, and repeated for byte-identical tars.
+
+Builds use the tiny random-weight shapes model and the 96-prompt demo corpus cut into 6 shards; the builds that
+several tests read are module fixtures, so the Prefect engine (and its temporary server) runs a handful of times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hdiff import cli
+from hdiff.build import layout
+from hdiff.build.writer import file_sha256, read_stats
+
+from tiny_models import tiny_shapes_model
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CORPUS = REPO / "data" / "demo_prompts.jsonl"
+SHARDING = {"min_size": 8, "max_size": 24}  # 96 prompts → 6 shards
+KILL_TIMEOUT_S = 300
+
+
+def write_config(folder: Path, *, name: str, output: Path, source: str, model: str, cache: Path,
+                 **sections) -> Path:
+    config = {"name": name, "output": str(output), "source": {"path_or_id": source},
+              "sharding": SHARDING, "model": {"id": model}, "embedding": {"cache_dir": str(cache)}, **sections}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def build(config: Path) -> None:
+    assert cli.main(["build", str(config)]) == 0
+
+
+def tar_bytes(out: Path) -> dict[str, bytes]:
+    """Every tar of a build by shard name: the dataset's whole content."""
+    return {shard: layout.tar_path(out, shard).read_bytes() for shard in layout.tar_shards(out)}
+
+
+def tar_contents(data: bytes) -> dict[str, bytes]:
+    """Member name → bytes of one tar."""
+    import io
+
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+
+
+def all_keys(out: Path) -> list[str]:
+    return [key for shard in layout.stats_shards(out) for key in read_stats(out, shard).keys]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> str:
+    return tiny_shapes_model(tmp_path_factory.mktemp("tiny-shapes"))
+
+
+@pytest.fixture(scope="module")
+def demo_config(tmp_path_factory, model):
+    """A config factory for the demo corpus: same settings, its own output and embedding cache each call."""
+    root = tmp_path_factory.mktemp("configs")
+
+    def make(name: str) -> tuple[Path, Path]:
+        out = root / name / "out"
+        out.parent.mkdir()
+        return write_config(out.parent, name=name, output=out, source=str(DEMO_CORPUS), model=model,
+                            cache=out.parent / "embeddings"), out
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def reference(demo_config) -> Path:
+    """An uninterrupted build of the demo corpus, read by most tests here (do not change it: copy it)."""
+    config, out = demo_config("reference")
+    build(config)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the finished build
+
+
+def test_reference_build_verifies_and_has_every_prompt_once(reference, capsys):
+    assert cli.main(["verify", str(reference)]) == 0
+    assert re.search(r": ok \(96 samples in 6 shards\)$", capsys.readouterr().out.strip())
+    keys = all_keys(reference)
+    assert len(keys) == len(set(keys)) == 96
+    manifest = json.loads(layout.manifest_path(reference).read_text())
+    assert manifest["ingest"] == {"read": 96, "kept": 96, "dropped": {}, "truncated": 0}
+    for name in (layout.CARD_NAME, layout.GRID_NAME, layout.DENDROGRAM_NAME):
+        assert (reference / name).is_file(), name
+    assert layout.partial_files(reference) == []
+
+
+def test_same_config_and_seed_give_byte_identical_tars(reference, demo_config):
+    config, again = demo_config("again")
+    build(config)
+    first, second = tar_bytes(reference), tar_bytes(again)
+    assert len(first) == 6
+    assert first == second
+
+
+# ---------------------------------------------------------------------------------------------- killed and resumed
+
+
+def tar_problem(path: Path, stats) -> str | None:
+    """Why the tar under a final name is not a finished shard (None when it is): it must read to its end-of-archive
+    blocks, hold whole samples, and, once its stats exist, match them."""
+    data = path.read_bytes()
+    if len(data) % tarfile.RECORDSIZE or data[-2 * tarfile.BLOCKSIZE:] != bytes(2 * tarfile.BLOCKSIZE):
+        return f"{path.name}: no end-of-archive ({len(data)} bytes)"
+    try:
+        names = list(tar_contents(data))
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        return f"{path.name}: unreadable: {exc}"
+    keys = list(dict.fromkeys(name.split(".", 1)[0] for name in names))
+    if len(names) != 3 * len(keys):
+        return f"{path.name}: {len(names)} members for {len(keys)} samples"
+    if stats is not None and (stats.samples != len(keys) or stats.sha256 != file_sha256(path)):
+        return f"{path.name}: differs from its stats ({len(keys)} samples, stats say {stats.samples})"
+    return None
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGKILL the build's whole process group (it was started as its own session), then reap it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=60)
+
+
+def test_killed_build_resumes_to_the_uninterrupted_dataset(reference, demo_config, capsys):
+    total = len(layout.stats_shards(reference))
+    assert total >= 4
+    config, out = demo_config("killed")
+    log = config.parent / "build.log"
+    with open(log, "wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "hdiff.cli", "build", str(config)], cwd=config.parent,
+                                   stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, done, checks = time.monotonic() + KILL_TIMEOUT_S, [], 0
+        while not done:
+            assert process.poll() is None, f"the build ended before it was killed:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no shard finished in {KILL_TIMEOUT_S} s:\n{log.read_text()[-3000:]}"
+            done = layout.stats_shards(out)
+            for shard in layout.tar_shards(out):
+                problem = tar_problem(layout.tar_path(out, shard), read_stats(out, shard))
+                assert problem is None, problem
+                checks += 1
+            time.sleep(0.02)
+        stop_group(process)
+    finally:
+        if process.returncode is None:
+            stop_group(process)
+    assert process.returncode == -signal.SIGKILL
+    killed_at = layout.stats_shards(out)
+    assert 1 <= len(killed_at) < total, f"killed after {len(killed_at)} of {total} shards"
+    for shard in layout.tar_shards(out):  # what the kill left under final names is whole
+        assert tar_problem(layout.tar_path(out, shard), read_stats(out, shard)) is None
+
+    build(config)
+    assert layout.partial_files(out) == []
+    assert all_keys(out) == all_keys(reference)
+    assert tar_bytes(out) == tar_bytes(reference)  # same keys, same image bytes, nothing lost or duplicated
+    assert (out / layout.DENDROGRAM_NAME).is_file()
+    capsys.readouterr()
+    assert cli.main(["verify", str(out)]) == 0, capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------- corruption
+
+
+def rewrite_member(path: Path, suffix: str, change) -> str:
+    """Rewrite the first `*.suffix` member of a tar with `change(bytes) -> bytes`; returns its sample key."""
+    import io
+
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    target = next(m.name for m, _ in members if m.name.endswith(f".{suffix}"))
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for member, data in members:
+            if member.name == target:
+                data = change(data)
+                member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return target.split(".", 1)[0]
+
+
+def test_verify_names_a_truncated_tar_and_a_bad_record(reference, tmp_path, capsys):
+    out = Path(shutil.copytree(reference, tmp_path / "out"))
+    truncated = layout.tar_path(out, layout.shard_name(1))
+    with open(truncated, "r+b") as f:
+        f.truncate(truncated.stat().st_size // 2)
+
+    def wrong_seed_type(data: bytes) -> bytes:
+        record = json.loads(data)
+        record["seed"] = "not a number"
+        return json.dumps(record).encode()
+
+    bad_key = rewrite_member(layout.tar_path(out, layout.shard_name(2)), "json", wrong_seed_type)
+
+    assert cli.main(["verify", str(out)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith(f"data/{layout.shard_name(1)}.tar: unreadable") for line in lines), lines
+    assert any(line.startswith(f"data/{layout.shard_name(2)}.tar: {bad_key}") and "seed" in line
+               for line in lines), lines
+    assert not any(layout.shard_name(s) in line for line in lines for s in (0, 3, 4, 5)), lines
+
+
+# ---------------------------------------------------------------------------------------------- reading it back
+
+
+def test_datasets_reads_image_txt_and_json_for_every_sample(reference, tmp_path):
+    import datasets
+    from PIL import Image
+
+    data = datasets.load_dataset("webdataset", data_files={"train": f"{reference}/{layout.DATA_FILES_GLOB}"},
+                                 split="train", cache_dir=str(tmp_path / "hf-cache"))
+    assert {"png", "txt", "json"} <= set(data.column_names)
+    assert len(data) == 96
+    assert sorted(data["__key__"]) == sorted(all_keys(reference))
+    for row in data:
+        assert isinstance(row["png"], Image.Image) and row["png"].size == (32, 32)
+        assert isinstance(row["txt"], str) and row["txt"] == row["json"]["prompt"]
+        assert row["json"]["key"] == row["__key__"]
+
+
+def test_training_loader_reads_every_sample_once(reference):
+    from hdiff.data import image_dataset, make_loader
+
+    keys = []
+    for images, prompts, records in make_loader(reference, batch_size=16, seed=1):
+        assert images.shape[1:] == (3, 32, 32) and len(prompts) == len(records) == len(images)
+        assert [r["prompt"] for r in records] == prompts
+        keys += [r["key"] for r in records]
+    assert sorted(keys) == sorted(all_keys(reference))
+    plain = [record["key"] for _, _, record in image_dataset(reference, shuffle_buffer=0, shuffle_shards=False)]
+    assert plain == all_keys(reference)
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+LONG = "a large red circle in the center " * 304  # 10,032 characters
+FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # one emoji built with zero-width joiners
+PERSIAN = "دایره\u200cی قرمز"  # a zero-width non-joiner inside the word
+
+# (id, rows of corpus.jsonl (None: no file), source override, ingest section, expected: error regex, or the
+#  manifest's ingest section and the prompts stored in the tars)
+BAD_INPUT = [
+    ("missing column", [{"text": "a red circle"}], None, {},
+     r"corpus\.jsonl: no column 'prompt'; available columns: text"),
+    ("missing local file", None, "nope.jsonl", {}, r"nope\.jsonl: no such file or folder"),
+    ("hub id while offline", None, "someone/uncached-prompts", {},
+     r"dataset 'someone/uncached-prompts' is not in the local cache"),
+    ("every prompt empty", [{"prompt": p} for p in ("", "   ", "\u200b\u2060", "\n\t")], None, {},
+     r"no usable prompts in .*corpus\.jsonl: 4 empty"),
+    ("mixed types", [{"prompt": p} for p in (None, 3, 2.5, True, "a red circle", "a blue square")], None, {},
+     ({"read": 6, "kept": 2, "dropped": {"not_text": 4}, "truncated": 0}, ["a red circle", "a blue square"])),
+    ("10,000 characters truncated", [{"prompt": LONG}, {"prompt": "a blue square"}], None, {"max_chars": 1000},
+     ({"read": 2, "kept": 2, "dropped": {}, "truncated": 1}, [LONG[:1000].rstrip(), "a blue square"])),
+    ("10,000 characters dropped", [{"prompt": LONG}, {"prompt": "a blue square"}], None, {"long_policy": "drop"},
+     ({"read": 2, "kept": 1, "dropped": {"too_long": 1}, "truncated": 0}, ["a blue square"])),
+    ("emoji, right-to-left, zero-width",
+     [{"prompt": p} for p in (f"a red \U0001f534 circle {FAMILY}", PERSIAN, "שלום  עולם", "a\u200bblue square\ufeff")],
+     None, {},
+     ({"read": 4, "kept": 4, "dropped": {}, "truncated": 0},
+      [f"a red \U0001f534 circle {FAMILY}", PERSIAN, "שלום עולם", "ablue square"])),
+    ("duplicates", [{"prompt": p} for p in ("a red circle", "  a  red\tcircle ", "a red circle\u200b", "A red circle",
+                                             "cafe\u0301", "café")], None, {},
+     ({"read": 6, "kept": 3, "dropped": {"duplicate": 3}, "truncated": 0}, ["a red circle", "A red circle", "café"])),
+]
+
+
+@pytest.fixture(scope="module")
+def embedding_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("embeddings")
+
+
+@pytest.mark.parametrize("rows, source, ingest, expected", [case[1:] for case in BAD_INPUT],
+                         ids=[case[0] for case in BAD_INPUT])
+def test_bad_input_gives_one_line_error_or_counted_drop(tmp_path, model, embedding_cache, capfd, rows, source,
+                                                        ingest, expected):
+    corpus = tmp_path / "corpus.jsonl"
+    if rows is not None:
+        corpus.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    source = str(tmp_path / source) if source and source.endswith(".jsonl") else source or str(corpus)
+    out = tmp_path / "out"
+    config = write_config(tmp_path, name="bad-input", output=out, source=source, model=model,
+                          cache=embedding_cache, ingest=ingest, sharding={"min_size": 1, "max_size": 8})
+
+    code = cli.main(["build", str(config)])
+    printed = capfd.readouterr()
+    assert "Traceback" not in printed.out + printed.err
+    if isinstance(expected, str):
+        assert code == 2
+        messages = [line for line in printed.err.splitlines() if line.startswith("hdiff: ")]
+        assert len(messages) == 1 and re.search(expected, messages[0]), printed.err[-2000:]
+        assert list(out.glob(layout.DATA_FILES_GLOB)) == [] and layout.partial_files(out) == []
+        return
+
+    ingest_counts, stored = expected
+    assert code == 0, printed.err[-2000:]
+    assert json.loads(layout.manifest_path(out).read_text())["ingest"] == ingest_counts
+    texts = [data.decode() for shard in tar_bytes(out).values()
+             for name, data in tar_contents(shard).items() if name.endswith(".txt")]
+    assert sorted(texts) == sorted(stored)
+    assert cli.main(["verify", str(out)]) == 0
