@@ -204,7 +204,7 @@ def test_verify_names_a_truncated_tar_and_a_bad_record(reference, tmp_path, caps
     out = Path(shutil.copytree(reference, tmp_path / "out"))
     truncated = layout.tar_path(out, layout.shard_name(1))
     with open(truncated, "r+b") as f:
-        f.truncate(truncated.stat().st_size // 2)
+        f.truncate(truncated.stat().st_size // 2 + 100)  # inside a member's data
 
     def wrong_seed_type(data: bytes) -> bytes:
         record = json.loads(data)
@@ -215,7 +215,8 @@ def test_verify_names_a_truncated_tar_and_a_bad_record(reference, tmp_path, caps
 
     assert cli.main(["verify", str(out)]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert any(line.startswith(f"data/{layout.shard_name(1)}.tar: unreadable") for line in lines), lines
+    assert any(line.startswith(f"data/{layout.shard_name(1)}.tar: unreadable") and "truncated" in line
+               for line in lines), lines
     assert any(line.startswith(f"data/{layout.shard_name(2)}.tar: {bad_key}") and "seed" in line
                for line in lines), lines
     assert not any(layout.shard_name(s) in line for line in lines for s in (0, 3, 4, 5)), lines

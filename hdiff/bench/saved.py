@@ -104,17 +104,17 @@ def main(argv: list[str]) -> int:
                         **set_figures(embeddings, taus, args.steps), "paper_saved_tau1": PAPER_SAVED.get(path.stem)})
     seconds = time.perf_counter() - started
 
-    def percent(value: float | None) -> str:
-        return "—" if value is None else f"{value:.1%}"
+    def percent(value: float | None, digits: int = 1) -> str:
+        return "—" if value is None else f"{value:.{digits}%}"
 
     headers = (["set", "prompts"] + [f"τ={tau:g}" for tau in taus]
                + [f"τ for {BUDGET:.0%} (budget mode)", "τ=1, reference linkage", "paper τ=1 (Kandinsky prior)"])
     rows = [[r["set"], r["prompts"]] + [percent(r["saved"][f"{tau:g}"]) for tau in taus]
-            + [f"{r['budget_tau']:.3g} ({r['budget_saved']:.1%})" if r["budget_tau"] is not None else "—",
-               percent(r["reference_saved_tau1"]), percent(r["paper_saved_tau1"])]
+            + [f"{r['budget_tau']:.3f} ({r['budget_saved']:.1%})" if r["budget_tau"] is not None else "—",
+               percent(r["reference_saved_tau1"]), percent(r["paper_saved_tau1"], 2)]
             for r in results]
-    print(f"Compute saved (UNet rows) with all-MiniLM-L6-v2 clustering, hdiff's Ward tree, linear φ, K = {args.steps}; "
-          "reference linkage = Ward on cosine distances, as the paper's code")
+    print(f"Compute saved (UNet rows), all-MiniLM-L6-v2 embeddings, hdiff's Ward tree, linear φ, K = {args.steps}; "
+          "reference linkage: Ward on cosine distances, as in the paper's code")
     print(markdown_table(headers, rows))
     print(machine_line())
     embed_total = sum(r["embed_seconds"] for r in results)

@@ -204,12 +204,16 @@ def train(cfg: TrainConfig, images: torch.Tensor, embeds: torch.Tensor, device: 
     window_start, window_loss, loss = start, torch.zeros((), device=device), torch.zeros((), device=device)
     step, probe_start = 0, start
     while step < cfg.steps:
-        if minutes is not None and step in (PROBE_START, PROBE_STEPS):
-            _synchronize(device)
+        if minutes is not None and step <= PROBE_STEPS:
+            if step in (PROBE_START, PROBE_STEPS):
+                _synchronize(device)
             if step == PROBE_START:
                 probe_start = time.perf_counter()
-            else:
+            elif step == PROBE_STEPS:
                 cfg = _steps_for_time_box(cfg, start, probe_start, minutes, log)
+            elif time.perf_counter() - start >= minutes * 60:  # too slow to finish the probe: stop here
+                cfg = dataclasses.replace(cfg, steps=step)
+                break
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)
 

@@ -1,0 +1,67 @@
+"""`hdiff bench plan` and `hdiff bench saved` through the command line: tables with sensible figures, clean errors."""
+
+import json
+import re
+
+from hdiff.cli import main
+
+
+def table_rows(text: str, header_start: str) -> list[list[str]]:
+    """The body rows of the markdown table whose header row starts with `header_start`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {header_start} |"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_bench_plan_prints_stages_and_totals(capsys):
+    code = main(["bench", "plan", "--prompts", "3000", "--min-shard", "64", "--max-shard", "256"])
+    out = capsys.readouterr().out
+    assert code == 0
+    stages = {row[0]: row for row in table_rows(out, "stage")}
+    assert {"synthetic embeddings", "semantic_shards", "build_tree per shard", "total"} <= set(stages)
+    assert all(float(row[1]) >= 0 for row in stages.values())
+    [totals] = table_rows(out, "shards")
+    shards, prompts = int(totals[0].replace(",", "")), int(totals[1].replace(",", ""))
+    assert prompts == 3000 and 3000 / 256 <= shards <= 3000 / 64
+    low, _, high = (int(v) for v in totals[2].split(" / "))
+    assert 64 <= low <= high <= 256
+    unet_rows, standard = (int(v.replace(",", "")) for v in totals[3:5])
+    assert standard == 3000 * 40 * 2
+    saved = float(totals[5].rstrip("%")) / 100
+    assert 0 < saved < 1 and abs(saved - (1 - unet_rows / standard)) < 1e-4
+    assert re.search(r"peak memory: [\d,]+ MiB \(peak RSS", out)
+    assert "machine: " in out
+
+
+def test_bench_saved_on_a_tiny_set(tmp_path, capsys):
+    prompts = ["a lion", "a tiger", "a leopard", "a red car", "a blue car", "a bowl of soup"]
+    folder = tmp_path / "sets"
+    folder.mkdir()
+    lines = [json.dumps({"id": i, "prompt": p}) for i, p in enumerate(prompts)]
+    (folder / "tiny.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "demo.jsonl").write_text(json.dumps({"id": 0, "prompt": "skipped unless named"}) + "\n")
+    report = tmp_path / "saved.json"
+    code = main(["bench", "saved", "--prompts-dir", str(folder), "--tau", "3", "--json", str(report)])
+    out = capsys.readouterr().out
+    assert code == 0
+    [row] = table_rows(out, "set")
+    assert row[:2] == ["tiny", "6"]
+    fractions = [float(cell.rstrip("%")) / 100 for cell in row[2:6]]  # τ = 0.5, 1, 2, 3
+    assert all(0 <= f < 1 for f in fractions) and fractions == sorted(fractions)
+    figures = json.loads(report.read_text())
+    [result] = figures["sets"]
+    assert result["set"] == "tiny" and result["paper_saved_tau1"] is None
+    assert abs(result["budget_saved"] - 0.5) <= 0.2  # six leaves: the closest the tree allows
+    assert "machine: " in out and "time: " in out
+
+
+def test_bench_saved_missing_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    code = main(["bench", "saved", "--prompts-dir", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("hdiff: ") and "nowhere" in err
