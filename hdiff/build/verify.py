@@ -129,7 +129,21 @@ def read_shard(out: Path, shard: str, seen: dict[str, str], problems: list[str])
         last = f" after sample {reading.keys[-1]!r}" if reading.keys else ""
         problems.append(f"{where}: unreadable{last} (truncated or damaged): {exc}")
         reading.complete = False
+        return reading
+    if not ends_with_end_of_archive(layout.tar_path(out, shard)):  # tarfile reads a tar cut at a header as complete
+        problems.append(f"{where}: unreadable (truncated): no end-of-archive blocks at the end of the file")
+        reading.complete = False
     return reading
+
+
+def ends_with_end_of_archive(path: Path) -> bool:
+    """True when the file is whole 512-byte blocks and its last two are zeros, as every finished tar ends."""
+    size = path.stat().st_size
+    if size < 2 * tarfile.BLOCKSIZE or size % tarfile.BLOCKSIZE:
+        return False
+    with open(path, "rb") as f:
+        f.seek(size - 2 * tarfile.BLOCKSIZE)
+        return f.read() == bytes(2 * tarfile.BLOCKSIZE)
 
 
 def stats_problems(out: Path, shard: str, stats: ShardStats, reading: ShardReading) -> list[str]:
