@@ -15,7 +15,11 @@ def linkage_matrix(plan: Plan) -> np.ndarray:
     """scipy's (N-1, 4) linkage matrix for the plan's tree."""
     tree = plan.tree
     n = tree.n_leaves
-    return np.column_stack([tree.children.astype(float), tree.heights[n:], tree.sizes[n:].astype(float)])
+    heights = tree.heights[n:].copy()
+    finite = np.isfinite(heights)
+    top = heights[finite].max() if finite.any() else 1.0
+    heights[~finite] = 1.5 * top + np.arange((~finite).sum())  # a packed forest's joins, drawn above the trees
+    return np.column_stack([tree.children.astype(float), heights, tree.sizes[n:].astype(float)])
 
 
 def save_dendrogram(plan: Plan, path: Path, labels: list[str] | None = None, max_leaves: int = 64) -> None:

@@ -17,7 +17,7 @@ import torch
 from hdiff.errors import HdiffError
 from hdiff.models.base import Adapter, Conditioning
 from hdiff.models.schedulers import count_evaluations
-from hdiff.planning import Plan, Schedule, build_tree, make_plan, plan_for_budget
+from hdiff.planning import Plan, Schedule, build_tree, join_trees, make_plan, plan_for_budget
 from hdiff.records import ClusterStep, ImageRecord
 from hdiff.sampling import sample_plan
 
@@ -89,6 +89,11 @@ class ImageJob:
     def __len__(self) -> int:
         return len(self.prompts)
 
+    @classmethod
+    def concat(cls, jobs: list["ImageJob"]) -> "ImageJob":
+        return cls(*(sum((getattr(j, name) for j in jobs), []) for name in ("prompts", "seeds", "prompt_ids",
+                                                                               "copy_index")))
+
     def sort_keys(self) -> list[str]:
         return [f"{pid}/{c:06d}/{s:020d}" for pid, c, s in zip(self.prompt_ids, self.copy_index, self.seeds)]
 
@@ -112,6 +117,11 @@ class Generation:
             for offset, image in enumerate(decoded):
                 yield lo + offset, to_uint8(image)
 
+    @property
+    def unet_rows(self) -> float:
+        """UNet rows spent on this job's images (its share of a packed run)."""
+        return float(sum(r.unet_evals for r in self.records))
+
     def float_images(self) -> np.ndarray:
         return torch.cat([self.adapter.decode(self.latents[lo:lo + 64])
                           for lo in range(0, len(self.latents), 64)]).numpy()
@@ -131,8 +141,11 @@ def encode_job(adapter: Adapter, job: ImageJob) -> Conditioning:
     return cond
 
 
-def plan_job(adapter: Adapter, job: ImageJob, cond: Conditioning, settings: GenerationSettings) -> Plan:
-    tree = build_tree(cond.features, keys=job.sort_keys())
+def plan_jobs(adapter: Adapter, jobs: list[ImageJob], conds: list[Conditioning],
+              settings: GenerationSettings) -> Plan:
+    """One plan over every job's own tree, joined into a forest (packing); one job is its tree alone."""
+    tree = join_trees([build_tree(c.features, keys=j.sort_keys()) for j, c in zip(jobs, conds)])
+    job = ImageJob.concat(jobs)
     groups = np.asarray(job.prompt_ids)[np.argsort(tree.leaf_of_row)]  # leaf id -> prompt id
     evaluations = count_evaluations(adapter.scheduler, settings.steps)
     common = dict(guidance=settings.guidance_scale > 1.0, groups=groups, copy_max_shared=settings.copy_max_shared)
@@ -160,9 +173,27 @@ def records_for(adapter: Adapter, job: ImageJob, plan: Plan, settings: Generatio
 def generate(adapter: Adapter, job: ImageJob, settings: GenerationSettings,
              on_evaluation: Callable[[int, int], None] | None = None) -> Generation:
     """Plan and sample `job`; decode lazily with `Generation.images()`."""
-    cond = encode_job(adapter, job)
-    plan = plan_job(adapter, job, cond, settings)
-    latents = sample_plan(plan, adapter, cond, np.asarray(job.seeds), num_steps=settings.steps,
+    return generate_packed(adapter, [job], settings, on_evaluation)[0]
+
+
+def generate_packed(adapter: Adapter, jobs: list[ImageJob], settings: GenerationSettings,
+                    on_evaluation: Callable[[int, int], None] | None = None) -> list[Generation]:
+    """Several jobs (shards) sampled together, each clustered in its own tree, their active clusters batched
+    together at every evaluation so that the UNet's batches stay full while clusters are few."""
+    conds = [encode_job(adapter, job) for job in jobs]
+    plan = plan_jobs(adapter, jobs, conds, settings)
+    job = ImageJob.concat(jobs)
+    latents = sample_plan(plan, adapter, Conditioning.concat(conds), np.asarray(job.seeds), num_steps=settings.steps,
                           guidance_scale=settings.guidance_scale, height=settings.height, width=settings.width,
                           max_batch=settings.max_batch, on_evaluation=on_evaluation)
-    return Generation(adapter, job, plan, settings, latents, records_for(adapter, job, plan, settings))
+    records = records_for(adapter, job, plan, settings)
+    out, lo = [], 0
+    for part in jobs:
+        hi = lo + len(part)
+        out.append(Generation(adapter, part, plan, settings, latents[lo:hi], records[lo:hi]))
+        lo = hi
+    return out
+
+
+def plan_job(adapter: Adapter, job: ImageJob, cond: Conditioning, settings: GenerationSettings) -> Plan:
+    return plan_jobs(adapter, [job], [cond], settings)

@@ -15,6 +15,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
+def prefect_api():
+    """A temporary Prefect API (SQLite) for this test, stopped at its end."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
 def local_ray():
     """A 2-CPU Ray instance of this process's own; afterwards every process it started (raylet, GCS, workers) is gone."""
     ray = pytest.importorskip("ray")
@@ -40,19 +49,17 @@ def _is_ray_process(process: psutil.Process) -> bool:
 
 def build(tmp_path: Path, runner: str) -> Path:
     from flows.build_dataset import build_dataset_from_config
-    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
 
     out = tmp_path / runner
     config = apply_overrides(load_config(REPO / "configs/demo.yaml"), {
         "output": str(out), "source.path_or_id": str(REPO / "data/demo_prompts.jsonl"),
         "embedding.cache_dir": str(tmp_path / "embeddings"), "model.id": tiny_shapes_model(tmp_path / "model"),
         "ingest.limit": 24, "sharding.min_size": 4, "sharding.max_size": 8, "runner.kind": runner})
-    with temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 120}):
-        build_dataset_from_config(config)
+    build_dataset_from_config(config)
     return out
 
 
-def test_ray_runner_writes_the_same_tars_as_the_default_runner(tmp_path, local_ray):
+def test_ray_runner_writes_the_same_tars_as_the_default_runner(tmp_path, prefect_api, local_ray):
     # CPU float results depend on the intra-op thread count; a one-CPU Ray task runs with OMP_NUM_THREADS=1
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

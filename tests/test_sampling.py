@@ -85,3 +85,19 @@ def test_kandinsky_hierarchical_run_counts_its_rows():
     assert abs(generation.plan.saved_fraction - 0.6) <= 0.07
     assert sum(rows) == generation.plan.unet_rows
     assert np.isfinite(generation.float_images()).all()
+
+
+def test_packed_shards_give_the_same_images_and_accounting_as_separate_runs():
+    from hdiff.generate import generate_packed
+
+    adapter = sd_adapter("dpm++")
+    jobs = [ImageJob.from_prompts(PROMPTS[:5], base_seed=4), ImageJob.from_prompts(PROMPTS[5:], base_seed=4)]
+    run = settings(tau=3.0, budget=None, max_batch=64)
+    separate = [generate(adapter, job, run) for job in jobs]
+    rows = count_rows(adapter)
+    packed = generate_packed(adapter, jobs, run)
+    assert sum(rows) == sum(g.plan.unet_rows for g in separate)
+    assert len(rows) < sum(len(g.plan.active) for g in separate)  # fewer, fuller UNet calls
+    for alone, together in zip(separate, packed):
+        assert together.unet_rows == alone.plan.unet_rows
+        assert np.abs(together.float_images() - alone.float_images()).max() <= 1e-5

@@ -29,6 +29,13 @@ class Conditioning:
     def __len__(self) -> int:
         return len(self.features)
 
+    @classmethod
+    def concat(cls, parts: list["Conditioning"]) -> "Conditioning":
+        if len(parts) == 1:
+            return parts[0]
+        return cls({name: torch.cat([p.tensors[name] for p in parts]) for name in parts[0].tensors},
+                   np.concatenate([p.features for p in parts]))
+
     def mean(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         """The cluster's conditioning: each tensor averaged over `rows`, keeping a batch dim of 1."""
         index = torch.as_tensor(np.asarray(rows), dtype=torch.long)

@@ -182,7 +182,8 @@ def plan_for_budget(tree: ClusterTree, target_saved: float, num_evaluations: int
     best = plan_at(0.0)
     if target_saved == 0.0 or tree.n_leaves == 1:
         return best
-    hi = max(float(tree.heights.max()), 1e-6) * max(num_evaluations, 2) * 2
+    finite = tree.heights[np.isfinite(tree.heights)]  # joined forests have infinite top merges
+    hi = max(float(finite.max()), 1e-6) * max(num_evaluations, 2) * 2
     while plan_at(2 * hi).saved_fraction > plan_at(hi).saved_fraction + 1e-12:  # find where saving saturates
         hi *= 2
     lo = 0.0

@@ -1,8 +1,9 @@
 """The cluster tree: Ward agglomerative clustering of conditioning embeddings (Decatur et al. 2025, Sec. 3).
 
-Distance and linkage: rows are L2-normalized and merged with Ward's criterion on Euclidean distance, so the
-merge cost is a function of cosine similarity (|a - b|^2 = 2 - 2 cos(a, b) for unit vectors). A node's height
-(the paper's c_score) is its Ward merge distance; leaves have height 0.
+Distance and linkage, as in the paper's reference code: the condensed matrix of cosine distances (1 - cos) is
+merged with scipy's Ward linkage, which treats those distances as if they were Euclidean. A node's height (the
+paper's c_score) is its merge height on that scale; leaves have height 0. Keeping the reference recipe keeps τ's
+meaning: the same τ saves what it saves in the paper for the same embeddings.
 
 Determinism: leaves are put in a canonical order (by the caller's keys, e.g. prompt text and seed) before
 clustering, so the tree, its node ids and every plan built on it do not depend on the order of the input list.
@@ -16,6 +17,7 @@ from functools import cached_property
 
 import numpy as np
 from scipy.cluster.hierarchy import linkage
+from scipy.spatial.distance import squareform
 
 from hdiff.errors import HdiffError
 
@@ -48,9 +50,7 @@ class ClusterTree:
     def parent(self) -> np.ndarray:
         """(2N-1,) parent node id of each node; -1 for the root."""
         parent = np.full(self.n_nodes, -1, dtype=np.int64)
-        n = self.n_leaves
-        for i, (a, b) in enumerate(self.children):
-            parent[a] = parent[b] = n + i
+        parent[self.children.ravel()] = np.repeat(np.arange(self.n_leaves, self.n_nodes), 2)
         return parent
 
     @cached_property
@@ -115,6 +115,14 @@ def normalize_rows(embeddings: np.ndarray) -> np.ndarray:
     return x / norms
 
 
+def cosine_distances(unit_rows: np.ndarray) -> np.ndarray:
+    """Condensed 1 - cos distances of unit rows (scipy's pdist layout), from one matrix product."""
+    d = 1.0 - unit_rows @ unit_rows.T  # (N, N)
+    np.clip(d, 0.0, 2.0, out=d)
+    np.fill_diagonal(d, 0.0)
+    return squareform(d, checks=False)
+
+
 def build_tree(embeddings: np.ndarray, keys: list[str] | None = None) -> ClusterTree:
     """Ward tree of `embeddings` (N, D); `keys` fix the canonical leaf order (default: row order)."""
     x = normalize_rows(embeddings)
@@ -128,7 +136,7 @@ def build_tree(embeddings: np.ndarray, keys: list[str] | None = None) -> Cluster
     leaf_of_row[canonical] = np.arange(n)
     if n == 1:
         return ClusterTree(np.zeros((0, 2), np.int64), np.zeros(1), leaf_of_row)
-    z = linkage(x[canonical], method="ward", metric="euclidean")
+    z = linkage(cosine_distances(x[canonical]), method="ward")
     children = z[:, :2].astype(np.int64)
     heights = np.concatenate([np.zeros(n), z[:, 2]])
     heights[n:] = np.maximum.accumulate(heights[n:])  # Ward is monotone; guard against float jitter
@@ -141,3 +149,34 @@ def tree_from_merges(children: list[tuple[int, int]], heights: list[float]) -> C
     return ClusterTree(np.asarray(children, dtype=np.int64).reshape(-1, 2),
                        np.concatenate([np.zeros(n), np.asarray(heights, dtype=np.float64)]),
                        np.arange(n, dtype=np.int64))
+
+
+def join_trees(trees: list[ClusterTree]) -> ClusterTree:
+    """A forest as one tree: the trees' roots joined by merges at infinite height, which no cut ever reaches.
+
+    Planned together, each tree keeps exactly the plan it would have alone, while the sampler batches the active
+    clusters of all of them at every evaluation (packing: full batches while clusters are still few).
+    Input row order is the trees' rows concatenated; leaf and node ids are renumbered, parents after children.
+    """
+    if len(trees) == 1:
+        return trees[0]
+    n = sum(t.n_leaves for t in trees)
+    children, heights, leaf_of_row, roots = [], [], [], []
+    leaf_base, merge_base = 0, 0
+    for tree in trees:
+        def renumber(node, tree=tree, leaf_base=leaf_base, merge_base=merge_base):
+            return leaf_base + node if node < tree.n_leaves else n + merge_base + node - tree.n_leaves
+        children.extend((renumber(a), renumber(b)) for a, b in tree.children)
+        heights.extend(tree.heights[tree.n_leaves:])
+        leaf_of_row.append(tree.leaf_of_row + leaf_base)
+        roots.append(renumber(tree.root))
+        leaf_base += tree.n_leaves
+        merge_base += tree.n_leaves - 1
+    top = roots[0]
+    for root in roots[1:]:
+        children.append((top, root))
+        heights.append(np.inf)
+        top = n + len(children) - 1
+    return ClusterTree(np.asarray(children, dtype=np.int64),
+                       np.concatenate([np.zeros(n), np.asarray(heights, dtype=np.float64)]),
+                       np.concatenate(leaf_of_row))
