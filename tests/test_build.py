@@ -7,6 +7,7 @@ several tests read are module fixtures, so the Prefect engine (and its temporary
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -53,8 +54,6 @@ def tar_bytes(out: Path) -> dict[str, bytes]:
 
 def tar_contents(data: bytes) -> dict[str, bytes]:
     """Member name → bytes of one tar."""
-    import io
-
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
 
@@ -65,7 +64,12 @@ def all_keys(out: Path) -> list[str]:
 
 @pytest.fixture(scope="module", autouse=True)
 def prefect_api() -> str:
-    """One Prefect server with a throwaway database for this module's builds (and the killed build's subprocess)."""
+    """One Prefect server with a throwaway database for this module's builds (and the killed build's subprocess).
+
+    Importing the flow here sets up Prefect's console logging outside any test's output capture, whose stream closes
+    when that test ends.
+    """
+    import flows.build_dataset  # noqa: F401
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
@@ -181,8 +185,10 @@ def test_killed_build_resumes_to_the_uninterrupted_dataset(reference, demo_confi
     assert 1 <= len(killed_at) < total, f"killed after {len(killed_at)} of {total} shards"
     for shard in layout.tar_shards(out):  # what the kill left under final names is whole
         assert tar_problem(layout.tar_path(out, shard), read_stats(out, shard)) is None
+    finished = {shard: layout.stats_path(out, shard).read_bytes() for shard in killed_at}
 
     build(config)
+    assert {shard: layout.stats_path(out, shard).read_bytes() for shard in killed_at} == finished  # skipped
     assert layout.partial_files(out) == []
     assert all_keys(out) == all_keys(reference)
     assert tar_bytes(out) == tar_bytes(reference)  # same keys, same image bytes, nothing lost or duplicated
@@ -196,8 +202,6 @@ def test_killed_build_resumes_to_the_uninterrupted_dataset(reference, demo_confi
 
 def rewrite_member(path: Path, suffix: str, change) -> str:
     """Rewrite the first `*.suffix` member of a tar with `change(bytes) -> bytes`; returns its sample key."""
-    import io
-
     with tarfile.open(path) as tar:
         members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
     target = next(m.name for m, _ in members if m.name.endswith(f".{suffix}"))
@@ -269,12 +273,12 @@ LONG = "a large red circle in the center " * 304  # 10,032 characters
 FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # one emoji built with zero-width joiners
 PERSIAN = "دایره\u200cی قرمز"  # a zero-width non-joiner inside the word
 
-# (id, rows of corpus.jsonl (None: no file), source override, ingest section, expected: error regex, or the
-#  manifest's ingest section and the prompts stored in the tars)
+# (id, rows of {tmp}/corpus.jsonl (None: no file), source (None: that file), ingest section, expected: an error
+#  regex, or the manifest's ingest section and the prompts stored in the tars)
 BAD_INPUT = [
     ("missing column", [{"text": "a red circle"}], None, {},
      r"corpus\.jsonl: no column 'prompt'; available columns: text"),
-    ("missing local file", None, "nope.jsonl", {}, r"nope\.jsonl: no such file or folder"),
+    ("missing local file", None, "{tmp}/nope.jsonl", {}, r"nope\.jsonl: no such file or folder"),
     ("hub id while offline", None, "someone/uncached-prompts", {},
      r"dataset 'someone/uncached-prompts' is not in the local cache"),
     ("every prompt empty", [{"prompt": p} for p in ("", "   ", "\u200b\u2060", "\n\t")], None, {},
@@ -286,8 +290,8 @@ BAD_INPUT = [
     ("10,000 characters dropped", [{"prompt": LONG}, {"prompt": "a blue square"}], None, {"long_policy": "drop"},
      ({"read": 2, "kept": 1, "dropped": {"too_long": 1}, "truncated": 0}, ["a blue square"])),
     ("emoji, right-to-left, zero-width",
-     [{"prompt": p} for p in (f"a red \U0001f534 circle {FAMILY}", PERSIAN, "שלום  עולם", "a\u200bblue square\ufeff")],
-     None, {},
+     [{"prompt": p} for p in (f"a red \U0001f534 circle {FAMILY}", PERSIAN, "שלום  עולם",
+                              "a\u200bblue square\ufeff")], None, {},
      ({"read": 4, "kept": 4, "dropped": {}, "truncated": 0},
       [f"a red \U0001f534 circle {FAMILY}", PERSIAN, "שלום עולם", "ablue square"])),
     ("duplicates", [{"prompt": p} for p in ("a red circle", "  a  red\tcircle ", "a red circle\u200b", "A red circle",
@@ -303,19 +307,19 @@ def embedding_cache(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("rows, source, ingest, expected", [case[1:] for case in BAD_INPUT],
                          ids=[case[0] for case in BAD_INPUT])
-def test_bad_input_gives_one_line_error_or_counted_drop(tmp_path, model, embedding_cache, capfd, rows, source,
-                                                        ingest, expected):
+def test_bad_input_gives_one_line_error_or_counted_drop(tmp_path, model, embedding_cache, capfd, caplog, rows,
+                                                        source, ingest, expected):
     corpus = tmp_path / "corpus.jsonl"
     if rows is not None:
         corpus.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    source = str(tmp_path / source) if source and source.endswith(".jsonl") else source or str(corpus)
+    source = (source or "{tmp}/corpus.jsonl").format(tmp=tmp_path)
     out = tmp_path / "out"
     config = write_config(tmp_path, name="bad-input", output=out, source=source, model=model,
                           cache=embedding_cache, ingest=ingest, sharding={"min_size": 1, "max_size": 8})
 
     code = cli.main(["build", str(config)])
     printed = capfd.readouterr()
-    assert "Traceback" not in printed.out + printed.err
+    assert "Traceback" not in printed.out + printed.err + caplog.text  # neither printed nor logged by Prefect
     if isinstance(expected, str):
         assert code == 2
         messages = [line for line in printed.err.splitlines() if line.startswith("hdiff: ")]

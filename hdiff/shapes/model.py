@@ -38,7 +38,7 @@ SchedulerName = Literal["dpm++", "ddpm", "ddim"]  # "dpm++": DPMSolverMultistepS
 class UNetSpec:
     """The few architecture choices that vary; everything else is fixed by `unet_config`."""
 
-    block_out_channels: tuple[int, ...] = (64, 128, 192)
+    block_out_channels: tuple[int, ...] = (32, 64, 128)
     layers_per_block: int = 1
     attention_head_dim: int = 32
     cross_attention_dim: int = 128

@@ -211,7 +211,7 @@ def train(cfg: TrainConfig, images: torch.Tensor, embeds: torch.Tensor, device: 
                 probe_start = time.perf_counter()
             elif step == PROBE_STEPS:
                 cfg = _steps_for_time_box(cfg, start, probe_start, minutes, log)
-            elif time.perf_counter() - start >= minutes * 60:  # too slow to finish the probe: stop here
+            elif step > 0 and time.perf_counter() - start >= minutes * 60:  # too slow to finish the probe
                 cfg = dataclasses.replace(cfg, steps=step)
                 break
         for group in optimizer.param_groups:

@@ -1,0 +1,157 @@
+"""The shapes model and its trainer, on a tiny UNet and random embeddings (no sentence model loaded)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hdiff.errors import HdiffError
+from hdiff.shapes import embed_prompts
+from hdiff.shapes.model import (
+    EMBED_DIM,
+    METADATA_FILE,
+    TINY_SPEC,
+    UNetSpec,
+    count_parameters,
+    load_shapes_metadata,
+    load_shapes_scheduler,
+    load_shapes_unet,
+    sample_images,
+)
+from hdiff.shapes.train import (
+    TrainConfig,
+    embeddings_for,
+    evaluate,
+    learning_rate,
+    main,
+    render_images,
+    train,
+    training_prompts,
+)
+
+PAIRS = 16
+TINY = TrainConfig(steps=3, batch_size=8, pairs_limit=PAIRS, spec=TINY_SPEC)
+
+
+def fake_embeddings(prompts: list[str], seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((len(prompts), EMBED_DIM)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    """(images, embeddings) of a seeded 16-pair subset of the training pairs."""
+    pairs = training_prompts(seed=0, pairs_limit=PAIRS)
+    images = render_images([scene for _, scene in pairs])
+    return images, torch.from_numpy(fake_embeddings([prompt for prompt, _ in pairs]))
+
+
+@pytest.fixture(scope="module")
+def embeddings_file(tmp_path_factory):
+    """An .npz as embed_prompts writes it, with random vectors for the tiny run's prompts."""
+    prompts = [prompt for prompt, _ in training_prompts(seed=0, pairs_limit=PAIRS)]
+    path = tmp_path_factory.mktemp("emb") / "embeddings.npz"
+    np.savez(path, prompts=np.asarray(prompts, dtype=str), embeddings=fake_embeddings(prompts))
+    return path
+
+
+def state(unet) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in unet.state_dict().items()}
+
+
+def test_default_model_fits_the_size_limit():
+    params = count_parameters(UNetSpec())
+    assert params * 4 < 25e6, f"{params} fp32 parameters is over 25 MB"
+
+
+def test_training_pairs_are_train_split_only():
+    from hdiff.shapes.world import split_of
+
+    assert {split_of(scene) for _, scene in training_prompts(seed=0)} == {"train"}
+
+
+def test_trainer_writes_a_loadable_safetensors_folder(tmp_path, embeddings_file):
+    out = tmp_path / "model"
+    code = main(["--out", str(out), "--tiny", "--steps", "3", "--batch-size", "8", "--pairs-limit", str(PAIRS),
+                 "--embeddings", str(embeddings_file), "--eval-prompts", "0", "--device", "cpu"])
+    assert code == 0
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert files == {"unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                     "scheduler/scheduler_config.json", METADATA_FILE}
+    meta = load_shapes_metadata(out)
+    assert meta["sentence_model"] == "all-MiniLM-L6-v2" and meta["image_size"] == 32
+    assert meta["default_scheduler"] == "dpm++" and meta["default_steps"] > 0
+    assert meta["train_config"]["seed"] == 0 and meta["train_config"]["steps"] == 3
+    assert TrainConfig.from_dict(meta["train_config"]).spec == TINY_SPEC
+
+    unet = load_shapes_unet(out)
+    assert unet.config.encoder_hid_dim_type == "image_proj" and unet.config.addition_embed_type == "image"
+    assert unet.config.out_channels == 3
+    images = sample_images(unet, load_shapes_scheduler(out), torch.zeros(2, EMBED_DIM), steps=2,
+                           guidance_scale=4.0, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8
+
+
+def test_same_seed_same_weights(tiny_data):
+    images, embeds = tiny_data
+    first = state(train(TINY, images, embeds, torch.device("cpu"), log=lambda _: None).unet)
+    second = state(train(TINY, images, embeds, torch.device("cpu"), log=lambda _: None).unet)
+    other = state(train(dataclasses.replace(TINY, seed=1), images, embeds, torch.device("cpu"),
+                        log=lambda _: None).unet)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_time_box_records_a_step_count_that_reproduces_the_run(tiny_data):
+    images, embeds = tiny_data
+    boxed = train(TINY, images, embeds, torch.device("cpu"), minutes=1e-9, log=lambda _: None)
+    assert boxed.config.steps == boxed.steps_done == 1
+    replay = train(boxed.config, images, embeds, torch.device("cpu"), log=lambda _: None)
+    first, second = state(boxed.unet), state(replay.unet)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    cfg = TrainConfig(steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1)
+    assert learning_rate(0, cfg) == pytest.approx(1e-4)
+    assert learning_rate(9, cfg) == pytest.approx(1e-3)
+    assert learning_rate(99, cfg) == pytest.approx(1e-4, rel=1e-2)
+    rates = [learning_rate(s, cfg) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+
+
+def test_embeddings_file_lookup(embeddings_file):
+    with np.load(embeddings_file) as data:
+        prompts, vectors = data["prompts"].tolist(), data["embeddings"]
+    looked_up = embeddings_for(prompts[::-1], embeddings_file)
+    np.testing.assert_array_equal(looked_up.numpy(), vectors[::-1])
+    with pytest.raises(HdiffError, match="not in"):
+        embeddings_for(["a prompt nobody embedded"], embeddings_file)
+
+
+def test_embed_prompts_writes_what_the_trainer_reads(tmp_path, monkeypatch):
+    monkeypatch.setattr(embed_prompts, "embed_texts", lambda texts, name, progress: fake_embeddings(texts))
+    prompts = ["a small red circle in the top left on a white background", "blue backdrop, tiny red disc, center"]
+    path = embed_prompts.write_embeddings(tmp_path / "e.npz", prompts)
+    np.testing.assert_array_equal(embeddings_for(prompts, path).numpy(), fake_embeddings(prompts))
+
+
+def test_evaluation_reports_accuracy_and_picks_a_guidance_scale(tiny_data):
+    from hdiff.shapes.prompts import diverse_set
+
+    images, embeds = tiny_data
+    unet = train(TINY, images, embeds, torch.device("cpu"), log=lambda _: None).unet
+    pairs = diverse_set(2, seed=0, split="heldout")
+    sets = {name: ([scene for _, scene in pairs], torch.from_numpy(fake_embeddings([p for p, _ in pairs])))
+            for name in ("select", "one_object", "two_object")}
+    from hdiff.shapes.model import training_scheduler
+
+    report = evaluate(unet, sets, dict(training_scheduler().config), steps=2, candidates=(2.0, 4.0),
+                      log=lambda _: None)
+    assert report["guidance_scale"] in (2.0, 4.0)
+    assert set(report["one_object"]) == {"n", "all", "background", "color", "shape", "size", "position", "count"}
+    assert json.dumps(report)  # goes into hdiff_shapes.json
