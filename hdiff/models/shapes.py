@@ -44,6 +44,9 @@ class ShapesAdapter(Adapter):
         info_path = folder / "hdiff_shapes.json"
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
         unet = load_component(UNet2DConditionModel, str(folder), "unet", torch_dtype=dtype).to(device)
+        from hdiff.shapes.model import load_whitening
+
+        info["whitening"] = load_whitening(folder)
         if scheduler is None:
             base = load_component(DDPMScheduler, str(folder), "scheduler")
             kind = {"dpm++": DPMSolverMultistepScheduler}.get(info.get("default_scheduler", "ddpm"))
@@ -55,9 +58,11 @@ class ShapesAdapter(Adapter):
         return self.unet
 
     def encode(self, prompts, generators) -> Conditioning:
+        from hdiff.shapes.model import apply_whitening
+
         vectors = embed_texts(list(prompts), self.sentence_model)  # (N, 384), unit length
-        return Conditioning({"image_embeds": torch.from_numpy(vectors).to(self.device, self.dtype)},
-                            np.asarray(vectors))
+        cond = apply_whitening(self.info.get("whitening"), torch.from_numpy(vectors))  # (N, 384)
+        return Conditioning({"image_embeds": cond.to(self.device, self.dtype)}, cond.numpy())
 
     def negative(self):
         return {"image_embeds": torch.zeros(1, self.unet.config.encoder_hid_dim, device=self.device,

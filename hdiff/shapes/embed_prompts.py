@@ -1,8 +1,8 @@
 """Precompute MiniLM embeddings for the trainer: `python -m hdiff.shapes.embed_prompts OUT.npz [--seed 0]`.
 
 The file holds `prompts` (N,) str and `embeddings` (N, 384) float32: the training prompts of `--seed` and the
-held-out evaluation prompts (`--eval-prompts` per set, as the trainer's flag), so `python -m hdiff.shapes.train --embeddings OUT.npz`
-runs on a machine without the sentence model.
+held-out evaluation prompts (`--eval-prompts` per set, as the trainer's flag), so that
+`python -m hdiff.shapes.train --embeddings OUT.npz` runs on a machine without the sentence model.
 """
 
 from __future__ import annotations

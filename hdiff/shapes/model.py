@@ -141,7 +141,8 @@ def load_shapes_scheduler(path: str | os.PathLike | None = None, name: Scheduler
     return sampling_scheduler(train_config, name or load_shapes_metadata(folder)["default_scheduler"])
 
 
-def save_shapes_model(out: str | os.PathLike, unet, scheduler, metadata: dict) -> Path:
+def save_shapes_model(out: str | os.PathLike, unet, scheduler, metadata: dict,
+                      whitening: dict[str, torch.Tensor] | None = None) -> Path:
     """Write the folder under a temporary name, then rename, so a half-written model never exists at `out`."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +150,8 @@ def save_shapes_model(out: str | os.PathLike, unet, scheduler, metadata: dict) -
     unet.save_pretrained(tmp / "unet", safe_serialization=True)
     scheduler.save_pretrained(tmp / "scheduler")
     (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    if whitening is not None:
+        save_whitening(tmp, whitening)
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
@@ -190,3 +193,43 @@ def spec_from_dict(values: dict) -> UNetSpec:
     if "block_out_channels" in values:
         values["block_out_channels"] = tuple(values["block_out_channels"])
     return UNetSpec(**values)
+
+
+WHITENING_FILE = "conditioning.safetensors"
+WHITENING_FLOOR = 1e-2  # eigenvalues below this fraction of the largest are raised to it: at most 10× gain
+
+
+def fit_whitening(vectors: np.ndarray) -> dict[str, torch.Tensor]:
+    """PCA whitening of training embeddings: c = (e − μ) W with unit variance along every principal direction.
+
+    The pooled MiniLM vectors of different prompts are nearly parallel (cosine 0.99 between "red on blue" and
+    "blue on red"); whitening spreads the few directions that tell attributes apart to the scale of the rest, so
+    the UNet's linear conditioning projections see them. Held-out prompts keep the training norm (checked).
+    """
+    x = np.asarray(vectors, dtype=np.float64)
+    mean = x.mean(axis=0)
+    eigenvalues, eigenvectors = np.linalg.eigh(np.cov((x - mean).T))
+    matrix = eigenvectors / np.sqrt(np.maximum(eigenvalues, WHITENING_FLOOR * eigenvalues.max()))
+    return {"mean": torch.from_numpy(mean).float(), "matrix": torch.from_numpy(matrix).float()}
+
+
+def apply_whitening(whitening: dict[str, torch.Tensor] | None, vectors: torch.Tensor) -> torch.Tensor:
+    """(N, D) sentence embeddings → the model's conditioning vectors (identity when there is no whitening)."""
+    if whitening is None:
+        return vectors
+    return (vectors.float() - whitening["mean"].to(vectors.device)) @ whitening["matrix"].to(vectors.device)
+
+
+def save_whitening(folder: str | os.PathLike, whitening: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in whitening.items()}, str(Path(folder) / WHITENING_FILE))
+
+
+def load_whitening(folder: str | os.PathLike) -> dict[str, torch.Tensor] | None:
+    path = Path(folder) / WHITENING_FILE
+    if not path.is_file():
+        return None
+    from safetensors.torch import load_file
+
+    return load_file(str(path))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -25,25 +26,32 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hdiff.embedding import embed_texts
 from hdiff.errors import HdiffError
 from hdiff.shapes.model import (
+    apply_whitening,
+    fit_whitening,
     EMBED_DIM,
     IMAGE_SIZE,
     SENTENCE_MODEL,
     TINY_SPEC,
     UNetSpec,
     build_unet,
+    count_parameters,
     sample_images,
     sampling_scheduler,
     save_shapes_model,
     spec_from_dict,
     training_scheduler,
 )
+from hdiff.shapes.oracle import ATTRIBUTES, all_correct, score
+from hdiff.shapes.prompts import diverse_set, training_pairs
+from hdiff.shapes.world import Scene, render, split_of
 
 DEFAULT_STEPS = 20
 DEFAULT_SCHEDULER = "dpm++"
 DEFAULT_GUIDANCE = 4.0  # used until an evaluation picks one
-GUIDANCE_CANDIDATES = (2.0, 3.0, 4.0, 5.0, 6.0)
+GUIDANCE_CANDIDATES = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
 SELECT_SEED, REPORT_SEED, TWO_OBJECT_SEED = 1001, 1002, 1003
 PROBE_START, PROBE_STEPS = 10, 40  # timing probe for --minutes (steps 10–40); must end before the warmup does
 Device = Literal["auto", "cpu", "cuda"]
@@ -89,11 +97,8 @@ class TrainConfig:
 # ---------------------------------------------------------------------------------------------------- data
 
 
-def training_prompts(seed: int, pairs_limit: int | None = None) -> list[tuple[str, object]]:
+def training_prompts(seed: int, pairs_limit: int | None = None) -> list[tuple[str, Scene]]:
     """The world's training pairs (train split only), optionally a seeded subset of `pairs_limit`."""
-    from hdiff.shapes.prompts import training_pairs
-    from hdiff.shapes.world import split_of
-
     pairs = list(training_pairs(seed=seed))
     leaked = [prompt for prompt, scene in pairs if split_of(scene) != "train"]
     if leaked:
@@ -104,11 +109,9 @@ def training_prompts(seed: int, pairs_limit: int | None = None) -> list[tuple[st
     return pairs
 
 
-def evaluation_sets(n: int) -> dict[str, list[tuple[str, object]]]:
+def evaluation_sets(n: int) -> dict[str, list[tuple[str, Scene]]]:
     """Held-out prompts (the benchmark's diverse sets): one set picks the guidance scale, another reports, and
     two-object prompts are reported beside."""
-    from hdiff.shapes.prompts import diverse_set
-
     return {
         "select": diverse_set(n, SELECT_SEED, "heldout"),
         "one_object": diverse_set(n, REPORT_SEED, "heldout"),
@@ -116,10 +119,8 @@ def evaluation_sets(n: int) -> dict[str, list[tuple[str, object]]]:
     }
 
 
-def render_images(scenes) -> torch.Tensor:
+def render_images(scenes: list[Scene]) -> torch.Tensor:
     """(N, 3, 32, 32) uint8 renders."""
-    from hdiff.shapes.world import render
-
     stacked = np.stack([render(scene) for scene in scenes])  # (N, H, W, 3)
     return torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
 
@@ -127,8 +128,6 @@ def render_images(scenes) -> torch.Tensor:
 def embeddings_for(prompts: list[str], embeddings_file: str | Path | None) -> torch.Tensor:
     """(N, 384) float32 prompt embeddings: looked up in a precomputed .npz, else computed with MiniLM."""
     if embeddings_file is None:
-        from hdiff.embedding import embed_texts
-
         return torch.from_numpy(embed_texts(prompts, SENTENCE_MODEL))
     with np.load(embeddings_file, allow_pickle=False) as data:
         table = dict(zip(data["prompts"].tolist(), data["embeddings"]))
@@ -177,7 +176,7 @@ class TrainResult:
 
 def train(cfg: TrainConfig, images: torch.Tensor, embeds: torch.Tensor, device: torch.device, *,
           minutes: float | None = None, log_every: int = 100, log=print) -> TrainResult:
-    """Train on (N, 3, 32, 32) uint8 images and their (N, 384) embeddings; `minutes` fixes cfg.steps after a probe.
+    """Train on (N, 3, 32, 32) uint8 images and (N, 384) embeddings; `minutes` sets cfg.steps after a probe.
 
     Legend: x0 clean image in [-1, 1]; ε noise; t timestep; ᾱ_t cumulative signal fraction;
     x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε (DDPM, Ho et al. 2020, eq. 4); the loss is ‖ε − ε_θ(x_t, t, c)‖² (eq. 14).
@@ -271,10 +270,8 @@ def _synchronize(device: torch.device) -> None:
 # ---------------------------------------------------------------------------------------------------- evaluation
 
 
-def accuracy(images: np.ndarray, scenes) -> dict[str, float]:
+def accuracy(images: np.ndarray, scenes: list[Scene]) -> dict[str, float]:
     """Oracle accuracy: `all` (every attribute right) and each attribute's fraction right."""
-    from hdiff.shapes.oracle import ATTRIBUTES, all_correct, score
-
     results = [score(image, scene) for image, scene in zip(images, scenes)]
     figures = {"all": float(np.mean([all_correct(r) for r in results]))}
     figures.update({a: float(np.mean([r[a] for r in results])) for a in ATTRIBUTES})
@@ -330,16 +327,19 @@ def run(cfg: TrainConfig, out: Path, *, device: torch.device, minutes: float | N
     prompts = [prompt for prompt, _ in pairs]
     sets = evaluation_sets(eval_prompts_n) if eval_prompts_n > 0 else {}
     all_prompts = prompts + [p for pairs_ in sets.values() for p, _ in pairs_]
-    vectors = embeddings_for(all_prompts, embeddings_file)  # (N_train + N_eval, D)
+    raw = embeddings_for(all_prompts, embeddings_file)  # (N_train + N_eval, D)
+    whitening = fit_whitening(raw[:len(prompts)].numpy())  # fitted on training prompts only
+    vectors = apply_whitening(whitening, raw)
     images = render_images([scene for _, scene in pairs])
     log(f"{len(pairs)} training pairs rendered and embedded in {time.perf_counter() - t0:.1f} s; "
-        f"device {device}; {sum(p.numel() for p in build_unet_meta(cfg.spec).parameters()) / 1e6:.2f} M parameters")
+        f"device {device}; {count_parameters(cfg.spec) / 1e6:.2f} M parameters")
 
     result = train(cfg, images, vectors[:len(prompts)], device, minutes=minutes, log_every=log_every, log=log)
     scheduler = training_scheduler(cfg.beta_schedule, cfg.num_train_timesteps)
     metadata = {
         "sentence_model": SENTENCE_MODEL,
-        "unconditional_embedding": "zeros",
+        "unconditional_embedding": "zeros (after whitening)",
+        "conditioning": "PCA-whitened sentence embedding (conditioning.safetensors)",
         "default_steps": DEFAULT_STEPS,
         "default_guidance_scale": DEFAULT_GUIDANCE,
         "default_scheduler": DEFAULT_SCHEDULER,
@@ -356,7 +356,7 @@ def run(cfg: TrainConfig, out: Path, *, device: torch.device, minutes: float | N
         },
     }
     unet = result.unet
-    save_shapes_model(out, unet, scheduler, metadata)  # saved before evaluating: a failed evaluation loses nothing
+    save_shapes_model(out, unet, scheduler, metadata, whitening)  # saved before evaluating: nothing lost on failure
     log(f"saved {out} after {result.steps_done} steps in {result.seconds:.0f} s")
     if sets:
         offset, eval_sets = len(prompts), {}
@@ -366,13 +366,8 @@ def run(cfg: TrainConfig, out: Path, *, device: torch.device, minutes: float | N
         report = evaluate(unet, eval_sets, dict(scheduler.config), log=log)
         metadata["default_guidance_scale"] = report["guidance_scale"]
         metadata["evaluation"] = report
-        save_shapes_model(out, unet, scheduler, metadata)
+        save_shapes_model(out, unet, scheduler, metadata, whitening)
     return metadata
-
-
-def build_unet_meta(spec: UNetSpec):
-    with torch.device("meta"):
-        return build_unet(spec)
 
 
 def _versions() -> dict[str, str]:
@@ -384,12 +379,12 @@ def _versions() -> dict[str, str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m hdiff.shapes.train", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder to write (replaced if it exists)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, help="default 0")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="time box: train about this long (the step count is recorded)")
     budget.add_argument("--steps", type=int, help="train exactly this many steps (default 2000)")
     parser.add_argument("--batch-size", type=int, help="default 512 on CUDA, 64 on CPU")
-    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--lr", type=float, help=f"peak learning rate (default {TrainConfig.lr})")
     parser.add_argument("--embeddings", type=Path, help=".npz from `python -m hdiff.shapes.embed_prompts`")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--eval-prompts", type=int, default=200, help="held-out prompts per evaluation set; 0 skips")
@@ -403,21 +398,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def config_from_args(args: argparse.Namespace, device: torch.device) -> TrainConfig:
     """The run's TrainConfig: a recorded config if given, else defaults, then the flags given explicitly."""
     if args.config is not None:
-        import json
-
         recorded = json.loads(args.config.read_text())
         cfg = TrainConfig.from_dict(recorded.get("train_config", recorded))
     else:
         cfg = TrainConfig(batch_size=512 if device.type == "cuda" else 64)
-    overrides = {"seed": args.seed, "lr": args.lr}
-    if args.config is not None:  # flags left at their defaults do not override a recorded config
-        overrides = {k: v for k, v in overrides.items() if v != getattr(TrainConfig, k)}
-    if args.steps is not None:
-        overrides["steps"] = args.steps
-    if args.batch_size is not None:
-        overrides["batch_size"] = args.batch_size
-    if args.pairs_limit is not None:
-        overrides["pairs_limit"] = args.pairs_limit
+    flags = {"seed": args.seed, "lr": args.lr, "steps": args.steps, "batch_size": args.batch_size,
+             "pairs_limit": args.pairs_limit}
+    overrides = {name: value for name, value in flags.items() if value is not None}
     if args.tiny:
         overrides["spec"] = TINY_SPEC
     return dataclasses.replace(cfg, **overrides)
