@@ -68,7 +68,9 @@ def task_runner_for(config: BuildConfig):
         from prefect_ray import RayTaskRunner
 
         address = config.runner.ray_address
-        return RayTaskRunner(address=address, init_kwargs={"include_dashboard": False} if address is None else {})
+        if address == "auto":  # prefect-ray drops "auto" and starts a local instance when it finds no cluster
+            return RayTaskRunner(init_kwargs={"address": "auto"})  # ray.init(address="auto") fails instead
+        return RayTaskRunner(address=address, init_kwargs={} if address else {"include_dashboard": False})
     return ThreadPoolTaskRunner(max_workers=config.runner.gpu_concurrency)
 
 

@@ -16,7 +16,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def prefect_api():
-    """A temporary Prefect API (SQLite) for this test, stopped at its end."""
+    """A temporary Prefect API (SQLite) for this test, stopped at its end.
+
+    Importing the flow here sets up Prefect's console logging outside the test's output capture.
+    """
+    import flows.build_dataset  # noqa: F401
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
@@ -25,7 +29,7 @@ def prefect_api():
 
 @pytest.fixture
 def local_ray():
-    """A 2-CPU Ray instance of this process's own; afterwards every process it started (raylet, GCS, workers) is gone."""
+    """A 2-CPU Ray instance of this process; afterwards every process it started (raylet, GCS, workers) is gone."""
     ray = pytest.importorskip("ray")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

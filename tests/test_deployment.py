@@ -1,0 +1,178 @@
+"""prefect.yaml against a real local Prefect server (SQLite): deploy, start a worker, run with --param, check the tars.
+
+Every process started here (server, worker, and the flow-run processes under them) is stopped by its pid at the end.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tiny_models import tiny_shapes_model
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+POOL = "hdiff-process"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Processes:
+    """Long-running commands in their own sessions, logged to files, stopped newest first (worker before server)."""
+
+    def __init__(self, env: dict[str, str], logs: Path):
+        self.env, self.logs, self.started = env, logs, []
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "wb")
+        process = subprocess.Popen([str(BIN / "prefect"), *args], cwd=REPO, env=self.env, stdin=subprocess.DEVNULL,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.started.append((name, process))
+        return process
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        text = (self.logs / f"{name}.log").read_text(errors="replace").splitlines()
+        return f"--- {name} log ---\n" + "\n".join(text[-lines:])
+
+    def stop_all(self) -> None:
+        for _, process in reversed(self.started):
+            stop(process)
+
+
+def stop(process: subprocess.Popen, grace: float = 20) -> None:
+    """SIGTERM to the process's group and to its descendants (flow runs get their own sessions), then SIGKILL."""
+    try:
+        family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    _signal_group(process.pid, signal.SIGTERM)
+    for member in family[1:]:
+        _signal(member, signal.SIGTERM)
+    _, alive = psutil.wait_procs(family, timeout=grace)
+    _signal_group(process.pid, signal.SIGKILL)
+    for member in alive:
+        _signal(member, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=5)
+    process.wait(timeout=5)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _signal(member: psutil.Process, sig: int) -> None:
+    try:
+        member.send_signal(sig)
+    except psutil.NoSuchProcess:
+        pass
+
+
+def prefect(env: dict[str, str], *args: str, timeout: float = 120) -> str:
+    """A short prefect CLI command; its output, or a failure showing it."""
+    done = subprocess.run([str(BIN / "prefect"), *args], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"prefect {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def wait_for(check, timeout: float, what: str, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (value := check()) is not None:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    """A `prefect server start` on a free port with SQLite in a temp PREFECT_HOME; yields (env, processes)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", HF_HUB_OFFLINE="1",
+               PREFECT_WORKER_QUERY_SECONDS="2")
+    processes = Processes(env, tmp_path)
+    try:
+        server = processes.start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui")
+
+        def ready() -> bool | None:
+            assert server.poll() is None, f"the server exited ({server.returncode})\n{processes.log_tail('server')}"
+            return _healthy(env["PREFECT_API_URL"])
+
+        try:
+            wait_for(ready, timeout=120, what="the Prefect server's /health")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{processes.log_tail('server')}") from None
+        yield env, processes
+    finally:
+        processes.stop_all()
+
+
+def _healthy(api_url: str) -> bool | None:
+    try:
+        return httpx.get(f"{api_url}/health", timeout=2).json() is True or None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def flow_run_state(api_url: str, flow_run_id: str) -> str:
+    return httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=10).json()["state"]["type"]
+
+
+def test_demo_deployment_runs_with_parameter_overrides(tmp_path, prefect_server):
+    env, processes = prefect_server
+    api_url = env["PREFECT_API_URL"]
+    out = tmp_path / "out"
+    overrides = {"model.id": tiny_shapes_model(tmp_path / "model"), "output": str(out),
+                 "embedding.cache_dir": str(tmp_path / "embeddings"), "ingest.limit": 12,
+                 "sharding.min_size": 4, "sharding.max_size": 8, "generation.tau": 0.5}
+
+    prefect(env, "work-pool", "create", POOL, "--type", "process")
+    deployed = prefect(env, "--no-prompt", "deploy", "--all", timeout=180)
+    assert "build-dataset/demo" in deployed and "build-dataset/kandinsky22" in deployed
+    processes.start("worker", "worker", "start", "--pool", POOL)
+    created = prefect(env, "deployment", "run", "build-dataset/demo", "--param", f"overrides={json.dumps(overrides)}")
+    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", created).group(1)
+
+    def finished() -> str | None:
+        state = flow_run_state(api_url, flow_run_id)
+        return state if state in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
+
+    try:
+        state = wait_for(finished, timeout=240, what=f"flow run {flow_run_id} to finish", interval=2)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n{processes.log_tail('worker')}") from None
+    assert state == "COMPLETED", processes.log_tail("worker")
+
+    tars = sorted((out / "data").glob("*.tar"))
+    assert len(tars) >= 2
+    verified = subprocess.run([str(BIN / "hdiff"), "verify", str(out)], capture_output=True, text=True, env=env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["generation"]["tau"] == 0.5
+    assert manifest["config"]["ingest"]["limit"] == 12
+
+    demo = httpx.get(f"{api_url}/deployments/name/build-dataset/demo", timeout=10).json()
+    assert demo["parameters"] == {"config_path": "configs/demo.yaml", "overrides": {}}
+    assert [s["active"] for s in demo["schedules"]] == [False]
+    assert demo["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
