@@ -1,0 +1,75 @@
+"""`hdiff generate`: outputs on success; one clear line and nothing half-written on bad input."""
+
+import json
+
+import pytest
+import torch
+
+import tiny_models as tm
+from hdiff.cli import main
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return tm.tiny_shapes_model(tmp_path_factory.mktemp("tiny-shapes"))
+
+
+def write(path, data: bytes):
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_generate_writes_images_report_and_figures(model, tmp_path, capsys):
+    prompts = write(tmp_path / "p.txt", b"a red circle\na blue square\na red circle on blue\n")
+    out = tmp_path / "run"
+    assert main(["generate", "--model", model, "--prompts", prompts, "--budget", "0.3", "--out", str(out),
+                 "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["dendrogram.png", "grid.png", "images", "report.json"]
+    assert len(list((out / "images").glob("*.png"))) == 3
+    report = json.loads((out / "report.json").read_text())
+    assert sum(image["unet_evals"] for image in report["images"]) == pytest.approx(report["plan"]["unet_rows"])
+    assert "saved" in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left
+
+
+def nan_model(tmp_path, model):
+    """The tiny model with a whitening that turns every embedding into NaN."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "nan-model"
+    shutil.copytree(model, folder)
+    save_file({"mean": torch.full((384,), float("nan")), "matrix": torch.eye(384)},
+              str(folder / "conditioning.safetensors"))
+    return str(folder)
+
+
+BAD = {
+    "empty file": (b"", [], "holds no prompts"),
+    "whitespace prompt": (b"a red circle\n   \nblue\n", [], "empty or whitespace"),
+    "not UTF-8": (b"a red circle\n\xff\xfe bad\n", [], "not UTF-8"),
+    "negative tau": (b"a red circle\n", ["--tau", "-1"], "tau"),
+    "zero steps": (b"a red circle\n", ["--steps", "0"], "steps"),
+    "budget of 1": (b"a red circle\n", ["--budget", "1.0"], "budget"),
+    "negative budget": (b"a red circle\n", ["--budget", "-0.2"], "budget"),
+    "model not cached offline": (b"a red circle\n", ["--model", "someone/not-a-cached-model"],
+                                 "not in the local Hugging Face cache"),
+    "NaN embeddings": (b"a red circle\nblue\n", ["NAN"], "NaN"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_gets_one_line_and_no_output(case, model, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data, extra, message = BAD[case]
+    prompts = write(tmp_path / "p.txt", data)
+    out = tmp_path / "run"
+    if extra == ["NAN"]:
+        extra = ["--model", nan_model(tmp_path, model)]
+    args = ["generate", "--model", model, "--prompts", prompts, "--out", str(out), "--quiet", *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hdiff: ") and "\n" not in err and message in err, err
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
