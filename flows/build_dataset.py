@@ -35,15 +35,26 @@ def prepare_task(config: BuildConfig) -> pipeline.Prepared:
     return pipeline.prepare(config)
 
 
-@task(name="generate-shard", tags=[GPU_TAG], task_run_name="generate-{shard.name}")
-def generate_shard_task(config: BuildConfig, shard: pipeline.ShardJob) -> dict:
+def _pack_run_name() -> str:
+    from prefect.runtime import task_run
+
+    names = [shard.name for shard in task_run.parameters["shards"]]
+    return f"generate-{names[0]}" if len(names) == 1 else f"generate-{names[0]}..{names[-1]}"
+
+
+@task(name="generate-shards", tags=[GPU_TAG], task_run_name=_pack_run_name)
+def generate_shards_task(config: BuildConfig, shards: list[pipeline.ShardJob]) -> list[dict]:
+    """One shard, or a pack of shards sampled together (config generation.pack_shards)."""
     from tqdm import tqdm
 
-    with tqdm(desc=shard.name, unit="eval", leave=False) as bar:
-        stats, generated = pipeline.generate_shard(config, shard, progress=lambda k, active: bar.update(1))
-    get_run_logger().info("%s: %s (%d images, %.0f UNet rows)", shard.name,
-                          "generated" if generated else "already complete, skipped", stats.samples, stats.unet_rows)
-    return stats.model_dump(mode="json")
+    label = shards[0].name if len(shards) == 1 else f"{shards[0].name}..{shards[-1].name}"
+    with tqdm(desc=label, unit="eval", leave=False) as bar:
+        results = pipeline.generate_pack(config, shards, progress=lambda k, active: bar.update(1))
+    logger = get_run_logger()
+    for shard, (stats, generated) in zip(shards, results):
+        logger.info("%s: %s (%d images, %.0f UNet rows)", shard.name,
+                    "generated" if generated else "already complete, skipped", stats.samples, stats.unet_rows)
+    return [stats.model_dump(mode="json") for stats, _ in results]
 
 
 @task(name="finalize")
@@ -116,9 +127,11 @@ def build_dataset(config: dict[str, Any] | None = None, config_path: str | None 
     clean_partials(cfg.output)
     prepared = prepare_task(cfg)
     progress = create_progress_artifact(0.0, key="hdiff-build-progress", description=f"{cfg.name}: shards done")
-    shard_task = generate_shard_task.with_options(retries=cfg.runner.retries, retry_delay_seconds=1)
+    shard_task = generate_shards_task.with_options(retries=cfg.runner.retries, retry_delay_seconds=1)
+    size = cfg.generation.pack_shards
+    packs = [prepared.shards[i:i + size] for i in range(0, len(prepared.shards), size)]
     with task_runner_for(cfg) as runner, shard_submission(cfg):
-        futures = [runner.submit(shard_task, {"config": cfg, "shard": shard}) for shard in prepared.shards]
+        futures = [runner.submit(shard_task, {"config": cfg, "shards": pack}) for pack in packs]
         for done, future in enumerate(futures, 1):
             future.result()
             update_progress_artifact(progress, 100.0 * done / len(futures))

@@ -34,7 +34,7 @@ def save_dendrogram(plan: Plan, path: Path, labels: list[str] | None = None, max
     if plan.tree.n_leaves > 1:
         truncate = dict(truncate_mode="lastp", p=max_leaves) if plan.tree.n_leaves > max_leaves else {}
         leaf_labels = None
-        if labels is not None and not truncate:
+        if labels is not None and len(labels) == plan.tree.n_leaves and not truncate:
             leaf_labels = [labels[i][:40] for i in np.argsort(plan.tree.leaf_of_row)]
         dendrogram(linkage_matrix(plan), ax=ax, labels=leaf_labels, leaf_rotation=90, **truncate)
         ax.axhline(plan.cut_heights[0], color="tab:red", linestyle="--", label=f"φ(0) = τ = {plan.cut_heights[0]:.3g}")

@@ -77,6 +77,8 @@ class GenerationConfig(_Section):
     images_per_prompt: int = Field(1, ge=1)
     copy_max_shared: float = Field(0.25, ge=0, le=1, description="most steps copies of one prompt may share")
     max_batch: int = Field(64, ge=1)
+    pack_shards: int = Field(1, ge=1, description="shards sampled together, their active clusters batched as one "
+                             "(keeps GPU batches full while clusters are few)")
 
     @model_validator(mode="after")
     def _tau_or_budget(self) -> GenerationConfig:

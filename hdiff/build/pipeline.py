@@ -24,7 +24,7 @@ from hdiff.build.embed_cache import embed_with_cache
 from hdiff.build.ingest import IngestReport, Prompt, ingest, read_corpus
 from hdiff.build.shard import semantic_shards
 from hdiff.build.writer import Sample, ShardStats, read_stats, shard_is_complete, write_shard
-from hdiff.generate import GenerationSettings, ImageJob, generate
+from hdiff.generate import GenerationSettings, ImageJob, generate_packed
 
 
 @dataclass(frozen=True)
@@ -81,30 +81,47 @@ def sample_key(prompt_id: str, copy_index: int) -> str:
 
 def generate_shard(config: BuildConfig, shard: ShardJob, progress=None) -> tuple[ShardStats, bool]:
     """Generate and write one shard unless it is already complete; (stats, whether it was generated now)."""
-    if shard_is_complete(config.output, shard.name):
-        return read_stats(config.output, shard.name), False
+    return generate_pack(config, [shard], progress)[0]
+
+
+def generate_pack(config: BuildConfig, shards: list[ShardJob], progress=None) -> list[tuple[ShardStats, bool]]:
+    """Generate a pack of shards sampled together (hdiff.generate.generate_packed) and write the incomplete ones.
+
+    When any shard of the pack is missing, the whole pack is sampled again, so that every image is computed in the
+    same batches as in an uninterrupted build; only the missing shards are written.
+    """
+    if all(shard_is_complete(config.output, s.name) for s in shards):
+        return [(read_stats(config.output, s.name), False) for s in shards]
     adapter = cached_adapter(config.model.id, config.model.device, config.model.scheduler, config.model.dtype)
     settings = generation_settings(config, adapter)
-    job = ImageJob.from_prompts(list(shard.prompts), images_per_prompt=config.generation.images_per_prompt,
-                                base_seed=config.generation.seed)
+    jobs = [ImageJob.from_prompts(list(s.prompts), images_per_prompt=config.generation.images_per_prompt,
+                                  base_seed=config.generation.seed) for s in shards]
     started = time.perf_counter()
     with torch.inference_mode():
-        generation = generate(adapter, job, settings, on_evaluation=progress)
+        generations = generate_packed(adapter, jobs, settings, on_evaluation=progress)
         if adapter.device.type == "cuda":
             torch.cuda.synchronize(adapter.device)
-    device_seconds = time.perf_counter() - started
+    device_seconds = (time.perf_counter() - started) / len(shards)
+    results = []
+    for shard, job, generation in zip(shards, jobs, generations):
+        if shard_is_complete(config.output, shard.name):
+            results.append((read_stats(config.output, shard.name), False))
+            continue
+        shard_started = time.perf_counter()
 
-    def samples():
-        for row, image in generation.images():
-            record = generation.records[row].model_dump(mode="json")
-            yield Sample(sample_key(job.prompt_ids[row], job.copy_index[row]), image, job.prompts[row], record)
+        def samples(job=job, generation=generation):
+            for row, image in generation.images():
+                record = generation.records[row].model_dump(mode="json")
+                yield Sample(sample_key(job.prompt_ids[row], job.copy_index[row]), image, job.prompts[row], record)
 
-    if shard.name == layout.shard_name(0):  # before the stats file: a re-run that skips this shard finds it
-        write_dendrogram(config, generation)
-    stats = write_shard(config.output, shard.name, samples(), image_format=config.output_format.image_format,
-                        jpeg_quality=config.output_format.jpeg_quality, unet_rows=float(generation.plan.unet_rows),
-                        wall_seconds=time.perf_counter() - started, device_seconds=device_seconds)
-    return stats, True
+        if shard.name == layout.shard_name(0):
+            write_dendrogram(config, generation)  # before the stats file: a resumed build skips a finished shard
+        stats = write_shard(config.output, shard.name, samples(), image_format=config.output_format.image_format,
+                            jpeg_quality=config.output_format.jpeg_quality, unet_rows=generation.unet_rows,
+                            wall_seconds=device_seconds + time.perf_counter() - shard_started,
+                            device_seconds=device_seconds)
+        results.append((stats, True))
+    return results
 
 
 def write_dendrogram(config: BuildConfig, generation) -> None:
