@@ -20,7 +20,7 @@ import torch
 
 from hdiff.bench.common import machine_line, markdown_table
 from hdiff.errors import HdiffError
-from hdiff.generate import GenerationSettings, ImageJob, generate, to_uint8
+from hdiff.generate import GenerationSettings, ImageJob, generate
 from hdiff.shapes.oracle import ATTRIBUTES, all_correct, detect, score
 
 

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel
 
 import hdiff
+from hdiff.machine import cpu_model
 from hdiff.build import layout
 from hdiff.build.writer import ShardStats
 from hdiff.records import ClusterStep, DatasetRecord
@@ -23,7 +24,7 @@ MANIFEST_FORMAT = 1
 
 def hardware_info() -> dict[str, Any]:
     """The machine the build ran on: CPU, core count, platform, Python, torch version, GPU name and count if any."""
-    info: dict[str, Any] = {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
+    info: dict[str, Any] = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
                             "python": platform.python_version(), "torch": None, "cuda": None, "gpu": None,
                             "gpu_count": 0}
     try:
@@ -34,16 +35,6 @@ def hardware_info() -> dict[str, Any]:
     if torch.cuda.is_available():
         info.update(cuda=torch.version.cuda, gpu=torch.cuda.get_device_name(0), gpu_count=torch.cuda.device_count())
     return info
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def percent_saved(unet_rows: float, standard_rows: float) -> float:

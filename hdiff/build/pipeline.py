@@ -21,7 +21,7 @@ import torch
 from hdiff.build import layout
 from hdiff.build.config import BuildConfig
 from hdiff.build.embed_cache import embed_with_cache
-from hdiff.build.ingest import IngestReport, Prompt, ingest, read_corpus
+from hdiff.build.ingest import IngestReport, ingest, read_corpus
 from hdiff.build.shard import semantic_shards
 from hdiff.build.writer import Sample, ShardStats, read_stats, shard_is_complete, write_shard
 from hdiff.generate import GenerationSettings, ImageJob, generate_packed

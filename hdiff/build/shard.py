@@ -24,11 +24,6 @@ LOCAL = 32_768  # a node this small is gathered into one array (≤ 48 MiB at D 
 MIN_SIDE = 0.25  # each side of a split keeps at least this fraction of the node
 
 
-def shard_name(index: int) -> str:
-    """`shard-00042`: the file stem of shard `index`."""
-    return f"shard-{index:05d}"
-
-
 def semantic_shards(embeddings: np.ndarray, ids: list[str], min_size: int, max_size: int,
                     seed: int = 0) -> list[list[int]]:
     """A partition of row indices into shards of min_size..max_size rows (one shard when N <= max_size).
