@@ -24,11 +24,12 @@ from hdiff.generate import GenerationSettings, ImageJob, generate
 from hdiff.shapes.oracle import ATTRIBUTES, all_correct, detect, score
 
 
-def run(adapter, pairs, *, steps: int, guidance: float, tau: float, seed: int = 0, max_batch: int = 128) -> dict:
+def run(adapter, pairs, *, steps: int, guidance: float, tau: float, seed: int = 0, max_batch: int = 128,
+        schedule: str = "linear") -> dict:
     """Generate the prompts of `pairs` and score them with the oracle."""
     prompts = [prompt for prompt, _ in pairs]
     settings = GenerationSettings(steps=steps, guidance_scale=guidance, height=adapter.default_size,
-                                  width=adapter.default_size, tau=tau, max_batch=max_batch)
+                                  width=adapter.default_size, tau=tau, max_batch=max_batch, schedule=schedule)
     started = time.perf_counter()
     with torch.inference_mode():
         generation = generate(adapter, ImageJob.from_prompts(prompts, base_seed=seed), settings)
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--standard-prompts", type=int, default=500, help="held-out one-object prompts for the τ=0 check")
     p.add_argument("--two-object-prompts", type=int, default=200)
     p.add_argument("--taus", default="0,0.5,1,1.5,2,3")
+    p.add_argument("--schedule", default="linear", choices=["linear", "cosine", "quadratic"])
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--device", default="auto")
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name, pairs in (("clustered", clustered_set(args.prompts, seed=21)),
                         ("diverse", diverse_set(args.prompts, seed=22))):
-        sweep = [run(adapter, pairs, steps=steps, guidance=guidance, tau=tau) for tau in taus]
+        sweep = [run(adapter, pairs, steps=steps, guidance=guidance, tau=tau, schedule=args.schedule) for tau in taus]
         fewer = []
         for r in sweep:
             k = equal_compute_steps(steps, r["saved"])
