@@ -57,6 +57,17 @@ def generate_shards_task(config: BuildConfig, shards: list[pipeline.ShardJob]) -
     return [stats.model_dump(mode="json") for stats, _ in results]
 
 
+def retry_unless_bad_input(task, task_run, state) -> bool:
+    """Retry a shard after a fault, not after bad input: an HdiffError would fail the same way again."""
+    try:
+        state.result()
+    except HdiffError:
+        return False
+    except Exception:  # noqa: BLE001 - any other failure is worth another try
+        return True
+    return True
+
+
 @task(name="finalize")
 def finalize_task(config: BuildConfig, ingest_report: dict, wall_seconds: float) -> dict:
     from hdiff.build.layout import grid_path
@@ -127,7 +138,8 @@ def build_dataset(config: dict[str, Any] | None = None, config_path: str | None 
     clean_partials(cfg.output)
     prepared = prepare_task(cfg)
     progress = create_progress_artifact(0.0, key="hdiff-build-progress", description=f"{cfg.name}: shards done")
-    shard_task = generate_shards_task.with_options(retries=cfg.runner.retries, retry_delay_seconds=1)
+    shard_task = generate_shards_task.with_options(retries=cfg.runner.retries, retry_delay_seconds=1,
+                                                   retry_condition_fn=retry_unless_bad_input)
     size = cfg.generation.pack_shards
     packs = [prepared.shards[i:i + size] for i in range(0, len(prepared.shards), size)]
     with task_runner_for(cfg) as runner, shard_submission(cfg):
