@@ -63,11 +63,13 @@ def publish_staged(staging: Path, out: Path) -> None:
 
 def cmd_generate(args) -> int:
     import torch
+    from PIL import Image
     from tqdm import tqdm
 
     from hdiff.figures import save_dendrogram, save_grid
     from hdiff.generate import GenerationSettings, ImageJob, generate
     from hdiff.models import load_adapter
+    from hdiff.models.schedulers import count_evaluations
 
     prompts = read_prompt_file(args.prompts)
     if args.tau is not None and args.tau < 0:
@@ -90,18 +92,16 @@ def cmd_generate(args) -> int:
     staging = staged_output(out, args.overwrite)
     try:
         started = time.perf_counter()
-        with tqdm(desc="denoising", unit="eval", disable=args.quiet) as bar:
+        total = count_evaluations(adapter.scheduler, settings.steps)
+        with tqdm(desc="denoising", unit="eval", total=total, disable=args.quiet) as bar:
             def on_evaluation(k, active):
-                bar.total = generation_total[0]
                 bar.set_postfix(active=active)
                 bar.update(1)
-            from hdiff.models.schedulers import count_evaluations
-            generation_total = [count_evaluations(adapter.scheduler, settings.steps)]
+
             with torch.inference_mode():
                 generation = generate(adapter, job, settings, on_evaluation=on_evaluation)
         (staging / "images").mkdir()
         grid = []
-        from PIL import Image
         for row, image in generation.images():
             Image.fromarray(image).save(staging / "images" / f"{row:05d}.png")
             if len(grid) < 64:
@@ -109,7 +109,7 @@ def cmd_generate(args) -> int:
         seconds = time.perf_counter() - started
         plan = generation.plan
         report = {"model": args.model, "adapter": adapter.name, "settings": settings.__dict__,
-                  "plan": {k: v for k, v in plan.summary().items()}, "tau": plan.schedule.tau,
+                  "plan": plan.summary(), "tau": plan.schedule.tau,
                   "seconds": seconds, "device": str(adapter.device),
                   "images": [{"file": f"images/{i:05d}.png", **r.model_dump()} for i, r in enumerate(generation.records)]}
         (staging / "report.json").write_text(json.dumps(report, indent=1))

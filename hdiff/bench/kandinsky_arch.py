@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from hdiff.errors import HdiffError
-from hdiff.models.base import Adapter, Conditioning, default_dtype
-from hdiff.models.image_embeds import predict_with_image_embeds
+from hdiff.models.base import Conditioning, default_dtype
+from hdiff.models.kandinsky import Kandinsky22Adapter
 
 IMAGE_EMBED_DIM = 1280
 
@@ -64,8 +64,11 @@ def load_embeddings(path: str | Path) -> dict[str, np.ndarray]:
     return {str(p): v for p, v in zip(prompts, vectors)}
 
 
-class KandinskyArchAdapter(Adapter):
-    """Kandinsky 2.2's decoder path at real size with random weights; conditioning from precomputed embeddings."""
+class KandinskyArchAdapter(Kandinsky22Adapter):
+    """Kandinsky 2.2's decoder path at real size with random weights; conditioning from precomputed embeddings.
+
+    The denoiser call, latent shape and MoVQ decoding are Kandinsky22Adapter's; only the prior is replaced.
+    """
 
     name = "kandinsky22-arch"
     default_steps = 40
@@ -74,12 +77,9 @@ class KandinskyArchAdapter(Adapter):
 
     def __init__(self, unet, movq, scheduler, embeddings: dict[str, np.ndarray], projection: torch.Tensor, *,
                  device="cpu", dtype=torch.float32, model_id: str = "kandinsky22-arch (random weights)"):
-        super().__init__(model_id, scheduler, device, dtype)
-        self.unet = unet
-        self.movq = movq
+        super().__init__(model_id, None, unet, movq, scheduler, device=device, dtype=dtype)
         self.embeddings = embeddings
         self.projection = projection  # (384, 1280) float32, CPU
-        self.movq_scale_factor = 2 ** (len(movq.config.block_out_channels) - 1)
 
     @classmethod
     def build(cls, embeddings: dict[str, np.ndarray], *, device: str = "cpu", dtype: torch.dtype | None = None,
@@ -101,10 +101,6 @@ class KandinskyArchAdapter(Adapter):
     def from_pretrained(cls, source, *, device="cpu", dtype=None, **options):
         raise HdiffError("kandinsky22-arch has random weights only: build it with KandinskyArchAdapter.build")
 
-    @property
-    def denoiser(self) -> torch.nn.Module:
-        return self.unet
-
     def encode(self, prompts, generators) -> Conditioning:
         missing = [p for p in prompts if p not in self.embeddings]
         if missing:
@@ -115,17 +111,3 @@ class KandinskyArchAdapter(Adapter):
 
     def negative(self):
         return {"image_embeds": torch.zeros(1, IMAGE_EMBED_DIM, device=self.device, dtype=self.dtype)}
-
-    def latent_shape(self, height, width):
-        scale = self.movq_scale_factor
-        return (self.unet.config.in_channels, -(-height // scale**2) * scale, -(-width // scale**2) * scale)
-
-    @torch.no_grad()
-    def predict(self, scheduler, latents, t, cond, negative, guidance_scale):
-        return predict_with_image_embeds(self.unet, scheduler, latents, t, cond["image_embeds"],
-                                         negative["image_embeds"], guidance_scale, scale_input=False)
-
-    @torch.no_grad()
-    def decode(self, latents):
-        image = self.movq.decode(latents, force_not_quantize=True)["sample"]  # (B, 3, H, W)
-        return (image * 0.5 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).float()

@@ -51,22 +51,27 @@ def sample_plan(plan: Plan, adapter: Adapter, cond: Conditioning, seeds: np.ndar
             node_cond[node] = cond.mean(row_of_leaf[tree.members(node)])
         return node_cond[node]
 
-    latents = None
+    def cluster_rows(active: np.ndarray) -> dict[str, torch.Tensor]:  # c_n for n in A_k, (|A_k|, ...)
+        rows = stack_rows([conditioning(n) for n in active])
+        return {name: value.to(adapter.device, adapter.dtype) for name, value in rows.items()}
+
+    latents = rows = None
     for k, t in enumerate(timesteps):
         active = plan.active[k]
-        # 1. x_k: fresh noise at the first evaluation, else the parents' latents (and solver history) copied.
+        # 1. x_k: fresh noise at the first evaluation, else the parents' latents (and solver history) copied;
+        #    the clusters' conditioning rows change only when clusters split.
         if k == 0:
             shape = (len(active), *adapter.latent_shape(height, width))
             latents = adapter.initial_latents(scheduler, shape, [generator(n) for n in active])
+            rows = cluster_rows(active)
         elif len(active) != len(plan.active[k - 1]):
             index = torch.as_tensor(plan.parent_index[k], device=latents.device)
             gather_scheduler_history(scheduler, index, batch=len(latents))
             latents = latents[index]
             for node in set(node_cond) - set(active.tolist()):
                 del node_cond[node]
+            rows = cluster_rows(active)
         # 2. model output for every active cluster, in micro-batches of at most `max_batch` clusters.
-        rows = stack_rows([conditioning(n) for n in active])
-        rows = {name: value.to(adapter.device, adapter.dtype) for name, value in rows.items()}
         outputs = []
         for lo in range(0, len(active), max_batch):
             chunk = {name: value[lo:lo + max_batch] for name, value in rows.items()}
