@@ -88,7 +88,8 @@ def cmd_generate(args) -> int:
         steps=args.steps or adapter.default_steps,
         guidance_scale=args.guidance if args.guidance is not None else adapter.default_guidance,
         height=size, width=size, tau=None if args.budget is not None else args.tau, budget=args.budget,
-        schedule=args.schedule, max_batch=args.max_batch, copy_max_shared=args.copy_max_shared)
+        schedule=args.schedule, max_batch=args.max_batch, copy_max_shared=args.copy_max_shared,
+        noise_device=args.noise_device)
     staging = staged_output(out, args.overwrite)
     try:
         started = time.perf_counter()
@@ -185,6 +186,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--images-per-prompt", type=int, default=1)
     g.add_argument("--copy-max-shared", type=float, default=0.25)
     g.add_argument("--max-batch", type=int, default=64)
+    g.add_argument("--noise-device", choices=("cpu", "device"), default="cpu",
+                   help="where sampling noise is drawn: cpu (the same images on every machine) or the model's device")
     g.add_argument("--device", default="auto")
     g.add_argument("--out", required=True)
     g.add_argument("--overwrite", action="store_true")

@@ -32,6 +32,9 @@ def image_seed(pid: str, copy_index: int, base_seed: int) -> int:
     return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
+NOISE_DEVICES = ("cpu", "device")
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """What `generate` needs beyond the model and the prompts. Exactly one of tau / budget is set."""
@@ -45,6 +48,8 @@ class GenerationSettings:
     schedule: str = "linear"
     max_batch: int = 64
     copy_max_shared: float = 0.25
+    noise_device: str = "cpu"  # "cpu": the same images on every machine; "device": drawn on the model's device
+    batch_multiple: int = 1  # pad micro-batches to a multiple of this many clusters (GPU kernel reuse)
 
     def __post_init__(self):
         if self.steps < 1:
@@ -57,6 +62,10 @@ class GenerationSettings:
             raise HdiffError(f"budget must be a fraction in [0, 1), got {self.budget}")
         if self.max_batch < 1:
             raise HdiffError(f"max_batch must be >= 1, got {self.max_batch}")
+        if self.batch_multiple < 1:
+            raise HdiffError(f"batch_multiple must be >= 1, got {self.batch_multiple}")
+        if self.noise_device not in NOISE_DEVICES:
+            raise HdiffError(f"noise_device must be one of {', '.join(NOISE_DEVICES)}, got {self.noise_device!r}")
 
 
 @dataclass
@@ -185,7 +194,8 @@ def generate_packed(adapter: Adapter, jobs: list[ImageJob], settings: Generation
     job = ImageJob.concat(jobs)
     latents = sample_plan(plan, adapter, Conditioning.concat(conds), np.asarray(job.seeds), num_steps=settings.steps,
                           guidance_scale=settings.guidance_scale, height=settings.height, width=settings.width,
-                          max_batch=settings.max_batch, on_evaluation=on_evaluation)
+                          max_batch=settings.max_batch, noise_on_device=settings.noise_device == "device",
+                          batch_multiple=settings.batch_multiple, on_evaluation=on_evaluation)
     records = records_for(adapter, job, plan, settings)
     out, lo = [], 0
     for part in jobs:

@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 
 import tiny_models as tm
+from hdiff.errors import HdiffError
 from hdiff.generate import GenerationSettings, ImageJob, generate
 from hdiff.models import make_scheduler
 from hdiff.models.kandinsky import Kandinsky22Adapter
 from hdiff.models.stable_diffusion import StableDiffusionAdapter
+from hdiff.sampling.sampler import micro_batches
 
 PROMPTS = ["a red cat", "a red cat on a mat", "a blue dog", "a blue dog on a log", "a green tree",
            "a green tree in fog", "the sea", "a boat at sea"]
@@ -101,3 +103,31 @@ def test_packed_shards_give_the_same_images_and_accounting_as_separate_runs():
     for alone, together in zip(separate, packed):
         assert together.unet_rows == alone.plan.unet_rows
         assert np.abs(together.float_images() - alone.float_images()).max() <= 1e-5
+
+
+@pytest.mark.parametrize("n, max_batch", [(1, 1), (5, 64), (64, 64), (65, 64), (130, 64), (257, 64), (7, 3)])
+def test_micro_batches_are_fewest_and_near_equal(n, max_batch):
+    bounds = micro_batches(n, max_batch)
+    sizes = [hi - lo for lo, hi in bounds]
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))  # contiguous, nothing skipped
+    assert len(bounds) == -(-n // max_batch)
+    assert max(sizes) <= max_batch and max(sizes) - min(sizes) <= 1
+
+
+def test_padded_micro_batches_give_the_same_images_and_accounting():
+    adapter = sd_adapter("dpm++")
+    job = ImageJob.from_prompts(PROMPTS, base_seed=5)
+    reference = generate(adapter, job, settings(max_batch=3))
+    rows = count_rows(adapter)
+    padded = generate(adapter, job, settings(max_batch=3, batch_multiple=4, noise_device="device"))
+    assert all(r % (2 * 4) == 0 for r in rows)  # every forward padded to 4 clusters = 8 guided rows
+    assert sum(rows) > padded.plan.unet_rows  # the padding was evaluated ...
+    assert padded.unet_rows == reference.unet_rows == padded.plan.unet_rows  # ... but is not charged to images
+    assert np.abs(padded.float_images() - reference.float_images()).max() <= 1e-5
+
+
+@pytest.mark.parametrize("bad", [{"batch_multiple": 0}, {"noise_device": "gpu"}, {"max_batch": 0}])
+def test_settings_reject_bad_values(bad):
+    with pytest.raises(HdiffError):
+        settings(**bad)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import platform
 import resource
@@ -53,6 +54,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--decode-chunk", type=int, default=None, help="latents per decoder call (default: max-batch, "
                                                                   "16 with the arch)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--batch-multiples", default="1",
+                   help="comma-separated: run hdiff with micro-batches padded to each multiple of clusters")
+    p.add_argument("--probe-rows", default=None,
+                   help="comma-separated row counts: also time one denoiser call at each (e.g. 64,72,74,128)")
+    p.add_argument("--noise-device", choices=("cpu", "device"), default="cpu",
+                   help="where both methods draw their per-image (per-cluster) noise")
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="torch.backends.cudnn.benchmark (re-tunes for every new batch size hdiff meets)")
     p.add_argument("--skip-baseline", action="store_true")
@@ -203,7 +210,8 @@ def baseline_latents(adapter: Adapter, job: ImageJob, cond, settings: Generation
     outputs = []
     for lo in range(0, len(job), settings.max_batch):
         seeds = job.seeds[lo:lo + settings.max_batch]
-        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        noise_device = adapter.device if settings.noise_device == "device" else "cpu"
+        generators = [torch.Generator(noise_device).manual_seed(s) for s in seeds]
         scheduler = copy.deepcopy(adapter.scheduler)
         scheduler.set_timesteps(settings.steps, device=adapter.device)
         extra = {"generator": generators} if step_accepts_generator(scheduler) else {}
@@ -240,6 +248,8 @@ def timed_run(adapter: Adapter, job: ImageJob, settings: GenerationSettings, *, 
                 latents = sample_plan(plan, adapter, cond, np.asarray(job.seeds), num_steps=settings.steps,
                                       guidance_scale=settings.guidance_scale, height=settings.height,
                                       width=settings.width, max_batch=settings.max_batch,
+                                      noise_on_device=settings.noise_device == "device",
+                                      batch_multiple=settings.batch_multiple,
                                       on_evaluation=profile.end_step)
         synchronize(device)
         t3 = time.perf_counter()
@@ -275,6 +285,7 @@ def timed_run(adapter: Adapter, job: ImageJob, settings: GenerationSettings, *, 
         },
     }
     if plan is not None:
+        run["batch_multiple"] = settings.batch_multiple
         run["plan_unet_rows"] = plan.unet_rows
         run["standard_unet_rows"] = plan.standard_unet_rows
         run["step_saving"] = plan.saved_fraction
@@ -315,8 +326,7 @@ def build_adapter(args, device: torch.device) -> tuple[Adapter, list[str] | None
 
 def warm_up(adapter: Adapter, settings: GenerationSettings, prompts: list[str], decode_chunk: int) -> None:
     """One small batch and one full batch through the UNet, one decoder chunk: kernels and allocator ready."""
-    small = GenerationSettings(steps=1, guidance_scale=settings.guidance_scale, height=settings.height,
-                               width=settings.width, tau=0.0, max_batch=settings.max_batch)
+    small = dataclasses.replace(settings, steps=1, tau=0.0, budget=None)
     for n in sorted({2, min(settings.max_batch, len(prompts))}):
         job = ImageJob.from_prompts(prompts[:n], base_seed=12345)
         cond = encode_job(adapter, job)
@@ -330,6 +340,58 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def parse_ints(text: str | None, flag: str) -> list[int]:
+    if not text:
+        return []
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise HdiffError(f"{flag} must be comma-separated integers, got {text!r}") from exc
+    if any(v < 1 for v in values):
+        raise HdiffError(f"{flag} values must be >= 1, got {text!r}")
+    return values
+
+
+def probe_forwards(adapter: Adapter, settings: GenerationSettings, prompts: list[str], sizes: list[int],
+                   repeats: int = 3) -> list[dict]:
+    """Time one guided denoiser call at each row count (2 rows a cluster with guidance): the best of `repeats`."""
+    if not sizes:
+        return []
+    clusters = max(1, max(sizes) // adapter.rows_per_cluster(settings.guidance_scale))
+    job = ImageJob.from_prompts((prompts * clusters)[:clusters], base_seed=7)
+    rows = {name: value.to(adapter.device, adapter.dtype) for name, value in encode_job(adapter, job).tensors.items()}
+    negative = {name: value.to(adapter.device) for name, value in adapter.negative().items()}
+    scheduler = copy.deepcopy(adapter.scheduler)
+    scheduler.set_timesteps(settings.steps, device=adapter.device)
+    t = scheduler.timesteps[0]
+    generator = torch.Generator("cpu").manual_seed(0)
+    latents = torch.randn((clusters, *adapter.latent_shape(settings.height, settings.width)), generator=generator)
+    latents = latents.to(adapter.device, adapter.dtype)
+    probe = []
+    for size in sizes:
+        n = max(1, size // adapter.rows_per_cluster(settings.guidance_scale))
+        chunk = {name: value[:n] for name, value in rows.items()}
+        times = []
+        with torch.inference_mode():
+            for _ in range(repeats + 1):  # the first call tunes and is not counted
+                synchronize(adapter.device)
+                start = time.perf_counter()
+                adapter.predict(scheduler, latents[:n], t, chunk, negative, settings.guidance_scale)
+                synchronize(adapter.device)
+                times.append(time.perf_counter() - start)
+        best = min(times[1:])
+        rows_n = n * adapter.rows_per_cluster(settings.guidance_scale)
+        probe.append({"rows": rows_n, "ms": 1000 * best, "rows_per_s": rows_n / best})
+    return probe
+
+
+def run_name(run: dict) -> str:
+    if run["method"] == "baseline":
+        return "baseline"
+    multiple = run.get("batch_multiple", 1)
+    return f"τ={run['tau']:g}" + (f" ×{multiple}" if multiple > 1 else "")
 
 
 def parse_taus(text: str) -> list[float]:
@@ -349,14 +411,14 @@ def print_report(result: dict) -> None:
     print(f"\nhdiff bench speed — {result['model']} on {result['device']}")
     print(f"{result['n_prompts']} prompts ({result['prompt_set']}), {result['steps']} steps, guidance "
           f"{result['guidance_scale']}, {result['height']}×{result['width']} px, max batch {result['max_batch']} "
-          f"images; baseline: {result['baseline_method']}")
+          f"images, noise on {result['noise_device']}; baseline: {result['baseline_method']}")
     header = (f"{'run':>10} {'wall s':>8} {'encode':>7} {'plan':>6} {'sample':>8} {'decode':>7} {'img/s':>7} "
               f"{'rows':>7} {'rows/s':>7} {'UNet r/s':>8} {'r/fwd':>6} {'step sv':>7} {'wall sv':>7} "
               f"{'ratio':>6} {'peak GiB':>8}")
     print(header)
     print("-" * len(header))
     for run in runs:
-        name = "baseline" if run["method"] == "baseline" else f"τ={run['tau']:g}"
+        name = run_name(run)
         p = run["parts_s"]
         pct = lambda key: f"{100 * run[key]:6.1f}%" if key in run else f"{'':>7}"  # noqa: E731
         ratio = f"{run['wall_over_step_saving']:6.2f}" if "wall_over_step_saving" in run else f"{'':>6}"
@@ -369,7 +431,7 @@ def print_report(result: dict) -> None:
     print(f"{'run':>10} {'outside':>8} {'share':>7} {'encode':>7} {'plan':>7} {'prepare':>8} {'glue':>7} "
           f"{'step':>7} {'other':>7}  ok")
     for run in runs:
-        name = "baseline" if run["method"] == "baseline" else f"τ={run['tau']:g}"
+        name = run_name(run)
         o = run["overhead"]
         print(f"{name:>10} {o['outside_unet_and_decoder_s']:8.3f} {100 * o['fraction']:6.2f}% {o['encode_s']:7.3f} "
               f"{o['plan_s']:7.3f} {o['prepare_s']:8.3f} {o['glue_s']:7.3f} {o['step_s']:7.3f} {o['other_s']:7.3f}"
@@ -377,6 +439,9 @@ def print_report(result: dict) -> None:
     print("  prepare: initial noise, parent gather, cluster conditioning means (before a step's first forward);"
           " glue: between micro-batch forwards (guidance combine, slicing); step: last guidance combine,"
           " concatenation, scheduler.step with per-cluster noise; other: the rest (final reorder, hooks).")
+    if result.get("forward_probe"):
+        print("\nforward probe (one guided denoiser call, best of 3): "
+              + ", ".join(f"{p['rows']} rows {p['ms']:.1f} ms ({p['rows_per_s']:.0f}/s)" for p in result["forward_probe"]))
     base = next((r for r in runs if r["method"] == "baseline"), None)
     if base is not None:
         print(f"\nbaseline UNet rows/s: {base['rows_per_s_unet']:.1f} inside the forward, "
@@ -397,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = args.cudnn_benchmark
         torch.backends.cuda.matmul.allow_tf32 = True
     taus = parse_taus(args.taus or ("1,2" if args.kandinsky_arch else "0.5,1,2"))
+    multiples = parse_ints(args.batch_multiples, "--batch-multiples")
 
     t_load = time.perf_counter()
     adapter, arch_prompts = build_adapter(args, device)
@@ -412,9 +478,10 @@ def main(argv: list[str] | None = None) -> int:
     guidance = args.guidance if args.guidance is not None else adapter.default_guidance
     decode_chunk = args.decode_chunk or (16 if args.kandinsky_arch else args.max_batch)
 
-    def settings(tau: float) -> GenerationSettings:
+    def settings(tau: float, batch_multiple: int = 1) -> GenerationSettings:
         return GenerationSettings(steps=steps, guidance_scale=guidance, height=size, width=size, tau=tau,
-                                  max_batch=args.max_batch)
+                                  max_batch=args.max_batch, noise_device=args.noise_device,
+                                  batch_multiple=batch_multiple)
 
     job = ImageJob.from_prompts(prompts, base_seed=args.seed)
     t_warm = time.perf_counter()
@@ -427,21 +494,24 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(timed_run(adapter, job, settings(0.0), baseline=True, decode_chunk=decode_chunk))
         print(f"baseline: {runs[-1]['wall_s']:.1f} s", file=sys.stderr)
     baseline = runs[0] if runs else None
-    for tau in taus:
-        run = timed_run(adapter, job, settings(tau), baseline=False, decode_chunk=decode_chunk)
-        compare(run, baseline)
-        runs.append(run)
-        print(f"τ={tau:g}: {run['wall_s']:.1f} s", file=sys.stderr)
+    for multiple in multiples:
+        for tau in taus:
+            run = timed_run(adapter, job, settings(tau, multiple), baseline=False, decode_chunk=decode_chunk)
+            compare(run, baseline)
+            runs.append(run)
+            print(f"{run_name(run)}: {run['wall_s']:.1f} s", file=sys.stderr)
+    forward_probe = probe_forwards(adapter, settings(0.0), prompts, parse_ints(args.probe_rows, "--probe-rows"))
 
     result = {
         "model": adapter.model_id, "device": describe_device(device), "dtype": str(adapter.dtype).replace("torch.", ""),
         "n_prompts": len(job), "prompt_set": set_name, "steps": steps, "guidance_scale": guidance,
         "height": size, "width": size, "max_batch": args.max_batch, "decode_chunk": decode_chunk,
-        "scheduler": adapter.scheduler_name, "cudnn_benchmark": bool(args.cudnn_benchmark and device.type == "cuda"),
+        "scheduler": adapter.scheduler_name, "noise_device": args.noise_device, "cudnn_benchmark": bool(args.cudnn_benchmark and device.type == "cuda"),
         "baseline_method": "plain batch loop of adapter.predict + scheduler.step (the stock pipelines' loop)",
         "decoder": ("random-weight MoVQ, real Kandinsky 2.2 config" if args.kandinsky_arch and not args.tiny_arch
                     else "the adapter's decode"),
         "load_s": load_s, "warm_up_s": warm_s, "torch": torch.__version__, "runs": runs,
+        "forward_probe": forward_probe,
     }
     print_report(result)
     if args.json:

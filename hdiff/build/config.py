@@ -77,6 +77,10 @@ class GenerationConfig(_Section):
     images_per_prompt: int = Field(1, ge=1)
     copy_max_shared: float = Field(0.25, ge=0, le=1, description="most steps copies of one prompt may share")
     max_batch: int = Field(64, ge=1)
+    batch_multiple: int = Field(1, ge=1, description="pad UNet micro-batches to a multiple of this many clusters "
+                                "(8 on GPUs: reused kernels; the padding rows are not counted as compute)")
+    noise_device: Literal["cpu", "device"] = Field("cpu", description="'cpu': the same images on every machine; "
+                                                   "'device': sampling noise drawn on the GPU (no host work)")
     pack_shards: int = Field(1, ge=1, description="shards sampled together, their active clusters batched as one "
                              "(keeps GPU batches full while clusters are few)")
 

@@ -6,6 +6,9 @@ Legend (Decatur et al. 2025, Alg. 1):
     c_n        conditioning of node n: the mean of its members' conditioning rows
     π_k        parent index (plan.parent_index[k]): x_k's rows continue from x_{k-1}[π_k]
     g_n        node n's noise generator, seeded by hdiff.planning.seeds.node_seed over its members
+
+Noise is drawn on the CPU by default (the same images on every machine) or on the model's device
+(`noise_on_device`: no host-side sampling and copies, but images then depend on the device's generator).
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ from hdiff.sampling.state import gather_scheduler_history, step_accepts_generato
 
 
 def sample_plan(plan: Plan, adapter: Adapter, cond: Conditioning, seeds: np.ndarray, *, num_steps: int,
-                guidance_scale: float, height: int, width: int, max_batch: int = 64,
-                on_evaluation: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Final latents (N, C, h, w), row i for input row i. `seeds[i]` is input row i's seed."""
+                guidance_scale: float, height: int, width: int, max_batch: int = 64, noise_on_device: bool = False,
+                batch_multiple: int = 1, on_evaluation: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Final latents (N, C, h, w), row i for input row i. `seeds[i]` is input row i's seed.
+
+    `batch_multiple` pads each micro-batch to a multiple of that many clusters (repeating its last row, whose
+    extra outputs are dropped): GPU kernels for a few batch sizes are reused and run at full speed."""
     tree = plan.tree
     row_of_leaf = np.argsort(tree.leaf_of_row)  # leaf id -> input row
     leaf_seeds = np.asarray(seeds)[row_of_leaf]
@@ -37,13 +43,14 @@ def sample_plan(plan: Plan, adapter: Adapter, cond: Conditioning, seeds: np.ndar
     negative = {name: value.to(adapter.device) for name, value in adapter.negative().items()}
     pass_generator = step_accepts_generator(scheduler)
 
+    noise_device = adapter.device if noise_on_device else torch.device("cpu")
     generators: dict[int, torch.Generator] = {}
     node_cond: dict[int, dict[str, torch.Tensor]] = {}
 
     def generator(node: int) -> torch.Generator:  # g_n, created when n first needs noise
         if node not in generators:
             members = tree.members(node)
-            generators[node] = torch.Generator("cpu").manual_seed(node_seed(leaf_seeds[members]))
+            generators[node] = torch.Generator(noise_device).manual_seed(node_seed(leaf_seeds[members]))
         return generators[node]
 
     def conditioning(node: int) -> dict[str, torch.Tensor]:  # c_n
@@ -71,12 +78,13 @@ def sample_plan(plan: Plan, adapter: Adapter, cond: Conditioning, seeds: np.ndar
             for node in set(node_cond) - set(active.tolist()):
                 del node_cond[node]
             rows = cluster_rows(active)
-        # 2. model output for every active cluster, in micro-batches of at most `max_batch` clusters.
+        # 2. model output for every active cluster, in near-equal micro-batches of at most `max_batch` clusters.
         outputs = []
-        for lo in range(0, len(active), max_batch):
-            chunk = {name: value[lo:lo + max_batch] for name, value in rows.items()}
-            outputs.append(adapter.predict(scheduler, latents[lo:lo + max_batch], t, chunk, negative,
-                                           guidance_scale))
+        for lo, hi in micro_batches(len(active), max_batch):
+            pad = -(hi - lo) % batch_multiple
+            chunk = {name: padded(value[lo:hi], pad) for name, value in rows.items()}
+            output = adapter.predict(scheduler, padded(latents[lo:hi], pad), t, chunk, negative, guidance_scale)
+            outputs.append(output[:hi - lo])
         model_output = torch.cat(outputs)
         # 3. one scheduler step for all clusters; noise drawn per cluster from g_n.
         extra = {"generator": [generator(n) for n in active]} if pass_generator else {}
@@ -85,3 +93,16 @@ def sample_plan(plan: Plan, adapter: Adapter, cond: Conditioning, seeds: np.ndar
             on_evaluation(k, len(active))
     # The last evaluation has every leaf active, in leaf order: reorder to input rows.
     return latents[torch.as_tensor(tree.leaf_of_row, device=latents.device)]
+
+
+def padded(batch: torch.Tensor, pad: int) -> torch.Tensor:
+    """`batch` with its last row repeated `pad` more times."""
+    return torch.cat([batch, batch[-1:].expand(pad, *batch.shape[1:])]) if pad else batch
+
+
+def micro_batches(n: int, max_batch: int) -> list[tuple[int, int]]:
+    """[lo, hi) bounds of the fewest micro-batches of at most `max_batch` rows, sizes differing by at most one:
+    130 rows at 64 are 44 + 43 + 43, not 64 + 64 + 2 (a 2-row forward runs far below the GPU's throughput)."""
+    count = -(-n // max_batch)
+    bounds = [round(i * n / count) for i in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
