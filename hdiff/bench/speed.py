@@ -63,6 +63,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="torch.backends.cudnn.benchmark (re-tunes for every new batch size hdiff meets)")
     p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument("--repeat", action="store_true",
+                   help="run each hdiff setting twice and report the second (kernels warm for every micro-batch size, "
+                        "as in a build of many shards); the first pass is kept as first_pass")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the figures here")
     p.add_argument("--write-embeddings", default=None, metavar="OUT.npz",
@@ -439,6 +442,11 @@ def print_report(result: dict) -> None:
     print("  prepare: initial noise, parent gather, cluster conditioning means (before a step's first forward);"
           " glue: between micro-batch forwards (guidance combine, slicing); step: last guidance combine,"
           " concatenation, scheduler.step with per-cluster noise; other: the rest (final reorder, hooks).")
+    first = [(run_name(run), run["first_pass"]) for run in runs if "first_pass" in run]
+    if first:
+        print("\nfirst pass (cold kernels for new micro-batch sizes): " + ", ".join(
+            f"{name} {p['wall_s']:.2f} s (wall / step {p.get('wall_over_step_saving', float('nan')):.2f})"
+            for name, p in first))
     if result.get("forward_probe"):
         print("\nforward probe (one guided denoiser call, best of 3): "
               + ", ".join(f"{p['rows']} rows {p['ms']:.1f} ms ({p['rows_per_s']:.0f}/s)" for p in result["forward_probe"]))
@@ -496,8 +504,15 @@ def main(argv: list[str] | None = None) -> int:
     baseline = runs[0] if runs else None
     for multiple in multiples:
         for tau in taus:
+            cold = None
+            if args.repeat:  # the first pass meets each micro-batch size for the first time; time the second
+                cold = timed_run(adapter, job, settings(tau, multiple), baseline=False, decode_chunk=decode_chunk)
             run = timed_run(adapter, job, settings(tau, multiple), baseline=False, decode_chunk=decode_chunk)
             compare(run, baseline)
+            if cold is not None:
+                compare(cold, baseline)
+                run["first_pass"] = {key: cold[key] for key in ("wall_s", "unet_s", "wall_over_step_saving")
+                                     if key in cold}
             runs.append(run)
             print(f"{run_name(run)}: {run['wall_s']:.1f} s", file=sys.stderr)
     forward_probe = probe_forwards(adapter, settings(0.0), prompts, parse_ints(args.probe_rows, "--probe-rows"))
