@@ -78,18 +78,21 @@ def cmd_generate(args) -> int:
         raise HdiffError(f"--steps must be >= 1, got {args.steps}")
     if args.budget is not None and not 0 <= args.budget < 1:
         raise HdiffError(f"--budget must be in [0, 1), got {args.budget}")
+    if args.batch_multiple < 1:
+        raise HdiffError(f"--batch-multiple must be >= 1, got {args.batch_multiple}")
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise HdiffError(f"{out} already exists; pass --overwrite to replace it")
     job = ImageJob.from_prompts(prompts, images_per_prompt=args.images_per_prompt, base_seed=args.seed)
     adapter = load_adapter(args.model, adapter=args.adapter, device=args.device, scheduler=args.scheduler)
+    adapter.accelerate(channels_last=args.channels_last, compile=args.compile)
     size = args.size or adapter.default_size
     settings = GenerationSettings(
         steps=args.steps or adapter.default_steps,
         guidance_scale=args.guidance if args.guidance is not None else adapter.default_guidance,
         height=size, width=size, tau=None if args.budget is not None else args.tau, budget=args.budget,
         schedule=args.schedule, max_batch=args.max_batch, copy_max_shared=args.copy_max_shared,
-        noise_device=args.noise_device)
+        noise_device=args.noise_device, batch_multiple=args.batch_multiple)
     staging = staged_output(out, args.overwrite)
     try:
         started = time.perf_counter()
@@ -189,6 +192,11 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--noise-device", choices=("cpu", "device"), default="cpu",
                    help="where sampling noise is drawn: cpu (the same images on every machine) or the model's device")
     g.add_argument("--device", default="auto")
+    g.add_argument("--channels-last", action="store_true", help="channels_last memory for the UNet and decoder")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the UNet's forward (pair with --batch-multiple 8: one graph per batch size)")
+    g.add_argument("--batch-multiple", type=int, default=1,
+                   help="pad UNet micro-batches to a multiple of this many clusters (8 on GPUs)")
     g.add_argument("--out", required=True)
     g.add_argument("--overwrite", action="store_true")
     g.add_argument("--quiet", action="store_true")

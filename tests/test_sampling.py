@@ -131,3 +131,17 @@ def test_padded_micro_batches_give_the_same_images_and_accounting():
 def test_settings_reject_bad_values(bad):
     with pytest.raises(HdiffError):
         settings(**bad)
+
+
+def test_channels_last_and_compiled_denoiser_give_the_same_images():
+    """The GPU habits path (Adapter.accelerate), run on the CPU: torch.compile (inductor) of the UNet's forward and
+    channels_last memory leave the images unchanged, and row-counting hooks on the module still see every call."""
+    adapter = sd_adapter("ddim")
+    job = ImageJob.from_prompts(PROMPTS[:6], base_seed=1)
+    run = settings(tau=1.0, budget=None, max_batch=4, batch_multiple=4)  # every forward: 4 clusters, 8 rows
+    reference = generate(adapter, job, run).float_images()
+    adapter.accelerate(channels_last=True, compile=True)
+    rows = count_rows(adapter)
+    generation = generate(adapter, job, run)
+    assert set(rows) == {8} and len(rows) > 0
+    assert np.abs(generation.float_images() - reference).max() <= 1e-4

@@ -60,6 +60,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="comma-separated row counts: also time one denoiser call at each (e.g. 64,72,74,128)")
     p.add_argument("--noise-device", choices=("cpu", "device"), default="cpu",
                    help="where both methods draw their per-image (per-cluster) noise")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory for the UNet and decoder")
+    p.add_argument("--compile", action="store_true", help="torch.compile the UNet's forward (warm-up compiles)")
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="torch.backends.cudnn.benchmark (re-tunes for every new batch size hdiff meets)")
     p.add_argument("--skip-baseline", action="store_true")
@@ -474,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t_load = time.perf_counter()
     adapter, arch_prompts = build_adapter(args, device)
+    adapter.accelerate(channels_last=args.channels_last, compile=args.compile)
     load_s = time.perf_counter() - t_load
     if arch_prompts is not None:
         prompts, set_name = arch_prompts, args.embeddings or args.set
@@ -521,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": adapter.model_id, "device": describe_device(device), "dtype": str(adapter.dtype).replace("torch.", ""),
         "n_prompts": len(job), "prompt_set": set_name, "steps": steps, "guidance_scale": guidance,
         "height": size, "width": size, "max_batch": args.max_batch, "decode_chunk": decode_chunk,
-        "scheduler": adapter.scheduler_name, "noise_device": args.noise_device, "cudnn_benchmark": bool(args.cudnn_benchmark and device.type == "cuda"),
+        "scheduler": adapter.scheduler_name, "noise_device": args.noise_device,
+        "channels_last": args.channels_last, "compile": args.compile, "cudnn_benchmark": bool(args.cudnn_benchmark and device.type == "cuda"),
         "baseline_method": "plain batch loop of adapter.predict + scheduler.step (the stock pipelines' loop)",
         "decoder": ("random-weight MoVQ, real Kandinsky 2.2 config" if args.kandinsky_arch and not args.tiny_arch
                     else "the adapter's decode"),

@@ -60,6 +60,8 @@ class ModelConfig(_Section):
     width: int | None = Field(None, ge=8)
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    channels_last: bool = Field(False, description="channels_last memory for the UNet and decoder (GPUs)")
+    compile: bool = Field(False, description="torch.compile the UNet's forward (pair with generation.batch_multiple)")
 
     @field_validator("height", "width")
     @classmethod

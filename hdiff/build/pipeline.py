@@ -58,12 +58,14 @@ def prepare(config: BuildConfig, progress: bool = True) -> Prepared:
 
 
 @functools.lru_cache(maxsize=2)
-def cached_adapter(model_id: str, device: str, scheduler: str | None, dtype: str):
+def cached_adapter(model_id: str, device: str, scheduler: str | None, dtype: str, channels_last: bool = False,
+                   compile: bool = False):
     """One loaded model per worker process, reused by every shard it generates."""
     from hdiff.models import load_adapter
 
     options = {} if dtype == "auto" else {"dtype": getattr(torch, dtype)}
-    return load_adapter(model_id, device=device, scheduler=scheduler, **options)
+    adapter = load_adapter(model_id, device=device, scheduler=scheduler, **options)
+    return adapter.accelerate(channels_last=channels_last, compile=compile)
 
 
 def generation_settings(config: BuildConfig, adapter) -> GenerationSettings:
@@ -93,7 +95,8 @@ def generate_pack(config: BuildConfig, shards: list[ShardJob], progress=None) ->
     """
     if all(shard_is_complete(config.output, s.name) for s in shards):
         return [(read_stats(config.output, s.name), False) for s in shards]
-    adapter = cached_adapter(config.model.id, config.model.device, config.model.scheduler, config.model.dtype)
+    m = config.model
+    adapter = cached_adapter(m.id, m.device, m.scheduler, m.dtype, m.channels_last, m.compile)
     settings = generation_settings(config, adapter)
     jobs = [ImageJob.from_prompts(list(s.prompts), images_per_prompt=config.generation.images_per_prompt,
                                   base_seed=config.generation.seed) for s in shards]

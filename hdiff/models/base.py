@@ -94,6 +94,24 @@ class Adapter(ABC):
     def denoiser(self) -> torch.nn.Module:
         """The network evaluated once per UNet row (wrapped by tests and benchmarks to count rows)."""
 
+    @property
+    def decoder(self) -> torch.nn.Module | None:
+        """The latent-to-image network, if there is one (the shapes model works in pixel space)."""
+        return None
+
+    def accelerate(self, *, channels_last: bool = False, compile: bool = False) -> "Adapter":
+        """GPU habits, both optional: channels_last memory for the denoiser and the decoder (convolutions run in
+        NHWC on tensor cores), and torch.compile of the denoiser's forward (one graph per micro-batch size: pad
+        micro-batches with GenerationSettings.batch_multiple so that few sizes occur). Hooks on the module still run."""
+        if channels_last:
+            for module in (self.denoiser, self.decoder):
+                if module is not None:
+                    module.to(memory_format=torch.channels_last)
+        if compile:
+            net = self.denoiser
+            net.forward = torch.compile(net.forward, dynamic=False)
+        return self
+
     def initial_latents(self, scheduler, shape: tuple[int, ...], generators: list[torch.Generator]) -> torch.Tensor:
         """Starting noise, one generator per row, scaled as the stock pipelines' prepare_latents does."""
         latents = randn_tensor(shape, generator=generators, device=self.device, dtype=self.dtype)

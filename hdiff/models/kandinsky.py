@@ -48,6 +48,10 @@ class Kandinsky22Adapter(Adapter):
     def denoiser(self) -> torch.nn.Module:
         return self.unet
 
+    @property
+    def decoder(self) -> torch.nn.Module:
+        return self.movq
+
     @torch.no_grad()
     def encode(self, prompts, generators) -> Conditioning:
         out = self.prior_pipeline(prompt=list(prompts), generator=list(generators),

@@ -40,6 +40,10 @@ class StableDiffusionAdapter(Adapter):
     def denoiser(self) -> torch.nn.Module:
         return self.pipeline.unet
 
+    @property
+    def decoder(self) -> torch.nn.Module:
+        return self.pipeline.vae
+
     @torch.no_grad()
     def encode(self, prompts, generators) -> Conditioning:
         states, _ = self.pipeline.encode_prompt(list(prompts), self.device, 1, False)  # (N, L, D)
