@@ -97,6 +97,33 @@ def test_trainer_writes_a_loadable_safetensors_folder(tmp_path, embeddings_file)
     assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8
 
 
+def test_v_prediction_trains_against_the_schedulers_velocity_and_is_saved(tmp_path, embeddings_file):
+    from hdiff.models import load_adapter
+    from hdiff.shapes.model import training_scheduler
+    from hdiff.shapes.train import training_target
+
+    scheduler = training_scheduler(prediction_type="v_prediction")
+    x0, noise = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    t = torch.tensor([0, 300, 700, 999])
+    a = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    expected = scheduler.get_velocity(x0, noise, t)  # diffusers' own definition of v
+    assert torch.allclose(training_target(x0, noise, a, "v_prediction"), expected, atol=1e-5)
+    assert torch.equal(training_target(x0, noise, a, "epsilon"), noise)
+
+    out = tmp_path / "model"
+    assert main(["--out", str(out), "--tiny", "--steps", "2", "--batch-size", "8", "--pairs-limit", str(PAIRS),
+                 "--prediction-type", "v_prediction", "--embeddings", str(embeddings_file), "--eval-prompts", "0",
+                 "--device", "cpu"]) == 0
+    assert load_shapes_scheduler(out).config.prediction_type == "v_prediction"
+    assert load_adapter(str(out), device="cpu").scheduler.config.prediction_type == "v_prediction"
+    recorded = load_shapes_metadata(out)["train_config"]
+    assert TrainConfig.from_dict(recorded).prediction_type == "v_prediction"
+    recorded.pop("prediction_type")  # a config recorded before the field existed is an ε model
+    assert TrainConfig.from_dict(recorded).prediction_type == "epsilon"
+    with pytest.raises(HdiffError):
+        TrainConfig(prediction_type="x0")
+
+
 def test_same_seed_same_weights(tiny_data):
     images, embeds = tiny_data
     first = state(train(TINY, images, embeds, torch.device("cpu"), log=lambda _: None).unet)
@@ -173,10 +200,11 @@ def test_whitening_spreads_the_attribute_directions():
 
 
 def test_shipped_model_draws_what_the_prompt_asks():
-    """The shipped weights at τ = 0 and fixed seeds on 16 held-out prompts: shape, position and size mostly right.
+    """The shipped weights at τ = 0 and fixed seeds on 16 held-out prompts: layout right, some images fully right.
 
-    (Issue 3 asks for 12 of 16 fully right; the shipped 2-minute model gets about 40% fully right, with background
-    colours the weak attribute — see README "The embedded model". This pins what it does reach.)
+    (Issue 3 asks for 12 of 16 fully right; the shipped 4.5-minute model gets 7 here, ~55% on 200 held-out
+    prompts, its flat colours — the background's above all — drifting off the palette; see README "The embedded
+    model". This pins what it does reach.)
     """
     from hdiff.generate import GenerationSettings, ImageJob, generate
     from hdiff.models import load_adapter
@@ -189,5 +217,7 @@ def test_shipped_model_draws_what_the_prompt_asks():
                                   height=32, width=32, tau=0.0)
     generation = generate(adapter, ImageJob.from_prompts([p for p, _ in pairs], base_seed=0), settings)
     results = [score(image, scene) for (_, image), (_, scene) in zip(generation.images(), pairs)]
-    for attribute in ("shape", "position", "size", "count"):
-        assert np.mean([r[attribute] for r in results]) >= 0.75, attribute
+    for attribute in ("shape", "position", "size"):
+        assert np.mean([r[attribute] for r in results]) >= 0.85, attribute
+    assert np.mean([r["count"] for r in results]) >= 0.8
+    assert sum(all(r.values()) for r in results) >= 5

@@ -90,12 +90,13 @@ def count_parameters(spec: UNetSpec = UNetSpec()) -> int:
     return sum(p.numel() for p in unet.parameters())
 
 
-def training_scheduler(beta_schedule: str = "squaredcos_cap_v2", num_train_timesteps: int = 1000):
-    """The DDPM noise schedule the model is trained on; saved beside the UNet."""
+def training_scheduler(beta_schedule: str = "squaredcos_cap_v2", num_train_timesteps: int = 1000,
+                       prediction_type: str = "epsilon"):
+    """The DDPM noise schedule the model is trained on, and what the UNet predicts; saved beside the UNet."""
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
-                         prediction_type="epsilon", variance_type="fixed_small", clip_sample=True)
+                         prediction_type=prediction_type, variance_type="fixed_small", clip_sample=True)
 
 
 def sampling_scheduler(train_config: dict, name: SchedulerName = "dpm++"):

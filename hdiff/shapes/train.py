@@ -55,6 +55,7 @@ GUIDANCE_CANDIDATES = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
 SELECT_SEED, REPORT_SEED, TWO_OBJECT_SEED = 1001, 1002, 1003
 PROBE_START, PROBE_STEPS = 10, 40  # timing probe for --minutes (steps 10–40); must end before the warmup does
 Device = Literal["auto", "cpu", "cuda"]
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class TrainConfig:
     cond_dropout: float = 0.1
     beta_schedule: str = "squaredcos_cap_v2"
     num_train_timesteps: int = 1000
+    prediction_type: str = "v_prediction"  # or "epsilon" (configs recorded before this field: epsilon)
     pairs_limit: int | None = None  # train on a seeded subset of the pairs (tests, CPU sanity runs)
     spec: UNetSpec = UNetSpec()
 
@@ -83,6 +85,8 @@ class TrainConfig:
             raise HdiffError("cond_dropout must be in [0, 1)")
         if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
             raise HdiffError("warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise HdiffError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -90,6 +94,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
         values = dict(values)
+        values.setdefault("prediction_type", "epsilon")  # recorded before the field existed
         values["spec"] = spec_from_dict(values.get("spec", {}))
         return cls(**values)
 
@@ -179,7 +184,10 @@ def train(cfg: TrainConfig, images: torch.Tensor, embeds: torch.Tensor, device: 
     """Train on (N, 3, 32, 32) uint8 images and (N, 384) embeddings; `minutes` sets cfg.steps after a probe.
 
     Legend: x0 clean image in [-1, 1]; ε noise; t timestep; ᾱ_t cumulative signal fraction;
-    x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε (DDPM, Ho et al. 2020, eq. 4); the loss is ‖ε − ε_θ(x_t, t, c)‖² (eq. 14).
+    x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε (DDPM, Ho et al. 2020, eq. 4); the loss is ‖ε − ε_θ(x_t, t, c)‖² (eq. 14), or with
+    v-prediction ‖v − v_θ‖², v = √ᾱ_t·ε − √(1−ᾱ_t)·x0 (Salimans & Ho 2022). With ε the first sampling step's
+    estimate of x0 = (x_t − √(1−ᾱ)·ε_θ)/√ᾱ multiplies ε_θ's error by 1/√ᾱ ≈ 27 at t = 975, where the image's
+    flat colours are decided; v-prediction has no such factor.
     """
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -226,10 +234,11 @@ def train(cfg: TrainConfig, images: torch.Tensor, embeds: torch.Tensor, device: 
         t = torch.randint(cfg.num_train_timesteps, (batch,), generator=generator, device=device)  # (B,)
         a = alpha_bar[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        # 3. ε-prediction loss, update, EMA
+        # 3. ε- or v-prediction loss, update, EMA
+        target = training_target(x0, noise, a, cfg.prediction_type)
         with autocast:
-            eps = unet(x_t, t, encoder_hidden_states=None, added_cond_kwargs={"image_embeds": cond}).sample
-        loss = F.mse_loss(eps.float(), noise)
+            out = unet(x_t, t, encoder_hidden_states=None, added_cond_kwargs={"image_embeds": cond}).sample
+        loss = F.mse_loss(out.float(), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -251,6 +260,13 @@ def train(cfg: TrainConfig, images: torch.Tensor, embeds: torch.Tensor, device: 
         for p, averaged in zip(params, ema):
             p.copy_(averaged.to(p.dtype))
     return TrainResult(unet.eval(), step, seconds, float(loss.item()), cfg)
+
+
+def training_target(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str):
+    """What the UNet learns to output: ε, or v = √ᾱ·ε − √(1−ᾱ)·x0. `alpha_bar` broadcasts against x0."""
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
+    return noise
 
 
 def _steps_for_time_box(cfg: TrainConfig, start: float, probe_start: float, minutes: float, log) -> TrainConfig:
@@ -335,7 +351,7 @@ def run(cfg: TrainConfig, out: Path, *, device: torch.device, minutes: float | N
         f"device {device}; {count_parameters(cfg.spec) / 1e6:.2f} M parameters")
 
     result = train(cfg, images, vectors[:len(prompts)], device, minutes=minutes, log_every=log_every, log=log)
-    scheduler = training_scheduler(cfg.beta_schedule, cfg.num_train_timesteps)
+    scheduler = training_scheduler(cfg.beta_schedule, cfg.num_train_timesteps, cfg.prediction_type)
     metadata = {
         "sentence_model": SENTENCE_MODEL,
         "unconditional_embedding": "zeros (after whitening)",
@@ -384,6 +400,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     budget.add_argument("--minutes", type=float, help="time box: train about this long (the step count is recorded)")
     budget.add_argument("--steps", type=int, help="train exactly this many steps (default 2000)")
     parser.add_argument("--batch-size", type=int, help="default 512 on CUDA, 64 on CPU")
+    parser.add_argument("--prediction-type", choices=PREDICTION_TYPES,
+                        help=f"what the UNet predicts (default {TrainConfig.prediction_type})")
     parser.add_argument("--lr", type=float, help=f"peak learning rate (default {TrainConfig.lr})")
     parser.add_argument("--embeddings", type=Path, help=".npz from `python -m hdiff.shapes.embed_prompts`")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -403,7 +421,7 @@ def config_from_args(args: argparse.Namespace, device: torch.device) -> TrainCon
     else:
         cfg = TrainConfig(batch_size=512 if device.type == "cuda" else 64)
     flags = {"seed": args.seed, "lr": args.lr, "steps": args.steps, "batch_size": args.batch_size,
-             "pairs_limit": args.pairs_limit}
+             "pairs_limit": args.pairs_limit, "prediction_type": args.prediction_type}
     overrides = {name: value for name, value in flags.items() if value is not None}
     if args.tiny:
         overrides["spec"] = TINY_SPEC
