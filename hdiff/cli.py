@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from hdiff.errors import HdiffError
+from hdiff.records import NOISE_DEVICES
 
 
 def read_prompt_file(path: str) -> list[str]:
@@ -189,7 +190,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--images-per-prompt", type=int, default=1)
     g.add_argument("--copy-max-shared", type=float, default=0.25)
     g.add_argument("--max-batch", type=int, default=64)
-    g.add_argument("--noise-device", choices=("cpu", "device"), default="cpu",
+    g.add_argument("--noise-device", choices=NOISE_DEVICES, default="cpu",
                    help="where sampling noise is drawn: cpu (the same images on every machine) or the model's device")
     g.add_argument("--device", default="auto")
     g.add_argument("--channels-last", action="store_true", help="channels_last memory for the UNet and decoder")

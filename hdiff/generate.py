@@ -18,7 +18,7 @@ from hdiff.errors import HdiffError
 from hdiff.models.base import Adapter, Conditioning
 from hdiff.models.schedulers import count_evaluations
 from hdiff.planning import Plan, Schedule, build_tree, join_trees, make_plan, plan_for_budget
-from hdiff.records import ClusterStep, ImageRecord
+from hdiff.records import NOISE_DEVICES, ClusterStep, ImageRecord
 from hdiff.sampling import sample_plan
 
 
@@ -30,9 +30,6 @@ def prompt_id(text: str) -> str:
 def image_seed(pid: str, copy_index: int, base_seed: int) -> int:
     digest = hashlib.blake2b(f"{pid}/{copy_index}/{base_seed}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & (2**63 - 1)
-
-
-NOISE_DEVICES = ("cpu", "device")
 
 
 @dataclass(frozen=True)
@@ -172,6 +169,7 @@ def records_for(adapter: Adapter, job: ImageJob, plan: Plan, settings: Generatio
             seed=job.seeds[row], model=adapter.model_id, scheduler=adapter.scheduler_name, steps=settings.steps,
             evaluations=plan.num_evaluations, guidance_scale=settings.guidance_scale, tau=plan.schedule.tau,
             schedule=plan.schedule.kind, height=settings.height, width=settings.width,
+            noise_device=settings.noise_device,
             cluster_path=[ClusterStep(node=n, size=s, from_step=k) for n, s, k in plan.leaf_path(leaf)],
             split_step=int(plan.start[leaf]), shared_steps=plan.leaf_shared_evaluations(leaf),
             unet_evals=float(plan.leaf_unet_rows(leaf)),

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
+
+NoiseDevice = Literal["cpu", "device"]
+NOISE_DEVICES: tuple[str, ...] = NoiseDevice.__args__
 
 
 class ClusterStep(BaseModel):
@@ -33,6 +38,8 @@ class ImageRecord(BaseModel):
     schedule: str
     height: int
     width: int
+    noise_device: NoiseDevice = Field(default="cpu", description="where the sampling noise was drawn: 'cpu' (the same "
+                              "image on every machine) or 'device' (the GPU's generator)")
     cluster_path: list[ClusterStep]
     split_step: int = Field(ge=0, description="evaluation at which this image's own latent became active")
     shared_steps: int = Field(ge=0, description="evaluations spent in a node shared with other images")

@@ -32,6 +32,15 @@ def test_generate_writes_images_report_and_figures(model, tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left
 
 
+def test_gpu_flags_reach_the_settings_and_the_records(model, tmp_path):
+    prompts = write(tmp_path / "p.txt", b"a red circle\na blue square\na red circle on blue\n")
+    out = tmp_path / "run"
+    assert main(["generate", "--model", model, "--prompts", prompts, "--tau", "1", "--out", str(out), "--quiet",
+                 "--noise-device", "device", "--batch-multiple", "4", "--channels-last"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert {image["noise_device"] for image in report["images"]} == {"device"}
+
+
 def nan_model(tmp_path, model):
     """The tiny model with a whitening that turns every embedding into NaN."""
     import shutil
@@ -53,6 +62,7 @@ BAD = {
     "zero steps": (b"a red circle\n", ["--steps", "0"], "steps"),
     "budget of 1": (b"a red circle\n", ["--budget", "1.0"], "budget"),
     "negative budget": (b"a red circle\n", ["--budget", "-0.2"], "budget"),
+    "zero batch multiple": (b"a red circle\n", ["--batch-multiple", "0"], "batch-multiple"),
     "model not cached offline": (b"a red circle\n", ["--model", "someone/not-a-cached-model"],
                                  "not in the local Hugging Face cache"),
     "NaN embeddings": (b"a red circle\nblue\n", ["NAN"], "NaN"),

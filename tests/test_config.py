@@ -81,6 +81,22 @@ def test_budget_replaces_the_default_tau(tmp_path):
     assert BuildConfig.from_flow_parameters(config.to_flow_parameters()) == config
 
 
+def test_gpu_keys_reach_the_generation_settings():
+    from hdiff.build.pipeline import generation_settings
+
+    class Defaults:  # what generation_settings reads from an adapter
+        default_steps, default_guidance, default_size = 40, 4.0, 32
+
+    config = apply_overrides(load_config(CONFIGS / "demo.yaml"),
+                             {"generation.noise_device": "device", "generation.batch_multiple": 8})
+    settings = generation_settings(config, Defaults())
+    assert (settings.noise_device, settings.batch_multiple) == ("device", 8)
+    with pytest.raises(HdiffError, match="noise_device"):
+        apply_overrides(config, {"generation.noise_device": "gpu"})
+    with pytest.raises(HdiffError, match="gpu_concurrency"):
+        apply_overrides(config, {"model.compile": True, "runner.gpu_concurrency": 2})
+
+
 def test_overrides():
     config = load_config(CONFIGS / "demo.yaml")
     changed = apply_overrides(config, {"generation.tau": 0.5, "sharding.max_size": 64})

@@ -115,11 +115,24 @@ def test_micro_batches_are_fewest_and_near_equal(n, max_batch):
     assert max(sizes) <= max_batch and max(sizes) - min(sizes) <= 1
 
 
+@pytest.mark.parametrize("n, max_batch, multiple", [(130, 64, 8), (60, 64, 8), (200, 64, 8), (5, 64, 8),
+                                                    (64, 64, 8), (100, 60, 8), (17, 3, 4)])
+def test_padded_micro_batches_stay_under_the_cap(n, max_batch, multiple):
+    bounds = micro_batches(n, max_batch, multiple)
+    sizes = [hi - lo for lo, hi in bounds]
+    assert bounds[0][0] == 0 and bounds[-1][1] == n and all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    padded = [-(-s // multiple) * multiple for s in sizes]
+    assert all(s % multiple == 0 for s in sizes[:-1])  # only the last batch needs padding
+    assert max(padded) <= max(max_batch // multiple * multiple, multiple)
+    assert len(bounds) == -(-n // max(max_batch // multiple * multiple, multiple))  # as few as the cap allows
+
+
 def test_padded_micro_batches_give_the_same_images_and_accounting():
     adapter = sd_adapter("dpm++")
     job = ImageJob.from_prompts(PROMPTS, base_seed=5)
     reference = generate(adapter, job, settings(max_batch=3))
     rows = count_rows(adapter)
+    # (on a CPU, noise_device="device" draws on the CPU too: this checks the path runs, not GPU generators)
     padded = generate(adapter, job, settings(max_batch=3, batch_multiple=4, noise_device="device"))
     assert all(r % (2 * 4) == 0 for r in rows)  # every forward padded to 4 clusters = 8 guided rows
     assert sum(rows) > padded.plan.unet_rows  # the padding was evaluated ...
@@ -140,8 +153,15 @@ def test_channels_last_and_compiled_denoiser_give_the_same_images():
     job = ImageJob.from_prompts(PROMPTS[:6], base_seed=1)
     run = settings(tau=1.0, budget=None, max_batch=4, batch_multiple=4)  # every forward: 4 clusters, 8 rows
     reference = generate(adapter, job, run).float_images()
-    adapter.accelerate(channels_last=True, compile=True)
+    import torch
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    adapter.accelerate(channels_last=True, compile=True).accelerate(compile=True)  # a second call changes nothing
+    assert adapter.denoiser.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert adapter.decoder.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     rows = count_rows(adapter)
     generation = generate(adapter, job, run)
+    assert counters["stats"]["unique_graphs"] >= 1  # the forward really ran compiled
     assert set(rows) == {8} and len(rows) > 0
     assert np.abs(generation.float_images() - reference).max() <= 1e-4

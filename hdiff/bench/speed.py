@@ -30,6 +30,7 @@ import torch
 from hdiff.errors import HdiffError
 from hdiff.generate import GenerationSettings, ImageJob, encode_job, plan_job
 from hdiff.models.base import Adapter, resolve_device
+from hdiff.records import NOISE_DEVICES
 from hdiff.sampling import sample_plan
 from hdiff.sampling.state import step_accepts_generator
 
@@ -58,7 +59,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="comma-separated: run hdiff with micro-batches padded to each multiple of clusters")
     p.add_argument("--probe-rows", default=None,
                    help="comma-separated row counts: also time one denoiser call at each (e.g. 64,72,74,128)")
-    p.add_argument("--noise-device", choices=("cpu", "device"), default="cpu",
+    p.add_argument("--noise-device", choices=NOISE_DEVICES, default="cpu",
                    help="where both methods draw their per-image (per-cluster) noise")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory for the UNet and decoder")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet's forward (warm-up compiles)")
@@ -473,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
     taus = parse_taus(args.taus or ("1,2" if args.kandinsky_arch else "0.5,1,2"))
     multiples = parse_ints(args.batch_multiples, "--batch-multiples")
+    if not multiples:
+        raise HdiffError("--batch-multiples needs at least one value")
 
     t_load = time.perf_counter()
     adapter, arch_prompts = build_adapter(args, device)

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hdiff.errors import HdiffError
+from hdiff.records import NoiseDevice
 
 
 class _Section(BaseModel):
@@ -81,7 +82,7 @@ class GenerationConfig(_Section):
     max_batch: int = Field(64, ge=1)
     batch_multiple: int = Field(1, ge=1, description="pad UNet micro-batches to a multiple of this many clusters "
                                 "(8 on GPUs: reused kernels; the padding rows are not counted as compute)")
-    noise_device: Literal["cpu", "device"] = Field("cpu", description="'cpu': the same images on every machine; "
+    noise_device: NoiseDevice = Field("cpu", description="'cpu': the same images on every machine; "
                                                    "'device': sampling noise drawn on the GPU (no host work)")
     pack_shards: int = Field(1, ge=1, description="shards sampled together, their active clusters batched as one "
                              "(keeps GPU batches full while clusters are few)")
@@ -118,6 +119,13 @@ class BuildConfig(_Section):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     output_format: OutputFormatConfig = Field(default_factory=OutputFormatConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+
+    @model_validator(mode="after")
+    def _compile_runs_alone(self) -> BuildConfig:
+        if self.model.compile and self.runner.gpu_concurrency > 1:
+            raise ValueError("model.compile needs runner.gpu_concurrency: 1 (a compiled UNet is not shared "
+                             "between threads)")
+        return self
 
     def to_flow_parameters(self) -> dict[str, Any]:
         """A JSON-able dict of every setting, defaults included (Prefect flow parameters)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import io
 import tarfile
+import threading
 import time
 from dataclasses import dataclass
 
@@ -57,10 +58,19 @@ def prepare(config: BuildConfig, progress: bool = True) -> Prepared:
     return Prepared(shards, report)
 
 
-@functools.lru_cache(maxsize=2)
+_ADAPTER_LOCK = threading.Lock()
+
+
 def cached_adapter(model_id: str, device: str, scheduler: str | None, dtype: str, channels_last: bool = False,
                    compile: bool = False):
-    """One loaded model per worker process, reused by every shard it generates."""
+    """One loaded model per worker process, reused by every shard it generates (threads wait for one load)."""
+    with _ADAPTER_LOCK:
+        return _load_adapter(model_id, device, scheduler, dtype, channels_last, compile)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_adapter(model_id: str, device: str, scheduler: str | None, dtype: str, channels_last: bool = False,
+                  compile: bool = False):
     from hdiff.models import load_adapter
 
     options = {} if dtype == "auto" else {"dtype": getattr(torch, dtype)}

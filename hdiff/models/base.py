@@ -107,9 +107,14 @@ class Adapter(ABC):
             for module in (self.denoiser, self.decoder):
                 if module is not None:
                     module.to(memory_format=torch.channels_last)
-        if compile:
+        if compile and not getattr(self, "_compiled", False):
+            from torch import _dynamo as dynamo
+
+            # one graph per micro-batch size: more than dynamo's default 8 would silently fall back to eager
+            dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
             net = self.denoiser
             net.forward = torch.compile(net.forward, dynamic=False)
+            self._compiled = True
         return self
 
     def initial_latents(self, scheduler, shape: tuple[int, ...], generators: list[torch.Generator]) -> torch.Tensor:

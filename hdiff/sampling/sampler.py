@@ -80,7 +80,7 @@ def sample_plan(plan: Plan, adapter: Adapter, cond: Conditioning, seeds: np.ndar
             rows = cluster_rows(active)
         # 2. model output for every active cluster, in near-equal micro-batches of at most `max_batch` clusters.
         outputs = []
-        for lo, hi in micro_batches(len(active), max_batch):
+        for lo, hi in micro_batches(len(active), max_batch, batch_multiple):
             pad = -(hi - lo) % batch_multiple
             chunk = {name: padded(value[lo:hi], pad) for name, value in rows.items()}
             output = adapter.predict(scheduler, padded(latents[lo:hi], pad), t, chunk, negative, guidance_scale)
@@ -100,9 +100,16 @@ def padded(batch: torch.Tensor, pad: int) -> torch.Tensor:
     return torch.cat([batch, batch[-1:].expand(pad, *batch.shape[1:])]) if pad else batch
 
 
-def micro_batches(n: int, max_batch: int) -> list[tuple[int, int]]:
-    """[lo, hi) bounds of the fewest micro-batches of at most `max_batch` rows, sizes differing by at most one:
-    130 rows at 64 are 44 + 43 + 43, not 64 + 64 + 2 (a 2-row forward runs far below the GPU's throughput)."""
-    count = -(-n // max_batch)
-    bounds = [round(i * n / count) for i in range(count + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
+def micro_batches(n: int, max_batch: int, multiple: int = 1) -> list[tuple[int, int]]:
+    """[lo, hi) bounds of the fewest micro-batches of at most `max_batch` rows, near-equal: 130 rows at 64 are
+    44 + 43 + 43, not 64 + 64 + 2 (a 2-row forward runs far below the GPU's throughput). With `multiple` > 1 each
+    batch but the last is a multiple of it and the cap is rounded down to one (padded, no batch exceeds
+    `max_batch` unless `max_batch` < `multiple`): 130 at 64 by 8 are 48 + 48 + 34."""
+    if multiple == 1:
+        count = -(-n // max_batch)
+        bounds = [round(i * n / count) for i in range(count + 1)]
+        return list(zip(bounds[:-1], bounds[1:]))
+    cap = max(multiple, max_batch // multiple * multiple)
+    count = -(-n // cap)
+    size = min(cap, -(-(-(-n // count)) // multiple) * multiple)  # ceil(n / count) rounded up to the multiple
+    return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
