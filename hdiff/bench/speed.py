@@ -216,7 +216,7 @@ def baseline_latents(adapter: Adapter, job: ImageJob, cond, settings: Generation
     outputs = []
     for lo in range(0, len(job), settings.max_batch):
         seeds = job.seeds[lo:lo + settings.max_batch]
-        noise_device = adapter.device if settings.noise_device == "device" else "cpu"
+        noise_device = adapter.noise_generator_device(settings.noise_device == "device")
         generators = [torch.Generator(noise_device).manual_seed(s) for s in seeds]
         scheduler = copy.deepcopy(adapter.scheduler)
         scheduler.set_timesteps(settings.steps, device=adapter.device)

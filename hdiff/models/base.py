@@ -117,6 +117,10 @@ class Adapter(ABC):
             self._compiled = True
         return self
 
+    def noise_generator_device(self, on_device: bool) -> torch.device:
+        """Where per-latent noise generators live: the model's device, or the CPU (the same images everywhere)."""
+        return self.device if on_device else torch.device("cpu")
+
     def initial_latents(self, scheduler, shape: tuple[int, ...], generators: list[torch.Generator]) -> torch.Tensor:
         """Starting noise, one generator per row, scaled as the stock pipelines' prepare_latents does."""
         latents = randn_tensor(shape, generator=generators, device=self.device, dtype=self.dtype)

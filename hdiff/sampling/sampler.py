@@ -43,7 +43,7 @@ def sample_plan(plan: Plan, adapter: Adapter, cond: Conditioning, seeds: np.ndar
     negative = {name: value.to(adapter.device) for name, value in adapter.negative().items()}
     pass_generator = step_accepts_generator(scheduler)
 
-    noise_device = adapter.device if noise_on_device else torch.device("cpu")
+    noise_device = adapter.noise_generator_device(noise_on_device)
     generators: dict[int, torch.Generator] = {}
     node_cond: dict[int, dict[str, torch.Tensor]] = {}
 
