@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from hdiff.bench import speed
+from hdiff.errors import HdiffError
 from tiny_models import tiny_shapes_model
 
 RUN_FIELDS = {"tau", "method", "wall_s", "parts_s", "images_per_s", "unet_rows", "rows_per_s_wall",
@@ -61,3 +62,24 @@ def test_kandinsky_arch_path_with_a_tiny_config(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["n_prompts"] == 8 and result["scheduler"] == "DDPMScheduler"
     check_result(result, 8, 3, [1.0])
+
+
+def test_decode_probe_times_both_formats_and_runs_with_the_fastest(tmp_path, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"a {c} {a}"}) + "\n" for c in ("red", "blue") for a in ("cat", "dog")))
+    npz = tmp_path / "embeddings.npz"
+    assert speed.main(["--write-embeddings", str(npz), "--from", str(prompts), "--n", "4"]) == 0
+    out = tmp_path / "arch.json"
+    assert speed.main(["--kandinsky-arch", "--tiny-arch", "--embeddings", str(npz), "--prompts", "4", "--steps", "2",
+                       "--taus", "1", "--max-batch", "4", "--decode-probe", "1,3", "--json", str(out)]) == 0
+    assert "decode probe" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    probe = result["decode_probe"]
+    assert sorted((t["chunk"], t["channels_last"]) for t in probe["timings"]) == [
+        (1, False), (1, True), (3, False), (3, True)]
+    fastest = min(probe["timings"], key=lambda t: t["s"])
+    assert (probe["chunk"], probe["channels_last"]) == (fastest["chunk"], fastest["channels_last"])
+    assert result["decode_chunk"] == probe["chunk"]
+    check_result(result, 4, 2, [1.0])
+    with pytest.raises(HdiffError, match="--decode-probe"):
+        speed.main(["--kandinsky-arch", "--tiny-arch", "--embeddings", str(npz), "--decode-probe", "0"])

@@ -62,6 +62,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--noise-device", choices=NOISE_DEVICES, default="cpu",
                    help="where both methods draw their per-image (per-cluster) noise")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory for the UNet and decoder")
+    p.add_argument("--decode-probe", default=None, metavar="CHUNKS",
+                   help="time the decoder at these chunk sizes (comma-separated), in both memory formats, and run "
+                        "with the fastest (baseline and hdiff alike)")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet's forward (warm-up compiles)")
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="torch.backends.cudnn.benchmark (re-tunes for every new batch size hdiff meets)")
@@ -393,6 +396,34 @@ def probe_forwards(adapter: Adapter, settings: GenerationSettings, prompts: list
     return probe
 
 
+def probe_decoder(adapter: Adapter, settings: GenerationSettings, chunks: list[int], images: int) -> dict:
+    """Time decoding `images` latents at each chunk size, in the decoder's current memory format and channels_last;
+    leave the decoder in the fastest format. Returns the timings and the choice."""
+    decoder = adapter.decoder
+    formats = [False, True] if decoder is not None else [False]
+    generator = torch.Generator("cpu").manual_seed(0)
+    latents = torch.randn((images, *adapter.latent_shape(settings.height, settings.width)), generator=generator)
+    latents = latents.to(adapter.device, adapter.dtype)
+    timings = []
+    for channels_last in formats:
+        if decoder is not None:
+            decoder.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        for chunk in chunks:
+            with torch.inference_mode():
+                decode_all(adapter, latents[:chunk], chunk)  # first call at this size tunes; not counted
+                synchronize(adapter.device)
+                start = time.perf_counter()
+                decode_all(adapter, latents, chunk)
+                synchronize(adapter.device)
+            seconds = time.perf_counter() - start
+            timings.append({"chunk": chunk, "channels_last": channels_last, "s": seconds,
+                            "ms_per_image": 1000 * seconds / images})
+    best = min(timings, key=lambda row: row["s"])
+    if decoder is not None:
+        decoder.to(memory_format=torch.channels_last if best["channels_last"] else torch.contiguous_format)
+    return {"images": images, "timings": timings, "chunk": best["chunk"], "channels_last": best["channels_last"]}
+
+
 def run_name(run: dict) -> str:
     if run["method"] == "baseline":
         return "baseline"
@@ -453,6 +484,11 @@ def print_report(result: dict) -> None:
     if result.get("forward_probe"):
         print("\nforward probe (one guided denoiser call, best of 3): "
               + ", ".join(f"{p['rows']} rows {p['ms']:.1f} ms ({p['rows_per_s']:.0f}/s)" for p in result["forward_probe"]))
+    if result.get("decode_probe"):
+        probe = result["decode_probe"]
+        print(f"\ndecode probe ({probe['images']} latents; ms per image): " + ", ".join(
+            f"chunk {t['chunk']}{' NHWC' if t['channels_last'] else ''} {t['ms_per_image']:.1f}" for t in probe["timings"])
+            + f"; runs used chunk {probe['chunk']}{', channels_last' if probe['channels_last'] else ''}")
     base = next((r for r in runs if r["method"] == "baseline"), None)
     if base is not None:
         print(f"\nbaseline UNet rows/s: {base['rows_per_s_unet']:.1f} inside the forward, "
@@ -476,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     multiples = parse_ints(args.batch_multiples, "--batch-multiples")
     if not multiples:
         raise HdiffError("--batch-multiples needs at least one value")
+    decode_chunks = parse_ints(args.decode_probe, "--decode-probe")
 
     t_load = time.perf_counter()
     adapter, arch_prompts = build_adapter(args, device)
@@ -502,6 +539,12 @@ def main(argv: list[str] | None = None) -> int:
     warm_up(adapter, settings(0.0), prompts, decode_chunk)
     warm_s = time.perf_counter() - t_warm
     print(f"model ready in {load_s:.1f} s, warm-up {warm_s:.1f} s; {len(job)} images, τ = {taus}", file=sys.stderr)
+    decode_probe = None
+    if decode_chunks:
+        decode_probe = probe_decoder(adapter, settings(0.0), decode_chunks, images=max(decode_chunks + [64]))
+        decode_chunk = decode_probe["chunk"]
+        print(f"decoder: fastest at chunk {decode_chunk}, channels_last {decode_probe['channels_last']}",
+              file=sys.stderr)
 
     runs = []
     if not args.skip_baseline:
@@ -533,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         "decoder": ("random-weight MoVQ, real Kandinsky 2.2 config" if args.kandinsky_arch and not args.tiny_arch
                     else "the adapter's decode"),
         "load_s": load_s, "warm_up_s": warm_s, "torch": torch.__version__, "runs": runs,
-        "forward_probe": forward_probe,
+        "forward_probe": forward_probe, "decode_probe": decode_probe,
     }
     print_report(result)
     if args.json:
