@@ -200,12 +200,7 @@ def test_whitening_spreads_the_attribute_directions():
 
 
 def test_shipped_model_draws_what_the_prompt_asks():
-    """The shipped weights at τ = 0 and fixed seeds on 16 held-out prompts: layout right, some images fully right.
-
-    (Issue 3 asks for 12 of 16 fully right; the shipped 4.5-minute model gets 7 here, ~55% on 200 held-out
-    prompts, its flat colours — the background's above all — drifting off the palette; see README "The embedded
-    model". This pins what it does reach.)
-    """
+    """The shipped weights at τ = 0 and fixed seeds on 16 held-out prompts: at least 12 fully right (issue 3)."""
     from hdiff.generate import GenerationSettings, ImageJob, generate
     from hdiff.models import load_adapter
     from hdiff.shapes.oracle import score
@@ -217,7 +212,5 @@ def test_shipped_model_draws_what_the_prompt_asks():
                                   height=32, width=32, tau=0.0)
     generation = generate(adapter, ImageJob.from_prompts([p for p, _ in pairs], base_seed=0), settings)
     results = [score(image, scene) for (_, image), (_, scene) in zip(generation.images(), pairs)]
-    for attribute in ("shape", "position", "size"):
-        assert np.mean([r[attribute] for r in results]) >= 0.85, attribute
-    assert np.mean([r["count"] for r in results]) >= 0.8
-    assert sum(all(r.values()) for r in results) >= 5
+    fully_right = sum(all(r.values()) for r in results)
+    assert fully_right >= 12, (fully_right, results)
