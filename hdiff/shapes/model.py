@@ -2,8 +2,8 @@
 
 Conditioning follows Kandinsky 2.2's decoder: the prompt's pooled all-MiniLM-L6-v2 vector (384-d, L2-normalized)
 enters twice — projected to 32 cross-attention tokens (`encoder_hid_dim_type="image_proj"`) and added to the
-timestep embedding (`addition_embed_type="image"`). The model predicts ε on 3×32×32 images in [-1, 1]; the
-unconditional embedding for classifier-free guidance is the all-zeros vector.
+timestep embedding (`addition_embed_type="image"`). The model predicts v (or ε: the scheduler config says which)
+on 3×32×32 images in [-1, 1]; the unconditional embedding for classifier-free guidance is the all-zeros vector.
 
 On disk the model is a diffusers folder: `unet/`, `scheduler/` (the training DDPM schedule) and `hdiff_shapes.json`
 (sampling defaults and the full training config, so the trainer can reproduce the weights).

@@ -1,8 +1,8 @@
 """Train the shapes world's model: `python -m hdiff.shapes.train --out DIR [--minutes M | --steps S]`.
 
 Stages: training pairs (train split only) → rendered images and prompt embeddings, held as tensors on the device →
-ε-prediction training with embedding dropout (classifier-free guidance), AdamW, linear warmup then cosine decay,
-and an EMA of the weights → a diffusers folder (EMA weights) → an evaluation of held-out one- and two-object
+v-prediction (or ε) training with embedding dropout (classifier-free guidance), AdamW, linear warmup then cosine
+decay, and an EMA of the weights → a diffusers folder (EMA weights) → an evaluation of held-out one- and two-object
 prompts by the oracle, which also picks the default guidance scale.
 
 A time box (`--minutes`) is turned into a step count once, after a short timing probe that ends before the warmup
