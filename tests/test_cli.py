@@ -83,3 +83,15 @@ def test_bad_input_gets_one_line_and_no_output(case, model, tmp_path, capsys, mo
     assert err.startswith("hdiff: ") and "\n" not in err and message in err, err
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_tau_defaults_to_the_models_own(model, tmp_path):
+    """τ's scale is the model's cluster features': without --tau, generate uses the model's default (the tiny model
+    has no prior, so 1.0; the shipped model's prior puts it at 0.1)."""
+    prompts = write(tmp_path / "p.txt", b"a red circle\na blue square\n")
+    out = tmp_path / "run"
+    assert main(["generate", "--model", model, "--prompts", prompts, "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "report.json").read_text())["tau"] == 1.0
+    shipped = tmp_path / "shipped"
+    assert main(["generate", "--prompts", prompts, "--out", str(shipped), "--quiet", "--steps", "2"]) == 0
+    assert json.loads((shipped / "report.json").read_text())["tau"] == pytest.approx(0.1)

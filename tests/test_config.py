@@ -20,7 +20,7 @@ def write(tmp_path, text: str) -> Path:
 
 def test_shipped_configs_load():
     demo = load_config(CONFIGS / "demo.yaml")
-    assert demo.model.id == "hdiff/shapes" and demo.generation.tau == 1.0 and demo.generation.budget is None
+    assert demo.model.id == "hdiff/shapes" and demo.generation.tau is None and demo.generation.budget is None
     assert (demo.sharding.min_size, demo.sharding.max_size) == (16, 48)
     assert demo.source.path_or_id == "data/demo_prompts.jsonl" and demo.output == "out/demo"
     kandinsky = load_config(CONFIGS / "kandinsky22.yaml")
@@ -85,7 +85,7 @@ def test_gpu_keys_reach_the_generation_settings():
     from hdiff.build.pipeline import generation_settings
 
     class Defaults:  # what generation_settings reads from an adapter
-        default_steps, default_guidance, default_size = 40, 4.0, 32
+        default_steps, default_guidance, default_size, default_tau = 40, 4.0, 32, 1.0
 
     config = apply_overrides(load_config(CONFIGS / "demo.yaml"),
                              {"generation.noise_device": "device", "generation.batch_multiple": 8})
@@ -100,7 +100,7 @@ def test_gpu_keys_reach_the_generation_settings():
 def test_overrides():
     config = load_config(CONFIGS / "demo.yaml")
     changed = apply_overrides(config, {"generation.tau": 0.5, "sharding.max_size": 64})
-    assert (changed.generation.tau, changed.sharding.max_size) == (0.5, 64) and config.generation.tau == 1.0
+    assert (changed.generation.tau, changed.sharding.max_size) == (0.5, 64) and config.generation.tau is None
     with_budget = apply_overrides(config, {"generation.budget": 0.5})
     assert with_budget.generation.tau is None
     assert apply_overrides(with_budget, {"generation.tau": 0.2}).generation.budget is None
@@ -114,3 +114,15 @@ def test_overrides():
         apply_overrides(config, {"generation.tua": 1})
     with pytest.raises(HdiffError, match=r"override gen\.tau: no section 'gen'"):
         apply_overrides(config, {"gen.tau": 1})
+
+
+def test_unset_tau_is_the_models_default():
+    from hdiff.build.pipeline import generation_settings
+    from hdiff.models import load_adapter
+
+    config = load_config(CONFIGS / "demo.yaml")
+    adapter = load_adapter("hdiff/shapes", device="cpu")
+    assert generation_settings(config, adapter).tau == adapter.default_tau == pytest.approx(0.1)
+    assert generation_settings(apply_overrides(config, {"generation.tau": 0.3}), adapter).tau == 0.3
+    budget = generation_settings(apply_overrides(config, {"generation.budget": 0.5}), adapter)
+    assert (budget.tau, budget.budget) == (None, 0.5)

@@ -23,7 +23,9 @@ from hdiff.shapes.model import (
     load_shapes_unet,
     sample_images,
 )
+from hdiff.shapes.prior import PRIOR_FILE, load_prior
 from hdiff.shapes.train import (
+    DEFAULT_TAU,
     TrainConfig,
     embeddings_for,
     evaluate,
@@ -82,11 +84,12 @@ def test_trainer_writes_a_loadable_safetensors_folder(tmp_path, embeddings_file)
     assert code == 0
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert files == {"unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-                     "scheduler/scheduler_config.json", METADATA_FILE, WHITENING_FILE}
+                     "scheduler/scheduler_config.json", METADATA_FILE, WHITENING_FILE, PRIOR_FILE}
     meta = load_shapes_metadata(out)
     assert meta["sentence_model"] == "all-MiniLM-L6-v2" and meta["image_size"] == 32
     assert meta["default_scheduler"] == "ddpm" and meta["default_steps"] > 0
     assert meta["train_config"]["seed"] == 0 and meta["train_config"]["steps"] == 3
+    assert meta["default_tau"] == DEFAULT_TAU and load_prior(out) is not None
     assert TrainConfig.from_dict(meta["train_config"]).spec == TINY_SPEC
 
     unet = load_shapes_unet(out)
@@ -214,3 +217,17 @@ def test_shipped_model_draws_what_the_prompt_asks():
     results = [score(image, scene) for (_, image), (_, scene) in zip(generation.images(), pairs)]
     fully_right = sum(all(r.values()) for r in results)
     assert fully_right >= 12, (fully_right, results)
+
+
+def test_shipped_model_shares_steps_at_its_default_tau_without_losing_accuracy():
+    """48 held-out prompts of a clustered set at the model's default τ (clustered by its layout prior): a quarter
+    of the UNet rows saved, every image still fully right (the full benchmark: docs/quality.md)."""
+    from hdiff.bench.quality import run
+    from hdiff.models import load_adapter
+    from hdiff.shapes.prompts import clustered_set
+
+    adapter = load_adapter("hdiff/shapes", device="cpu")
+    result = run(adapter, clustered_set(48, seed=3), steps=adapter.default_steps,
+                 guidance=adapter.default_guidance, tau=adapter.default_tau)
+    assert result["saved"] >= 0.25
+    assert result["accuracy"] >= 47 / 48, result["per_attribute"]

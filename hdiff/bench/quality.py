@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompts", type=int, default=300, help="prompts per set")
     p.add_argument("--standard-prompts", type=int, default=500, help="held-out one-object prompts for the τ=0 check")
     p.add_argument("--two-object-prompts", type=int, default=200)
-    p.add_argument("--taus", default="0,0.5,1,1.5,2,3")
+    p.add_argument("--taus", default=None, help="comma-separated τ (default: 0, 0.5, 1, 1.5, 2, 3 × the model's τ)")
+    p.add_argument("--cluster-on", choices=["prior", "embedding"], default="prior",
+                   help="cluster prompts by the model's layout prior (default) or its conditioning vectors")
     p.add_argument("--schedule", default="linear", choices=["linear", "cosine", "quadratic"])
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
@@ -119,21 +121,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="out/bench-quality")
     args = p.parse_args(argv)
     try:
-        taus = [float(t) for t in args.taus.split(",")]
+        taus = [float(t) for t in args.taus.split(",")] if args.taus else None
     except ValueError:
         raise HdiffError(f"--taus must be comma-separated numbers, got {args.taus!r}") from None
 
-    adapter = load_adapter(args.model, device=args.device)
+    adapter = load_adapter(args.model, device=args.device, cluster_on=args.cluster_on)
+    taus = taus or [round(m * adapter.default_tau, 6) for m in (0, 0.5, 1, 1.5, 2, 3)]
     steps = args.steps or adapter.default_steps
     guidance = args.guidance if args.guidance is not None else adapter.default_guidance
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(machine_line())
-    print(f"model {args.model}: {adapter.scheduler_name}, {steps} steps, guidance {guidance}")
+    cluster_on = getattr(adapter, "cluster_on", "embedding")
+    print(f"model {args.model}: {adapter.scheduler_name}, {steps} steps, guidance {guidance}, "
+          f"clustered by {cluster_on}, default τ {adapter.default_tau:g}")
 
-    # 1. timing: 64 images at the defaults (τ = 1), the embedded model's CPU figure.
-    timing = run(adapter, clustered_set(64, seed=7), steps=steps, guidance=guidance, tau=1.0)
-    print(f"64 images at default settings (τ = 1): {timing['seconds']:.1f} s on {adapter.device}")
+    # 1. timing: 64 images at the defaults, the embedded model's CPU figure.
+    timing = run(adapter, clustered_set(64, seed=7), steps=steps, guidance=guidance, tau=adapter.default_tau)
+    print(f"64 images at default settings (τ = {adapter.default_tau:g}): {timing['seconds']:.1f} s on {adapter.device}")
 
     # 2. standard sampling on held-out one-object prompts, and two-object prompts beside it.
     standard = run(adapter, diverse_set(args.standard_prompts, seed=11), steps=steps, guidance=guidance, tau=0.0)
@@ -159,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name} τ={r['tau']:g}: saved {100 * r['saved']:.1f}%, accuracy {100 * r['accuracy']:.1f}%")
 
     report = {"machine": machine_line(), "model": args.model, "steps": steps, "guidance": guidance,
+              "cluster_on": cluster_on, "default_tau": adapter.default_tau,
               "timing_64": timing, "standard_one_object": standard, "standard_two_object": two, "sets": results}
     (out / "quality.json").write_text(json.dumps(report, indent=1))
     markdown = table(results)

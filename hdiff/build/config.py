@@ -73,7 +73,8 @@ class ModelConfig(_Section):
 
 
 class GenerationConfig(_Section):
-    tau: float | None = Field(1.0, ge=0, description="the schedule's starting height; 0 is standard sampling")
+    tau: float | None = Field(None, ge=0, description="the schedule's starting height; 0 is standard sampling; "
+                              "unset: the model's default (its cluster features set the scale)")
     budget: float | None = Field(None, ge=0, lt=1, description="target fraction of UNet evaluations saved")
     schedule: str = Field("linear", min_length=1)
     seed: int = Field(0, ge=0)
@@ -89,9 +90,7 @@ class GenerationConfig(_Section):
 
     @model_validator(mode="after")
     def _tau_or_budget(self) -> GenerationConfig:
-        if self.budget is not None and "tau" not in self.model_fields_set:
-            object.__setattr__(self, "tau", None)  # a budget replaces the default tau
-        if (self.tau is None) == (self.budget is None):
+        if self.tau is not None and self.budget is not None:
             raise ValueError("set exactly one of tau and budget")
         return self
 

@@ -54,6 +54,7 @@ class Adapter(ABC):
 
     default_steps: int = 40
     default_guidance: float = 4.0
+    default_tau: float = 1.0  # the paper's τ on its cluster features' cosine-distance scale
     default_size: int = 512
 
     def __init__(self, model_id: str, scheduler, device: torch.device, dtype: torch.dtype):

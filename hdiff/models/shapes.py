@@ -2,6 +2,7 @@
 
 It is conditioned like Kandinsky 2.2's decoder, on one vector: the prompt's all-MiniLM-L6-v2 sentence embedding.
 The unconditional row is the zero vector (the trainer drops embeddings to zero for classifier-free guidance).
+Prompts are clustered by the model's layout prior (hdiff.shapes.prior), as Kandinsky's by its prior's image embeds.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from pathlib import Path
 import torch
 
 from hdiff.embedding import embed_texts
+from hdiff.errors import HdiffError
 from hdiff.models.base import Adapter, Conditioning, default_dtype, load_component, register
 from hdiff.models.image_embeds import predict_with_image_embeds
 
 SHAPES_MODEL_ID = "hdiff/shapes"
+CLUSTER_FEATURES = ("prior", "embedding")
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "shapes" / "weights"
 
 
@@ -24,18 +27,26 @@ class ShapesAdapter(Adapter):
     name = "shapes"
     pipeline_classes = ("HdiffShapesPipeline",)
 
-    def __init__(self, model_id: str, unet, scheduler, info: dict, *, device="cpu", dtype=torch.float32):
+    def __init__(self, model_id: str, unet, scheduler, info: dict, *, device="cpu", dtype=torch.float32,
+                 cluster_on: str = "prior"):
         super().__init__(model_id, scheduler, device, dtype)
+        if cluster_on not in CLUSTER_FEATURES:
+            raise HdiffError(f"cluster_on must be one of {', '.join(CLUSTER_FEATURES)}, got {cluster_on!r}")
         self.unet = unet
         self.info = info
         self.sentence_model = info.get("sentence_model", "all-MiniLM-L6-v2")
         self.default_steps = int(info.get("default_steps", 25))
         self.default_guidance = float(info.get("default_guidance_scale", 4.0))
         self.default_size = int(info.get("image_size", 32))
+        # the prior's features where the model has one (models trained before it: the conditioning vectors)
+        self.cluster_on = cluster_on if info.get("prior") is not None else "embedding"
+        self.default_tau = float(info.get("default_tau", 1.0)) if self.cluster_on == "prior" else 1.0
 
     @classmethod
     def from_pretrained(cls, source: str = SHAPES_MODEL_ID, *, device: str = "cpu", dtype=None, scheduler=None,
-                        **options) -> "ShapesAdapter":
+                        cluster_on: str = "prior", **options) -> "ShapesAdapter":
+        """`cluster_on`: "prior" (the layout prior's features, hdiff.shapes.prior) or "embedding" (the
+        conditioning vectors themselves)."""
         from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
 
         folder = WEIGHTS_DIR if source in (SHAPES_MODEL_ID, "shapes") else Path(source)
@@ -44,24 +55,30 @@ class ShapesAdapter(Adapter):
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
         unet = load_component(UNet2DConditionModel, str(folder), "unet", torch_dtype=dtype).to(device)
         from hdiff.shapes.model import load_whitening
+        from hdiff.shapes.prior import load_prior
 
         info["whitening"] = load_whitening(folder)
+        info["prior"] = load_prior(folder)
         if scheduler is None:
             base = load_component(DDPMScheduler, str(folder), "scheduler")
             kind = {"dpm++": DPMSolverMultistepScheduler}.get(info.get("default_scheduler", "ddpm"))
             scheduler = kind.from_config(base.config) if kind else base
-        return cls(source, unet, scheduler, info, device=device, dtype=dtype)
+        return cls(source, unet, scheduler, info, device=device, dtype=dtype, cluster_on=cluster_on)
 
     @property
     def denoiser(self) -> torch.nn.Module:
         return self.unet
 
     def encode(self, prompts, generators) -> Conditioning:
+        """The UNet's conditioning vectors; clustered by the layout prior's features where the model has one."""
         from hdiff.shapes.model import apply_whitening
+        from hdiff.shapes.prior import prior_features
 
         vectors = embed_texts(list(prompts), self.sentence_model)  # (N, 384), unit length
         cond = apply_whitening(self.info.get("whitening"), torch.from_numpy(vectors))  # (N, 384)
-        return Conditioning({"image_embeds": cond.to(self.device, self.dtype)}, cond.numpy())
+        prior = self.info.get("prior") if self.cluster_on == "prior" else None
+        features = prior_features(prior, cond) if prior is not None else cond  # (N, ΣK) or (N, 384)
+        return Conditioning({"image_embeds": cond.to(self.device, self.dtype)}, features.numpy())
 
     def negative(self):
         return {"image_embeds": torch.zeros(1, self.unet.config.encoder_hid_dim, device=self.device,

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from hdiff.errors import HdiffError
+from hdiff.shapes.prior import save_prior
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 METADATA_FILE = "hdiff_shapes.json"
@@ -143,7 +144,7 @@ def load_shapes_scheduler(path: str | os.PathLike | None = None, name: Scheduler
 
 
 def save_shapes_model(out: str | os.PathLike, unet, scheduler, metadata: dict,
-                      whitening: dict[str, torch.Tensor] | None = None) -> Path:
+                      whitening: dict[str, torch.Tensor] | None = None, prior: dict | None = None) -> Path:
     """Write the folder under a temporary name, then rename, so a half-written model never exists at `out`."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -153,6 +154,8 @@ def save_shapes_model(out: str | os.PathLike, unet, scheduler, metadata: dict,
     (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     if whitening is not None:
         save_whitening(tmp, whitening)
+    if prior is not None:
+        save_prior(tmp, prior)
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

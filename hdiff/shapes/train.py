@@ -45,12 +45,14 @@ from hdiff.shapes.model import (
     training_scheduler,
 )
 from hdiff.shapes.oracle import ATTRIBUTES, all_correct, score
+from hdiff.shapes.prior import fit_prior
 from hdiff.shapes.prompts import diverse_set, training_pairs
 from hdiff.shapes.world import Scene, render, split_of
 
 DEFAULT_STEPS = 40  # DDPM, as the paper samples Kandinsky 2.2
 DEFAULT_SCHEDULER = "ddpm"  # deterministic solvers left visible noise on the 2-minute model
 DEFAULT_GUIDANCE = 4.0  # used until an evaluation picks one
+DEFAULT_TAU = 0.1  # on the layout prior's scale: 55.6% of UNet rows saved at 100% accuracy on the clustered set
 GUIDANCE_CANDIDATES = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
 SELECT_SEED, REPORT_SEED, TWO_OBJECT_SEED = 1001, 1002, 1003
 PROBE_START, PROBE_STEPS = 10, 40  # timing probe for --minutes (steps 10–40); must end before the warmup does
@@ -350,6 +352,9 @@ def run(cfg: TrainConfig, out: Path, *, device: torch.device, minutes: float | N
     log(f"{len(pairs)} training pairs rendered and embedded in {time.perf_counter() - t0:.1f} s; "
         f"device {device}; {count_parameters(cfg.spec) / 1e6:.2f} M parameters")
 
+    one_object = [i for i, (_, scene) in enumerate(pairs) if len(scene.objects) == 1]
+    prior = fit_prior(vectors[one_object].numpy(), [pairs[i][1] for i in one_object])  # what prompts cluster by
+
     result = train(cfg, images, vectors[:len(prompts)], device, minutes=minutes, log_every=log_every, log=log)
     scheduler = training_scheduler(cfg.beta_schedule, cfg.num_train_timesteps, cfg.prediction_type)
     metadata = {
@@ -359,6 +364,8 @@ def run(cfg: TrainConfig, out: Path, *, device: torch.device, minutes: float | N
         "default_steps": DEFAULT_STEPS,
         "default_guidance_scale": DEFAULT_GUIDANCE,
         "default_scheduler": DEFAULT_SCHEDULER,
+        "default_tau": DEFAULT_TAU,
+        "cluster_features": "layout prior (prior.safetensors, hdiff.shapes.prior)",
         "image_size": IMAGE_SIZE,
         "train_config": result.config.to_dict(),
         "training": {
@@ -372,7 +379,7 @@ def run(cfg: TrainConfig, out: Path, *, device: torch.device, minutes: float | N
         },
     }
     unet = result.unet
-    save_shapes_model(out, unet, scheduler, metadata, whitening)  # saved before evaluating: nothing lost on failure
+    save_shapes_model(out, unet, scheduler, metadata, whitening, prior)  # saved before evaluating: nothing lost on failure
     log(f"saved {out} after {result.steps_done} steps in {result.seconds:.0f} s")
     if sets:
         offset, eval_sets = len(prompts), {}
@@ -382,7 +389,7 @@ def run(cfg: TrainConfig, out: Path, *, device: torch.device, minutes: float | N
         report = evaluate(unet, eval_sets, dict(scheduler.config), log=log)
         metadata["default_guidance_scale"] = report["guidance_scale"]
         metadata["evaluation"] = report
-        save_shapes_model(out, unet, scheduler, metadata, whitening)
+        save_shapes_model(out, unet, scheduler, metadata, whitening, prior)
     return metadata
 
 

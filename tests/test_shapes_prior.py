@@ -1,0 +1,142 @@
+"""The shapes model's layout prior: fit, features, storage, and what the adapter clusters by."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hdiff.errors import HdiffError
+from hdiff.shapes.prior import (
+    ATTRIBUTE_WEIGHTS,
+    PRIOR_FILE,
+    fit_prior,
+    load_prior,
+    predict_attributes,
+    prior_features,
+    save_prior,
+    scene_attribute,
+)
+from hdiff.shapes.prompts import diverse_set, training_pairs
+from hdiff.shapes.world import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES
+
+
+def attribute_vectors(scenes, seed: int = 0, noise: float = 0.1) -> np.ndarray:
+    """Vectors that encode each attribute linearly (one random direction per value) plus noise: what a
+    conditioning space that separates the attributes looks like, without loading a sentence model."""
+    rng = np.random.default_rng(seed)
+    vocab = {"background": BACKGROUNDS, "position": list(POSITIONS), "size": SIZES, "color": list(COLORS),
+             "shape": SHAPES}
+    directions = {name: {v: rng.standard_normal(32) for v in values} for name, values in vocab.items()}
+    rows = [sum(directions[name][scene_attribute(scene, name)] for name in vocab) for scene in scenes]
+    return np.asarray(rows) + noise * rng.standard_normal((len(scenes), 32))
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    train = [scene for _, scene in training_pairs() if len(scene.objects) == 1][::7]
+    return fit_prior(attribute_vectors(train), train)
+
+
+def test_prior_reads_attributes_of_held_out_combinations(fitted):
+    held_out = [scene for _, scene in diverse_set(60, seed=3)]
+    predicted = predict_attributes(fitted, torch.from_numpy(attribute_vectors(held_out)).float())
+    for name in ATTRIBUTE_WEIGHTS:
+        assert np.mean([p[name] == scene_attribute(s, name) for p, s in zip(predicted, held_out)]) >= 0.95, name
+
+
+def test_features_are_weighted_distributions_and_layout_outweighs_colour(fitted):
+    scenes = [scene for _, scene in diverse_set(40, seed=4)]
+    features = prior_features(fitted, torch.from_numpy(attribute_vectors(scenes)).float()).numpy()
+    sizes = [len(fitted["classes"][name]) for name in ATTRIBUTE_WEIGHTS]
+    assert features.shape == (40, sum(sizes)) == (40, len(BACKGROUNDS) + len(POSITIONS) + 2 + len(COLORS) + 4)
+    lo = 0
+    for name, k in zip(ATTRIBUTE_WEIGHTS, sizes):  # each block sums to its weight: a scaled distribution
+        assert np.allclose(features[:, lo:lo + k].sum(axis=1), ATTRIBUTE_WEIGHTS[name], atol=1e-5)
+        lo += k
+
+    def cosine_distance(a, b):
+        return 1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+
+    base = scenes[0]
+    other_colour = next(c for c in COLORS if c not in (base.objects[0].color, base.background))
+    other_place = next(p for p in POSITIONS if p != base.objects[0].position)
+    obj = base.objects[0]
+    variants = [base, dataclasses.replace(base, objects=(dataclasses.replace(obj, color=other_colour),)),
+                dataclasses.replace(base, objects=(dataclasses.replace(obj, position=other_place),))]
+    f = prior_features(fitted, torch.from_numpy(attribute_vectors(variants, noise=0.0)).float()).numpy()
+    assert cosine_distance(f[0], f[1]) < 0.1 < cosine_distance(f[0], f[2])
+
+
+def test_two_valued_attribute_matches_sklearn_probabilities():
+    from sklearn.linear_model import LogisticRegression
+
+    train = [scene for _, scene in training_pairs() if len(scene.objects) == 1][::11]
+    x = attribute_vectors(train, noise=1.0)
+    prior = fit_prior(x, train)
+    reference = LogisticRegression(C=1.0, max_iter=2000).fit(x, [s.objects[0].size for s in train])
+    logits = torch.from_numpy(x).float() @ prior["tensors"]["size.weight"].T + prior["tensors"]["size.bias"]
+    assert np.allclose(torch.softmax(logits, 1).numpy(), reference.predict_proba(x), atol=1e-4)
+
+
+def test_single_valued_attribute_is_certain():
+    train = [scene for _, scene in training_pairs() if len(scene.objects) == 1 and scene.background == "white"][:30]
+    prior = fit_prior(attribute_vectors(train), train)
+    assert prior["classes"]["background"] == ["white"]
+    assert predict_attributes(prior, torch.zeros(2, 32))[0]["background"] == "white"
+
+
+def test_save_load_round_trip_and_bad_files(fitted, tmp_path):
+    assert load_prior(tmp_path) is None  # models trained before the prior
+    save_prior(tmp_path, fitted)
+    loaded = load_prior(tmp_path)
+    assert loaded["classes"] == fitted["classes"] and loaded["weights"] == fitted["weights"]
+    x = torch.randn(5, 32)
+    assert torch.equal(prior_features(loaded, x), prior_features(fitted, x))
+    assert [p.name for p in tmp_path.iterdir()] == [PRIOR_FILE]  # no partial file left behind
+
+    from safetensors.torch import save_file
+
+    save_file({"background.weight": torch.zeros(2, 32)}, str(tmp_path / PRIOR_FILE))
+    with pytest.raises(HdiffError, match="metadata"):
+        load_prior(tmp_path)
+    save_file({"background.weight": torch.zeros(2, 32)}, str(tmp_path / PRIOR_FILE),
+              {"classes": json.dumps(fitted["classes"]), "weights": json.dumps(fitted["weights"])})
+    with pytest.raises(HdiffError, match="lacks"):
+        load_prior(tmp_path)
+
+
+def test_fit_for_model_refuses_a_folder_without_a_unet(tmp_path):
+    from hdiff.shapes.prior import main
+
+    assert main([str(tmp_path)]) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_shipped_model_clusters_by_its_prior():
+    from hdiff.models import load_adapter
+
+    adapter = load_adapter("hdiff/shapes", device="cpu")
+    assert adapter.cluster_on == "prior" and adapter.default_tau == pytest.approx(0.1)
+    prompts = [prompt for prompt, _ in diverse_set(6, seed=9)]
+    cond = adapter.encode(prompts, [])
+    assert cond.features.shape == (6, 25) and cond.tensors["image_embeds"].shape == (6, 384)
+    plain = load_adapter("hdiff/shapes", device="cpu", cluster_on="embedding")
+    assert plain.default_tau == 1.0 and plain.encode(prompts, []).features.shape == (6, 384)
+    with pytest.raises(HdiffError, match="cluster_on"):
+        load_adapter("hdiff/shapes", device="cpu", cluster_on="pixels")
+
+
+def test_shipped_prior_reads_held_out_prompts():
+    from hdiff.models import load_adapter
+
+    adapter = load_adapter("hdiff/shapes", device="cpu")
+    pairs = diverse_set(40, seed=13)
+    cond = adapter.encode([p for p, _ in pairs], [])
+    predicted = predict_attributes(adapter.info["prior"], cond.tensors["image_embeds"].float())
+    right = np.mean([all(p[name] == scene_attribute(s, name) for name in ATTRIBUTE_WEIGHTS)
+                     for p, (_, s) in zip(predicted, pairs)])
+    assert right >= 0.95
