@@ -47,7 +47,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--embeddings", default=None, help=".npz with 'prompts' and 'embeddings' (MiniLM, 384-d)")
     p.add_argument("--prompts", type=int, default=256, help="number of prompts (default 256)")
     p.add_argument("--set", default="clustered", help="'clustered' (shapes world) or a .jsonl/.txt prompt file")
-    p.add_argument("--taus", default=None, help="comma-separated τ values (default 0.5,1,2; 1,2 with the arch)")
+    p.add_argument("--taus", default=None, help="comma-separated τ values (default 0.5, 1, 2 × the model's τ; "
+                   "1, 2 with the arch)")
     p.add_argument("--steps", type=int, default=None, help="scheduler steps (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
     p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the model's)")
@@ -508,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = args.cudnn_benchmark
         torch.backends.cuda.matmul.allow_tf32 = True
-    taus = parse_taus(args.taus or ("1,2" if args.kandinsky_arch else "0.5,1,2"))
+    taus = parse_taus(args.taus) if args.taus else None
     multiples = parse_ints(args.batch_multiples, "--batch-multiples")
     if not multiples:
         raise HdiffError("--batch-multiples needs at least one value")
@@ -518,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     adapter, arch_prompts = build_adapter(args, device)
     adapter.accelerate(channels_last=args.channels_last, compile=args.compile)
     load_s = time.perf_counter() - t_load
+    taus = taus or [m * adapter.default_tau for m in ((1, 2) if args.kandinsky_arch else (0.5, 1, 2))]
     if arch_prompts is not None:
         prompts, set_name = arch_prompts, args.embeddings or args.set
     else:
