@@ -1,7 +1,7 @@
 """The dataset build as a Prefect flow: prepare → one task per shard → finalize.
 
 Run in-process with `hdiff build CONFIG`, or as a deployment (prefect.yaml) with
-`prefect deployment run 'build-dataset/demo' --param overrides='{"generation.tau": 0.5}'`. The config's
+`prefect deployment run 'build-dataset/demo' --param overrides='{"generation.tau": 0.2}'`. The config's
 `runner` section picks where shard tasks run (threads here, or a Ray cluster), however the flow was started.
 Shard tasks carry the tag `hdiff-gpu`: `prefect concurrency-limit create hdiff-gpu 1` keeps one shard per GPU
 across all runs.
@@ -130,7 +130,7 @@ def build_dataset(config: dict[str, Any] | None = None, config_path: str | None 
                   overrides: dict[str, Any] | None = None) -> dict:
     """Build the WebDataset image dataset of `config` (a BuildConfig as a dict) or `config_path` (a YAML file).
 
-    `overrides` replaces dotted keys, e.g. {"generation.tau": 0.5, "ingest.limit": 100}.
+    `overrides` replaces dotted keys, e.g. {"generation.tau": 0.2, "ingest.limit": 100}.
     """
     started = time.perf_counter()
     cfg = resolved_config(config, config_path, overrides)

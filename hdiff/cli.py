@@ -91,8 +91,7 @@ def cmd_generate(args) -> int:
     settings = GenerationSettings(
         steps=args.steps or adapter.default_steps,
         guidance_scale=args.guidance if args.guidance is not None else adapter.default_guidance,
-        height=size, width=size, tau=None if args.budget is not None else (adapter.default_tau if args.tau is None else args.tau),
-        budget=args.budget,
+        height=size, width=size, tau=args.tau, budget=args.budget,  # neither: the model's own τ
         schedule=args.schedule, max_batch=args.max_batch, copy_max_shared=args.copy_max_shared,
         noise_device=args.noise_device, batch_multiple=args.batch_multiple)
     staging = staged_output(out, args.overwrite)
@@ -181,7 +180,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--prompts", required=True, help=".txt (one a line) or .jsonl ({\"prompt\": ...})")
     share = g.add_mutually_exclusive_group()
     share.add_argument("--tau", type=float, default=None,
-                       help="φ(0), the first cut height (0: standard sampling; default: the model's)")
+                       help="φ(0), the first cut height (0: standard sampling; default: the model's own)")
     share.add_argument("--budget", type=float, default=None, help="target fraction of UNet rows saved, in [0, 1)")
     g.add_argument("--schedule", default="linear", choices=["linear", "cosine", "quadratic"])
     g.add_argument("--steps", type=int, default=None)

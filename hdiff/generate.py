@@ -34,13 +34,14 @@ def image_seed(pid: str, copy_index: int, base_seed: int) -> int:
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """What `generate` needs beyond the model and the prompts. Exactly one of tau / budget is set."""
+    """What `generate` needs beyond the model and the prompts. At most one of tau / budget is set; neither means
+    the model's own τ (`Adapter.default_tau`: τ's scale is the model's cluster features')."""
 
     steps: int
     guidance_scale: float
     height: int
     width: int
-    tau: float | None = 1.0
+    tau: float | None = None
     budget: float | None = None
     schedule: str = "linear"
     max_batch: int = 64
@@ -51,8 +52,8 @@ class GenerationSettings:
     def __post_init__(self):
         if self.steps < 1:
             raise HdiffError(f"steps must be >= 1, got {self.steps}")
-        if (self.tau is None) == (self.budget is None):
-            raise HdiffError("give exactly one of tau and budget")
+        if self.tau is not None and self.budget is not None:
+            raise HdiffError("give at most one of tau and budget")
         if self.tau is not None and not (self.tau >= 0):
             raise HdiffError(f"tau must be >= 0, got {self.tau}")
         if self.budget is not None and not (0.0 <= self.budget < 1.0):
@@ -157,7 +158,8 @@ def plan_jobs(adapter: Adapter, jobs: list[ImageJob], conds: list[Conditioning],
     common = dict(guidance=settings.guidance_scale > 1.0, groups=groups, copy_max_shared=settings.copy_max_shared)
     if settings.budget is not None:
         return plan_for_budget(tree, settings.budget, evaluations, kind=settings.schedule, **common)
-    return make_plan(tree, Schedule(settings.schedule, settings.tau), evaluations, **common)
+    tau = adapter.default_tau if settings.tau is None else settings.tau
+    return make_plan(tree, Schedule(settings.schedule, tau), evaluations, **common)
 
 
 def records_for(adapter: Adapter, job: ImageJob, plan: Plan, settings: GenerationSettings) -> list[ImageRecord]:

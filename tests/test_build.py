@@ -114,6 +114,9 @@ def test_reference_build_verifies_and_has_every_prompt_once(reference, capsys):
     assert len(keys) == len(set(keys)) == 96
     manifest = json.loads(layout.manifest_path(reference).read_text())
     assert manifest["ingest"] == {"read": 96, "kept": 96, "dropped": {}, "truncated": 0}
+    assert manifest["counts"]["taus"] == [1.0]  # τ unset: the model's own (the tiny model has no prior: 1.0)
+    assert all(shard["taus"] == [1.0] for shard in manifest["shards"])
+    assert "| τ | 1 |" in (reference / layout.CARD_NAME).read_text()
     for name in (layout.CARD_NAME, layout.GRID_NAME, layout.DENDROGRAM_NAME):
         assert (reference / name).is_file(), name
     assert layout.partial_files(reference) == []

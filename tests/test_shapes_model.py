@@ -23,9 +23,8 @@ from hdiff.shapes.model import (
     load_shapes_unet,
     sample_images,
 )
-from hdiff.shapes.prior import PRIOR_FILE, load_prior
+from hdiff.shapes.prior import DEFAULT_TAU, PRIOR_FILE, load_prior
 from hdiff.shapes.train import (
-    DEFAULT_TAU,
     TrainConfig,
     embeddings_for,
     evaluate,
@@ -89,7 +88,7 @@ def test_trainer_writes_a_loadable_safetensors_folder(tmp_path, embeddings_file)
     assert meta["sentence_model"] == "all-MiniLM-L6-v2" and meta["image_size"] == 32
     assert meta["default_scheduler"] == "ddpm" and meta["default_steps"] > 0
     assert meta["train_config"]["seed"] == 0 and meta["train_config"]["steps"] == 3
-    assert meta["default_tau"] == DEFAULT_TAU and load_prior(out) is not None
+    assert load_prior(out)["default_tau"] == DEFAULT_TAU
     assert TrainConfig.from_dict(meta["train_config"]).spec == TINY_SPEC
 
     unet = load_shapes_unet(out)
@@ -221,7 +220,7 @@ def test_shipped_model_draws_what_the_prompt_asks():
 
 def test_shipped_model_shares_steps_at_its_default_tau_without_losing_accuracy():
     """48 held-out prompts of a clustered set at the model's default τ (clustered by its layout prior): a quarter
-    of the UNet rows saved, every image still fully right (the full benchmark: docs/quality.md)."""
+    of the UNet rows saved, at most one image of 48 not fully right (the full benchmark: docs/quality.md)."""
     from hdiff.bench.quality import run
     from hdiff.models import load_adapter
     from hdiff.shapes.prompts import clustered_set

@@ -24,15 +24,15 @@ from hdiff.shapes.prompts import diverse_set, training_pairs
 from hdiff.shapes.world import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES
 
 
-def attribute_vectors(scenes, seed: int = 0, noise: float = 0.1) -> np.ndarray:
+def attribute_vectors(scenes, seed: int = 0, noise: float = 0.1, dim: int = 32) -> np.ndarray:
     """Vectors that encode each attribute linearly (one random direction per value) plus noise: what a
     conditioning space that separates the attributes looks like, without loading a sentence model."""
     rng = np.random.default_rng(seed)
     vocab = {"background": BACKGROUNDS, "position": list(POSITIONS), "size": SIZES, "color": list(COLORS),
              "shape": SHAPES}
-    directions = {name: {v: rng.standard_normal(32) for v in values} for name, values in vocab.items()}
+    directions = {name: {v: rng.standard_normal(dim) for v in values} for name, values in vocab.items()}
     rows = [sum(directions[name][scene_attribute(scene, name)] for name in vocab) for scene in scenes]
-    return np.asarray(rows) + noise * rng.standard_normal((len(scenes), 32))
+    return np.asarray(rows) + noise * rng.standard_normal((len(scenes), dim))
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +71,17 @@ def test_features_are_weighted_distributions_and_layout_outweighs_colour(fitted)
     assert cosine_distance(f[0], f[1]) < 0.1 < cosine_distance(f[0], f[2])
 
 
-def test_two_valued_attribute_matches_sklearn_probabilities():
+def test_probabilities_match_sklearn_for_two_and_many_classes():
     from sklearn.linear_model import LogisticRegression
 
     train = [scene for _, scene in training_pairs() if len(scene.objects) == 1][::11]
     x = attribute_vectors(train, noise=1.0)
     prior = fit_prior(x, train)
-    reference = LogisticRegression(C=1.0, max_iter=2000).fit(x, [s.objects[0].size for s in train])
-    logits = torch.from_numpy(x).float() @ prior["tensors"]["size.weight"].T + prior["tensors"]["size.bias"]
-    assert np.allclose(torch.softmax(logits, 1).numpy(), reference.predict_proba(x), atol=1e-4)
+    for name in ATTRIBUTE_WEIGHTS:  # size has two values (sklearn keeps one row for them), the rest more
+        reference = LogisticRegression(C=1.0, max_iter=2000).fit(x, [scene_attribute(s, name) for s in train])
+        assert prior["classes"][name] == list(reference.classes_)
+        logits = torch.from_numpy(x).float() @ prior["tensors"][f"{name}.weight"].T + prior["tensors"][f"{name}.bias"]
+        assert np.allclose(torch.softmax(logits, 1).numpy(), reference.predict_proba(x), atol=1e-4), name
 
 
 def test_single_valued_attribute_is_certain():
@@ -103,10 +105,40 @@ def test_save_load_round_trip_and_bad_files(fitted, tmp_path):
     save_file({"background.weight": torch.zeros(2, 32)}, str(tmp_path / PRIOR_FILE))
     with pytest.raises(HdiffError, match="metadata"):
         load_prior(tmp_path)
-    save_file({"background.weight": torch.zeros(2, 32)}, str(tmp_path / PRIOR_FILE),
-              {"classes": json.dumps(fitted["classes"]), "weights": json.dumps(fitted["weights"])})
+    metadata = {"classes": json.dumps(fitted["classes"]), "weights": json.dumps(fitted["weights"]),
+                "default_tau": "0.1"}
+    save_file({"background.weight": torch.zeros(2, 32)}, str(tmp_path / PRIOR_FILE), metadata)
     with pytest.raises(HdiffError, match="lacks"):
         load_prior(tmp_path)
+    wrong = {k: v.contiguous() for k, v in fitted["tensors"].items()} | {"color.bias": torch.zeros(3)}
+    save_file(wrong, str(tmp_path / PRIOR_FILE), metadata)
+    with pytest.raises(HdiffError, match="color has weight"):
+        load_prior(tmp_path)
+
+
+def test_fit_for_model_adds_a_prior_to_a_model_folder(tmp_path):
+    """What was run on the shipped weights: the prior from the folder's whitening and the training split."""
+    from hdiff.models import load_adapter
+    from hdiff.shapes.prior import DEFAULT_TAU, main
+    from tiny_models import tiny_shapes_model
+
+    folder = tmp_path / "model"
+    tiny_shapes_model(folder)
+    with pytest.raises(HdiffError, match="no layout prior"):
+        load_adapter(str(folder), device="cpu", cluster_on="prior")
+    pairs = [(prompt, scene) for prompt, scene in training_pairs() if len(scene.objects) == 1]
+    vectors = attribute_vectors([scene for _, scene in pairs], dim=384).astype(np.float32)
+    np.savez(tmp_path / "emb.npz", prompts=np.asarray([p for p, _ in pairs], dtype=str), embeddings=vectors)
+    before = (folder / "hdiff_shapes.json").read_text()
+    assert main([str(folder), "--embeddings", str(tmp_path / "emb.npz")]) == 0
+    assert (folder / "hdiff_shapes.json").read_text() == before  # the model's own metadata is left alone
+    adapter = load_adapter(str(folder), device="cpu")
+    assert adapter.cluster_on == "prior" and adapter.default_tau == DEFAULT_TAU
+
+
+def test_fit_prior_needs_one_object_scenes():
+    with pytest.raises(HdiffError, match="no one-object|there are none"):
+        fit_prior(np.zeros((0, 4)), [])
 
 
 def test_fit_for_model_refuses_a_folder_without_a_unet(tmp_path):

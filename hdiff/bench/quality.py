@@ -104,6 +104,7 @@ def table(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from hdiff.models import load_adapter
+    from hdiff.models.shapes import CLUSTER_FEATURES
     from hdiff.shapes.prompts import clustered_set, diverse_set
 
     p = argparse.ArgumentParser(prog="hdiff bench quality", description=__doc__.splitlines()[0])
@@ -112,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--standard-prompts", type=int, default=500, help="held-out one-object prompts for the τ=0 check")
     p.add_argument("--two-object-prompts", type=int, default=200)
     p.add_argument("--taus", default=None, help="comma-separated τ (default: 0, 0.5, 1, 1.5, 2, 3 × the model's τ)")
-    p.add_argument("--cluster-on", choices=["prior", "embedding"], default="prior",
-                   help="cluster prompts by the model's layout prior (default) or its conditioning vectors")
+    p.add_argument("--cluster-on", choices=CLUSTER_FEATURES, default=None,
+                   help="cluster prompts by the model's layout prior (its default where it has one) or by its "
+                        "conditioning vectors")
     p.add_argument("--schedule", default="linear", choices=["linear", "cosine", "quadratic"])
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)

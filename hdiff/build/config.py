@@ -91,7 +91,7 @@ class GenerationConfig(_Section):
     @model_validator(mode="after")
     def _tau_or_budget(self) -> GenerationConfig:
         if self.tau is not None and self.budget is not None:
-            raise ValueError("set exactly one of tau and budget")
+            raise ValueError("set at most one of tau and budget")
         return self
 
 

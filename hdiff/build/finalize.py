@@ -58,7 +58,8 @@ def write_manifest(out_dir: str | Path, *, config: dict, ingest_report: dict, sh
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config": config,
         "counts": {"shards": len(shards), "samples": sum(s.samples for s in shards),
-                   "image_formats": sorted({s.image_format for s in shards})},
+                   "image_formats": sorted({s.image_format for s in shards}),
+                   "taus": sorted({tau for s in shards for tau in s.taus})},  # the τ actually used, per record
         "ingest": ingest_report,
         "shards": [s.model_dump(mode="json", exclude={"keys"}) for s in shards],
         "totals": {
@@ -92,7 +93,8 @@ def _compute_table(manifest: dict) -> str:
     rows = [("images", f"{t['samples']:,}"), ("shards", f"{manifest['counts']['shards']:,}"),
             ("UNet rows (hdiff)", f"{t['unet_rows']:,.0f}"),
             ("UNet rows (standard sampling)", f"{t['standard_rows']:,}"),
-            ("compute saved", f"{t['percent_saved']:.1f}%"), ("wall time", f"{t['wall_seconds']:,.1f} s"),
+            ("compute saved", f"{t['percent_saved']:.1f}%"),
+            ("τ", ", ".join(f"{tau:g}" for tau in manifest["counts"].get("taus", [])) or "—"), ("wall time", f"{t['wall_seconds']:,.1f} s"),
             ("device time", f"{t['device_seconds']:,.1f} s"), ("size", f"{t['tar_bytes'] / 2**20:,.1f} MiB")]
     return "\n".join(["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)])
 

@@ -61,6 +61,7 @@ class ShardStats(BaseModel):
     standard_rows: int = Field(ge=0, description="UNet rows standard sampling would spend on the same images")
     wall_seconds: float = Field(ge=0)
     device_seconds: float = Field(ge=0)
+    taus: list[float] = Field(default_factory=list, description="the τ values its records were sampled at")
 
 
 def _as_rgb_image(image: np.ndarray | Image.Image) -> Image.Image:
@@ -164,6 +165,7 @@ def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample],
     keys: list[str] = []
     seen: set[str] = set()
     record_rows, standard_rows = 0.0, 0
+    taus: set[float] = set()
     tmp_tar = layout.partial_path(final_tar)
     try:
         with open(tmp_tar, "wb") as stream:
@@ -179,6 +181,8 @@ def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample],
                     seen.add(sample.key)
                     record_rows += record["unet_evals"]
                     standard_rows += record["standard_unet_evals"]
+                    if record.get("tau") is not None:
+                        taus.add(float(record["tau"]))
             if not keys:
                 raise HdiffError(f"shard {shard_name} has no samples")
             stream.flush()
@@ -194,7 +198,7 @@ def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample],
         shard=shard_name, samples=len(keys), keys=keys, sha256=sha256, tar_bytes=tar_bytes, image_format=image_format,
         unet_rows=record_rows if unet_rows is None else unet_rows, standard_rows=standard_rows,
         wall_seconds=time.perf_counter() - started if wall_seconds is None else wall_seconds,
-        device_seconds=device_seconds,
+        device_seconds=device_seconds, taus=sorted(taus),
     )
     layout.write_atomically(final_stats, stats_json(stats))
     return stats

@@ -28,25 +28,31 @@ class ShapesAdapter(Adapter):
     pipeline_classes = ("HdiffShapesPipeline",)
 
     def __init__(self, model_id: str, unet, scheduler, info: dict, *, device="cpu", dtype=torch.float32,
-                 cluster_on: str = "prior"):
+                 cluster_on: str | None = None):
         super().__init__(model_id, scheduler, device, dtype)
+        prior = info.get("prior")
+        if cluster_on is None:  # the prior where the model has one (models trained before it: their vectors)
+            cluster_on = "prior" if prior is not None else "embedding"
         if cluster_on not in CLUSTER_FEATURES:
             raise HdiffError(f"cluster_on must be one of {', '.join(CLUSTER_FEATURES)}, got {cluster_on!r}")
+        if cluster_on == "prior" and prior is None:
+            raise HdiffError(f"{model_id} has no layout prior to cluster on: add one with "
+                             "`python -m hdiff.shapes.prior FOLDER`, or cluster on the embedding")
         self.unet = unet
         self.info = info
         self.sentence_model = info.get("sentence_model", "all-MiniLM-L6-v2")
         self.default_steps = int(info.get("default_steps", 25))
         self.default_guidance = float(info.get("default_guidance_scale", 4.0))
         self.default_size = int(info.get("image_size", 32))
-        # the prior's features where the model has one (models trained before it: the conditioning vectors)
-        self.cluster_on = cluster_on if info.get("prior") is not None else "embedding"
-        self.default_tau = float(info.get("default_tau", 1.0)) if self.cluster_on == "prior" else 1.0
+        self.cluster_on = cluster_on
+        if cluster_on == "prior":
+            self.default_tau = prior["default_tau"]  # τ on the prior's scale, stored with it
 
     @classmethod
     def from_pretrained(cls, source: str = SHAPES_MODEL_ID, *, device: str = "cpu", dtype=None, scheduler=None,
-                        cluster_on: str = "prior", **options) -> "ShapesAdapter":
-        """`cluster_on`: "prior" (the layout prior's features, hdiff.shapes.prior) or "embedding" (the
-        conditioning vectors themselves)."""
+                        cluster_on: str | None = None, **options) -> "ShapesAdapter":
+        """`cluster_on`: "prior" (the layout prior's features, hdiff.shapes.prior; the default where the model has
+        one) or "embedding" (the conditioning vectors themselves)."""
         from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
 
         folder = WEIGHTS_DIR if source in (SHAPES_MODEL_ID, "shapes") else Path(source)
@@ -76,8 +82,7 @@ class ShapesAdapter(Adapter):
 
         vectors = embed_texts(list(prompts), self.sentence_model)  # (N, 384), unit length
         cond = apply_whitening(self.info.get("whitening"), torch.from_numpy(vectors))  # (N, 384)
-        prior = self.info.get("prior") if self.cluster_on == "prior" else None
-        features = prior_features(prior, cond) if prior is not None else cond  # (N, ΣK) or (N, 384)
+        features = prior_features(self.info["prior"], cond) if self.cluster_on == "prior" else cond  # (N, ΣK | 384)
         return Conditioning({"image_embeds": cond.to(self.device, self.dtype)}, features.numpy())
 
     def negative(self):

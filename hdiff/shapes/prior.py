@@ -14,7 +14,7 @@ cosine distance (the tree's metric) prompts that differ in colour or shape alone
 differ in background or place at ~0.4.
 
 Stored beside the UNet as `prior.safetensors` (per attribute: `{name}.weight` (K, D) and `{name}.bias` (K,);
-the class names and weights in the file's metadata).
+the class names, weights and the default τ on these features' scale in the file's metadata).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from hdiff.errors import HdiffError
 
 PRIOR_FILE = "prior.safetensors"
 ATTRIBUTE_WEIGHTS: dict[str, float] = {"background": 3.0, "position": 3.0, "size": 2.0, "color": 1.0, "shape": 1.0}
+DEFAULT_TAU = 0.1  # on these features' scale: 55.9% of UNet rows saved at 100% accuracy on the clustered set
 
 
 def scene_attribute(scene, name: str) -> str:
@@ -42,13 +43,15 @@ def scene_attribute(scene, name: str) -> str:
 def fit_prior(vectors: np.ndarray, scenes: list) -> dict:
     """Fit one logistic regression per attribute on (N, D) conditioning vectors of one-object training scenes.
 
-    Returns {"tensors": {name.weight, name.bias}, "classes": {name: [labels]}, "weights": ATTRIBUTE_WEIGHTS}.
-    Deterministic (L-BFGS from zeros).
+    Returns {"tensors": {name.weight, name.bias}, "classes": {name: [labels]}, "weights": ATTRIBUTE_WEIGHTS,
+    "default_tau": DEFAULT_TAU}. Deterministic (L-BFGS from zeros).
     """
     from sklearn.linear_model import LogisticRegression
 
     x = np.asarray(vectors, dtype=np.float64)
-    if len(x) != len(scenes) or len(x) == 0:
+    if len(scenes) == 0:
+        raise HdiffError("the prior needs one-object training scenes; there are none (raise --pairs-limit)")
+    if len(x) != len(scenes):
         raise HdiffError(f"the prior needs one vector per scene, got {len(x)} vectors and {len(scenes)} scenes")
     tensors, classes = {}, {}
     for name in ATTRIBUTE_WEIGHTS:
@@ -64,7 +67,7 @@ def fit_prior(vectors: np.ndarray, scenes: list) -> dict:
         tensors[f"{name}.weight"] = torch.from_numpy(coef).float()
         tensors[f"{name}.bias"] = torch.from_numpy(bias).float()
         classes[name] = [str(c) for c in values]
-    return {"tensors": tensors, "classes": classes, "weights": dict(ATTRIBUTE_WEIGHTS)}
+    return {"tensors": tensors, "classes": classes, "weights": dict(ATTRIBUTE_WEIGHTS), "default_tau": DEFAULT_TAU}
 
 
 def prior_features(prior: dict, vectors: torch.Tensor) -> torch.Tensor:
@@ -89,7 +92,8 @@ def predict_attributes(prior: dict, vectors: torch.Tensor) -> list[dict[str, str
 def save_prior(folder: str | os.PathLike, prior: dict) -> None:
     from safetensors.torch import save_file
 
-    metadata = {"classes": json.dumps(prior["classes"]), "weights": json.dumps(prior["weights"])}
+    metadata = {"classes": json.dumps(prior["classes"]), "weights": json.dumps(prior["weights"]),
+                "default_tau": json.dumps(prior["default_tau"])}
     path = Path(folder) / PRIOR_FILE
     partial = path.with_name(f".{PRIOR_FILE}.partial")
     save_file({k: v.contiguous() for k, v in prior["tensors"].items()}, str(partial), metadata)
@@ -108,22 +112,28 @@ def load_prior(folder: str | os.PathLike) -> dict | None:
         metadata = handle.metadata() or {}
     try:
         classes, weights = json.loads(metadata["classes"]), json.loads(metadata["weights"])
-    except (KeyError, ValueError) as exc:
-        raise HdiffError(f"{path} has no class names or weights in its metadata") from exc
+        default_tau = float(json.loads(metadata["default_tau"]))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise HdiffError(f"{path} has no class names, weights or default τ in its metadata") from exc
     tensors = load_file(str(path))
     missing = [f"{n}.{p}" for n in weights for p in ("weight", "bias") if f"{n}.{p}" not in tensors]
     if missing:
         raise HdiffError(f"{path} lacks {', '.join(missing)}")
-    return {"tensors": tensors, "classes": classes, "weights": weights}
+    for name in weights:
+        weight, bias = tensors[f"{name}.weight"], tensors[f"{name}.bias"]
+        if weight.ndim != 2 or weight.shape[0] != len(classes.get(name, [])) or bias.shape != (weight.shape[0],):
+            raise HdiffError(f"{path}: {name} has weight {tuple(weight.shape)} and bias {tuple(bias.shape)} for "
+                             f"{len(classes.get(name, []))} classes")
+    return {"tensors": tensors, "classes": classes, "weights": weights, "default_tau": default_tau}
 
 
 def fit_for_model(folder: str | os.PathLike, embeddings_file: str | os.PathLike | None = None, log=print) -> dict:
     """Fit the prior for a saved shapes model (its whitening, the training split's one-object prompts) and save it
     into the folder. The trainer calls this after training; `python -m hdiff.shapes.prior FOLDER` adds it to a model
     trained before the prior existed."""
-    from hdiff.shapes.model import METADATA_FILE, apply_whitening, load_whitening
+    from hdiff.shapes.model import apply_whitening, load_whitening
     from hdiff.shapes.prompts import training_pairs
-    from hdiff.shapes.train import DEFAULT_TAU, embeddings_for
+    from hdiff.shapes.train import embeddings_for
 
     folder = Path(folder)
     if not (folder / "unet").is_dir():
@@ -136,12 +146,6 @@ def fit_for_model(folder: str | os.PathLike, embeddings_file: str | os.PathLike 
     train_accuracy = {name: float(np.mean([p[name] == scene_attribute(s, name) for p, (_, s) in zip(predicted, pairs)]))
                       for name in ATTRIBUTE_WEIGHTS}
     save_prior(folder, prior)
-    info_path = folder / METADATA_FILE
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    info.update(default_tau=DEFAULT_TAU, cluster_features="layout prior (prior.safetensors, hdiff.shapes.prior)")
-    partial = info_path.with_name(f".{METADATA_FILE}.partial")
-    partial.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    os.replace(partial, info_path)
     log(f"prior fit on {len(pairs)} one-object training prompts; training accuracy "
         + ", ".join(f"{name} {acc:.3f}" for name, acc in train_accuracy.items()))
     return train_accuracy

@@ -52,7 +52,6 @@ from hdiff.shapes.world import Scene, render, split_of
 DEFAULT_STEPS = 40  # DDPM, as the paper samples Kandinsky 2.2
 DEFAULT_SCHEDULER = "ddpm"  # deterministic solvers left visible noise on the 2-minute model
 DEFAULT_GUIDANCE = 4.0  # used until an evaluation picks one
-DEFAULT_TAU = 0.1  # on the layout prior's scale: 55.6% of UNet rows saved at 100% accuracy on the clustered set
 GUIDANCE_CANDIDATES = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
 SELECT_SEED, REPORT_SEED, TWO_OBJECT_SEED = 1001, 1002, 1003
 PROBE_START, PROBE_STEPS = 10, 40  # timing probe for --minutes (steps 10–40); must end before the warmup does
@@ -364,8 +363,6 @@ def run(cfg: TrainConfig, out: Path, *, device: torch.device, minutes: float | N
         "default_steps": DEFAULT_STEPS,
         "default_guidance_scale": DEFAULT_GUIDANCE,
         "default_scheduler": DEFAULT_SCHEDULER,
-        "default_tau": DEFAULT_TAU,
-        "cluster_features": "layout prior (prior.safetensors, hdiff.shapes.prior)",
         "image_size": IMAGE_SIZE,
         "train_config": result.config.to_dict(),
         "training": {
