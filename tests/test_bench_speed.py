@@ -66,7 +66,8 @@ def test_kandinsky_arch_path_with_a_tiny_config(tmp_path, capsys):
 
 def test_decode_probe_times_both_formats_and_runs_with_the_fastest(tmp_path, capsys):
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"a {c} {a}"}) + "\n" for c in ("red", "blue") for a in ("cat", "dog")))
+    prompts.write_text("".join(json.dumps({"prompt": f"a {c} {a}"}) + "\n"
+                               for c in ("red", "blue") for a in ("cat", "dog")))
     npz = tmp_path / "embeddings.npz"
     assert speed.main(["--write-embeddings", str(npz), "--from", str(prompts), "--n", "4"]) == 0
     out = tmp_path / "arch.json"

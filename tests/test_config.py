@@ -88,9 +88,12 @@ def test_gpu_keys_reach_the_generation_settings():
         default_steps, default_guidance, default_size, default_tau = 40, 4.0, 32, 1.0
 
     config = apply_overrides(load_config(CONFIGS / "demo.yaml"),
-                             {"generation.noise_device": "device", "generation.batch_multiple": 8})
+                             {"generation.noise_device": "device", "generation.batch_multiple": 8,
+                              "generation.schedule": "cosine", "generation.max_batch": 16,
+                              "generation.copy_max_shared": 0.5})
     settings = generation_settings(config, Defaults())
     assert (settings.noise_device, settings.batch_multiple) == ("device", 8)
+    assert (settings.schedule, settings.max_batch, settings.copy_max_shared) == ("cosine", 16, 0.5)
     with pytest.raises(HdiffError, match="noise_device"):
         apply_overrides(config, {"generation.noise_device": "gpu"})
     with pytest.raises(HdiffError, match="gpu_concurrency"):

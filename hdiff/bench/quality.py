@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. timing: 64 images at the defaults, the embedded model's CPU figure.
     timing = run(adapter, clustered_set(64, seed=7), steps=steps, guidance=guidance, tau=adapter.default_tau)
-    print(f"64 images at default settings (τ = {adapter.default_tau:g}): {timing['seconds']:.1f} s on {adapter.device}")
+    print(f"64 images at default settings (τ = {adapter.default_tau:g}): {timing['seconds']:.1f} s "
+          f"on {adapter.device}")
 
     # 2. standard sampling on held-out one-object prompts, and two-object prompts beside it.
     standard = run(adapter, diverse_set(args.standard_prompts, seed=11), steps=steps, guidance=guidance, tau=0.0)

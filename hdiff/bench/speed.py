@@ -484,11 +484,13 @@ def print_report(result: dict) -> None:
             for name, p in first))
     if result.get("forward_probe"):
         print("\nforward probe (one guided denoiser call, best of 3): "
-              + ", ".join(f"{p['rows']} rows {p['ms']:.1f} ms ({p['rows_per_s']:.0f}/s)" for p in result["forward_probe"]))
+              + ", ".join(f"{p['rows']} rows {p['ms']:.1f} ms ({p['rows_per_s']:.0f}/s)"
+                          for p in result["forward_probe"]))
     if result.get("decode_probe"):
         probe = result["decode_probe"]
         print(f"\ndecode probe ({probe['images']} latents; ms per image): " + ", ".join(
-            f"chunk {t['chunk']}{' NHWC' if t['channels_last'] else ''} {t['ms_per_image']:.1f}" for t in probe["timings"])
+            f"chunk {t['chunk']}{' NHWC' if t['channels_last'] else ''} {t['ms_per_image']:.1f}"
+            for t in probe["timings"])
             + f"; runs used chunk {probe['chunk']}{', channels_last' if probe['channels_last'] else ''}")
     base = next((r for r in runs if r["method"] == "baseline"), None)
     if base is not None:
@@ -573,7 +575,9 @@ def main(argv: list[str] | None = None) -> int:
         "n_prompts": len(job), "prompt_set": set_name, "steps": steps, "guidance_scale": guidance,
         "height": size, "width": size, "max_batch": args.max_batch, "decode_chunk": decode_chunk,
         "scheduler": adapter.scheduler_name, "noise_device": args.noise_device,
-        "channels_last": args.channels_last, "compile": args.compile, "cudnn_benchmark": bool(args.cudnn_benchmark and device.type == "cuda"),
+        "channels_last": args.channels_last, "compile": args.compile,
+        "decoder_channels_last": decode_probe["channels_last"] if decode_probe else args.channels_last,
+        "cudnn_benchmark": bool(args.cudnn_benchmark and device.type == "cuda"),
         "baseline_method": "plain batch loop of adapter.predict + scheduler.step (the stock pipelines' loop)",
         "decoder": ("random-weight MoVQ, real Kandinsky 2.2 config" if args.kandinsky_arch and not args.tiny_arch
                     else "the adapter's decode"),

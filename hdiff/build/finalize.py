@@ -94,7 +94,8 @@ def _compute_table(manifest: dict) -> str:
             ("UNet rows (hdiff)", f"{t['unet_rows']:,.0f}"),
             ("UNet rows (standard sampling)", f"{t['standard_rows']:,}"),
             ("compute saved", f"{t['percent_saved']:.1f}%"),
-            ("τ", ", ".join(f"{tau:g}" for tau in manifest["counts"].get("taus", [])) or "—"), ("wall time", f"{t['wall_seconds']:,.1f} s"),
+            ("τ", ", ".join(f"{tau:g}" for tau in manifest["counts"].get("taus", [])) or "—"),
+            ("wall time", f"{t['wall_seconds']:,.1f} s"),
             ("device time", f"{t['device_seconds']:,.1f} s"), ("size", f"{t['tar_bytes'] / 2**20:,.1f} MiB")]
     return "\n".join(["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)])
 

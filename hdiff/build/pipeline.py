@@ -84,7 +84,8 @@ def generation_settings(config: BuildConfig, adapter) -> GenerationSettings:
         steps=m.steps or adapter.default_steps,
         guidance_scale=m.guidance_scale if m.guidance_scale is not None else adapter.default_guidance,
         height=m.height or adapter.default_size, width=m.width or adapter.default_size,
-        tau=g.tau, budget=g.budget,  # neither: the model's own τ schedule=g.schedule, max_batch=g.max_batch, copy_max_shared=g.copy_max_shared,
+        tau=g.tau, budget=g.budget,  # neither: the model's own τ
+        schedule=g.schedule, max_batch=g.max_batch, copy_max_shared=g.copy_max_shared,
         noise_device=g.noise_device, batch_multiple=g.batch_multiple)
 
 

@@ -376,7 +376,8 @@ def run(cfg: TrainConfig, out: Path, *, device: torch.device, minutes: float | N
         },
     }
     unet = result.unet
-    save_shapes_model(out, unet, scheduler, metadata, whitening, prior)  # saved before evaluating: nothing lost on failure
+    # saved before evaluating: nothing lost on failure
+    save_shapes_model(out, unet, scheduler, metadata, whitening, prior)
     log(f"saved {out} after {result.steps_done} steps in {result.seconds:.0f} s")
     if sets:
         offset, eval_sets = len(prompts), {}
