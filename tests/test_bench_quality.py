@@ -37,3 +37,26 @@ def test_quality_bench_writes_json_table_and_plot(tmp_path, capsys):
 def test_quality_bench_rejects_bad_taus(tmp_path):
     with pytest.raises(HdiffError, match="--taus"):
         quality.main(["--model", tm.tiny_shapes_model(tmp_path / "tiny"), "--taus", "0,x", "--out", str(tmp_path)])
+
+
+def test_quality_bench_clusters_by_a_prior_and_scales_its_default_taus(tmp_path):
+    """A model folder with a layout prior: the bench clusters by it unless told otherwise, and its default τ sweep
+    is 0, ½, 1, 1½, 2, 3 × the prior's τ."""
+    import numpy as np
+
+    from hdiff.shapes.prior import DEFAULT_TAU, fit_prior, save_prior
+    from hdiff.shapes.prompts import training_pairs
+
+    model = tm.tiny_shapes_model(tmp_path / "tiny")
+    scenes = [scene for _, scene in training_pairs() if len(scene.objects) == 1][::40]
+    vectors = np.random.default_rng(0).standard_normal((len(scenes), 384))
+    save_prior(model, fit_prior(vectors, scenes))
+    out = tmp_path / "bq"
+    common = ["--model", model, "--prompts", "6", "--standard-prompts", "2", "--two-object-prompts", "2"]
+    assert quality.main([*common, "--out", str(out)]) == 0
+    report = json.loads((out / "quality.json").read_text())
+    assert report["cluster_on"] == "prior" and report["default_tau"] == DEFAULT_TAU
+    taus = [r["tau"] for r in report["sets"]["clustered"]["hierarchical"]]
+    assert taus == pytest.approx([m * DEFAULT_TAU for m in (0, 0.5, 1, 1.5, 2, 3)])
+    assert quality.main([*common, "--taus", "0", "--cluster-on", "embedding", "--out", str(out)]) == 0
+    assert json.loads((out / "quality.json").read_text())["cluster_on"] == "embedding"
