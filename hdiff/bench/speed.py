@@ -401,14 +401,18 @@ def probe_decoder(adapter: Adapter, settings: GenerationSettings, chunks: list[i
     """Time decoding `images` latents at each chunk size, in the decoder's current memory format and channels_last;
     leave the decoder in the fastest format. Returns the timings and the choice."""
     decoder = adapter.decoder
+
+    def use_format(channels_last: bool) -> None:
+        if decoder is not None:
+            decoder.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
     formats = [False, True] if decoder is not None else [False]
     generator = torch.Generator("cpu").manual_seed(0)
     latents = torch.randn((images, *adapter.latent_shape(settings.height, settings.width)), generator=generator)
     latents = latents.to(adapter.device, adapter.dtype)
     timings = []
     for channels_last in formats:
-        if decoder is not None:
-            decoder.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        use_format(channels_last)
         for chunk in chunks:
             with torch.inference_mode():
                 decode_all(adapter, latents[:chunk], chunk)  # first call at this size tunes; not counted
@@ -420,8 +424,7 @@ def probe_decoder(adapter: Adapter, settings: GenerationSettings, chunks: list[i
             timings.append({"chunk": chunk, "channels_last": channels_last, "s": seconds,
                             "ms_per_image": 1000 * seconds / images})
     best = min(timings, key=lambda row: row["s"])
-    if decoder is not None:
-        decoder.to(memory_format=torch.channels_last if best["channels_last"] else torch.contiguous_format)
+    use_format(best["channels_last"])
     return {"images": images, "timings": timings, "chunk": best["chunk"], "channels_last": best["channels_last"]}
 
 

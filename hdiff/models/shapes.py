@@ -16,6 +16,7 @@ from hdiff.embedding import embed_texts
 from hdiff.errors import HdiffError
 from hdiff.models.base import Adapter, Conditioning, default_dtype, load_component, register
 from hdiff.models.image_embeds import predict_with_image_embeds
+from hdiff.shapes.prior import load_prior, prior_features
 
 SHAPES_MODEL_ID = "hdiff/shapes"
 CLUSTER_FEATURES = ("prior", "embedding")
@@ -61,7 +62,6 @@ class ShapesAdapter(Adapter):
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
         unet = load_component(UNet2DConditionModel, str(folder), "unet", torch_dtype=dtype).to(device)
         from hdiff.shapes.model import load_whitening
-        from hdiff.shapes.prior import load_prior
 
         info["whitening"] = load_whitening(folder)
         info["prior"] = load_prior(folder)
@@ -78,7 +78,6 @@ class ShapesAdapter(Adapter):
     def encode(self, prompts, generators) -> Conditioning:
         """The UNet's conditioning vectors; clustered by the layout prior's features where the model has one."""
         from hdiff.shapes.model import apply_whitening
-        from hdiff.shapes.prior import prior_features
 
         vectors = embed_texts(list(prompts), self.sentence_model)  # (N, 384), unit length
         cond = apply_whitening(self.info.get("whitening"), torch.from_numpy(vectors))  # (N, 384)

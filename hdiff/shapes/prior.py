@@ -70,12 +70,20 @@ def fit_prior(vectors: np.ndarray, scenes: list) -> dict:
     return {"tensors": tensors, "classes": classes, "weights": dict(ATTRIBUTE_WEIGHTS), "default_tau": DEFAULT_TAU}
 
 
+def fit_prior_on_pairs(vectors: torch.Tensor, pairs: list) -> dict:
+    """fit_prior on the one-object rows of (prompt, scene) training pairs; `vectors` (N, D) row-aligned with them."""
+    rows = [i for i, (_, scene) in enumerate(pairs) if len(scene.objects) == 1]
+    return fit_prior(vectors[rows].numpy(), [pairs[i][1] for i in rows])
+
+
+def _logits(prior: dict, name: str, vectors: torch.Tensor) -> torch.Tensor:
+    """(N, K) logits of attribute `name`."""
+    return vectors.float() @ prior["tensors"][f"{name}.weight"].T + prior["tensors"][f"{name}.bias"]
+
+
 def prior_features(prior: dict, vectors: torch.Tensor) -> torch.Tensor:
     """(N, D) conditioning vectors → (N, ΣK) weighted attribute distributions: the cluster features."""
-    x = vectors.float()
-    parts = [prior["weights"][name] * torch.softmax(x @ prior["tensors"][f"{name}.weight"].T
-                                                    + prior["tensors"][f"{name}.bias"], dim=1)
-             for name in prior["weights"]]
+    parts = [weight * torch.softmax(_logits(prior, name, vectors), dim=1) for name, weight in prior["weights"].items()]
     return torch.cat(parts, dim=1)
 
 
@@ -83,8 +91,7 @@ def predict_attributes(prior: dict, vectors: torch.Tensor) -> list[dict[str, str
     """The most likely value of every attribute, per vector (to check the prior)."""
     out = [{} for _ in range(len(vectors))]
     for name in prior["weights"]:
-        logits = vectors.float() @ prior["tensors"][f"{name}.weight"].T + prior["tensors"][f"{name}.bias"]
-        for row, index in enumerate(logits.argmax(dim=1).tolist()):
+        for row, index in enumerate(_logits(prior, name, vectors).argmax(dim=1).tolist()):
             out[row][name] = prior["classes"][name][index]
     return out
 
@@ -129,8 +136,8 @@ def load_prior(folder: str | os.PathLike) -> dict | None:
 
 def fit_for_model(folder: str | os.PathLike, embeddings_file: str | os.PathLike | None = None, log=print) -> dict:
     """Fit the prior for a saved shapes model (its whitening, the training split's one-object prompts) and save it
-    into the folder. The trainer calls this after training; `python -m hdiff.shapes.prior FOLDER` adds it to a model
-    trained before the prior existed."""
+    into the folder: `python -m hdiff.shapes.prior FOLDER` adds it to a model trained before the prior existed (the
+    trainer fits its own with fit_prior_on_pairs)."""
     from hdiff.shapes.model import apply_whitening, load_whitening
     from hdiff.shapes.prompts import training_pairs
     from hdiff.shapes.train import embeddings_for
@@ -141,7 +148,7 @@ def fit_for_model(folder: str | os.PathLike, embeddings_file: str | os.PathLike 
     pairs = [(prompt, scene) for prompt, scene in training_pairs() if len(scene.objects) == 1]
     raw = embeddings_for([prompt for prompt, _ in pairs], embeddings_file)
     vectors = apply_whitening(load_whitening(folder), raw)
-    prior = fit_prior(vectors.numpy(), [scene for _, scene in pairs])
+    prior = fit_prior_on_pairs(vectors, pairs)
     predicted = predict_attributes(prior, vectors)
     train_accuracy = {name: float(np.mean([p[name] == scene_attribute(s, name) for p, (_, s) in zip(predicted, pairs)]))
                       for name in ATTRIBUTE_WEIGHTS}
@@ -159,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fit_for_model(args.folder, args.embeddings)
     except HdiffError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"hdiff: {exc}", file=sys.stderr)
         return 2
     return 0
 

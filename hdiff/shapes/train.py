@@ -45,7 +45,7 @@ from hdiff.shapes.model import (
     training_scheduler,
 )
 from hdiff.shapes.oracle import ATTRIBUTES, all_correct, score
-from hdiff.shapes.prior import fit_prior
+from hdiff.shapes.prior import fit_prior_on_pairs
 from hdiff.shapes.prompts import diverse_set, training_pairs
 from hdiff.shapes.world import Scene, render, split_of
 
@@ -351,8 +351,7 @@ def run(cfg: TrainConfig, out: Path, *, device: torch.device, minutes: float | N
     log(f"{len(pairs)} training pairs rendered and embedded in {time.perf_counter() - t0:.1f} s; "
         f"device {device}; {count_parameters(cfg.spec) / 1e6:.2f} M parameters")
 
-    one_object = [i for i, (_, scene) in enumerate(pairs) if len(scene.objects) == 1]
-    prior = fit_prior(vectors[one_object].numpy(), [pairs[i][1] for i in one_object])  # what prompts cluster by
+    prior = fit_prior_on_pairs(vectors[:len(prompts)], pairs)  # what prompts are clustered by
 
     result = train(cfg, images, vectors[:len(prompts)], device, minutes=minutes, log_every=log_every, log=log)
     scheduler = training_scheduler(cfg.beta_schedule, cfg.num_train_timesteps, cfg.prediction_type)
