@@ -1,9 +1,10 @@
 """`hdiff bench quality`: compute saved against exact accuracy in the shapes world, by τ and at equal compute.
 
 For each prompt set (clustered: few backgrounds and shapes; diverse: spread over all attributes; both of
-held-out attribute combinations) it sweeps τ and reports the UNet rows saved, the oracle's all-attribute and
-per-attribute accuracy, and diversity; then the paper's fixed-budget comparison: standard sampling with fewer
-steps at the same number of UNet rows as each τ. Writes quality.json, quality.md and quality.png.
+held-out attribute combinations) it sweeps τ, at the model's step count and at a few lower ones, and reports the
+UNet rows spent, the oracle's all-attribute and per-attribute accuracy, the error against the exact render, and
+diversity; then the paper's fixed-budget comparison: each point against standard sampling at the fewest steps that
+cost at least as many UNet rows. Writes quality.json, quality.md and quality.png.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -22,11 +24,12 @@ from hdiff.bench.common import machine_line, markdown_table
 from hdiff.errors import HdiffError
 from hdiff.generate import GenerationSettings, ImageJob, generate
 from hdiff.shapes.oracle import ATTRIBUTES, all_correct, detect, score
+from hdiff.shapes.world import render
 
 
 def run(adapter, pairs, *, steps: int, guidance: float, tau: float, seed: int = 0, max_batch: int = 128,
         schedule: str = "linear") -> dict:
-    """Generate the prompts of `pairs` and score them with the oracle."""
+    """Generate the prompts of `pairs` and score them with the oracle and against their exact renders."""
     prompts = [prompt for prompt, _ in pairs]
     settings = GenerationSettings(steps=steps, guidance_scale=guidance, height=adapter.default_size,
                                   width=adapter.default_size, tau=tau, max_batch=max_batch, schedule=schedule)
@@ -35,14 +38,24 @@ def run(adapter, pairs, *, steps: int, guidance: float, tau: float, seed: int = 
         generation = generate(adapter, ImageJob.from_prompts(prompts, base_seed=seed), settings)
         images = [image for _, image in generation.images()]
     seconds = time.perf_counter() - started
-    results = [score(image, scene) for image, (_, scene) in zip(images, pairs)]
+    scenes = [scene for _, scene in pairs]
+    results = [score(image, scene) for image, scene in zip(images, scenes)]
+    saved = generation.plan.saved_fraction
     return {
         "tau": tau, "steps": steps, "images": len(images), "seconds": seconds,
-        "saved": generation.plan.saved_fraction, "unet_rows": generation.plan.unet_rows,
+        "saved": saved, "unet_rows": generation.plan.unet_rows,
+        "steps_per_image": steps * (1.0 - saved),
         "accuracy": float(np.mean([all_correct(r) for r in results])),
         "per_attribute": {a: float(np.mean([r[a] for r in results])) for a in ATTRIBUTES},
-        **diversity(images, [scene for _, scene in pairs]),
+        "render_error": render_error(images, scenes),
+        **diversity(images, scenes),
     }
+
+
+def render_error(images: list[np.ndarray], scenes) -> float:
+    """Mean absolute difference (0–255) between each image and the exact render of its prompt's scene."""
+    return float(np.mean([np.abs(image.astype(np.float32) - render(scene)).mean()
+                          for image, scene in zip(images, scenes)]))
 
 
 def diversity(images: list[np.ndarray], scenes) -> dict:
@@ -63,12 +76,46 @@ def diversity(images: list[np.ndarray], scenes) -> dict:
             "position_spread_px": float(np.mean(spreads)) if spreads else 0.0}
 
 
-def equal_compute_steps(steps: int, saved: float) -> int:
-    """The standard-sampling step count whose UNet rows match a run that saved `saved` of `steps`."""
-    return max(1, round(steps * (1.0 - saved)))
+def equal_compute_steps(steps_per_image: float) -> int:
+    """The fewest standard-sampling steps that cost at least `steps_per_image` UNet steps per image."""
+    return max(1, math.ceil(steps_per_image - 1e-9))
 
 
-def plot(results: dict, path: Path) -> None:
+def better(hierarchical: dict, standard: dict) -> str:
+    """Which run of an equal-compute pair is more accurate: "hdiff", "standard" or "tie"."""
+    if hierarchical["accuracy"] == standard["accuracy"]:
+        return "tie"
+    return "hdiff" if hierarchical["accuracy"] > standard["accuracy"] else "standard"
+
+
+def compare_at_equal_compute(adapter, pairs, *, base_steps: list[int], taus: list[float], guidance: float,
+                             schedule: str) -> dict:
+    """The τ sweep at each base step count, each point against standard sampling at the fewest steps that cost at
+    least as much (so a win for hdiff is never bought with more compute)."""
+    sweep = [run(adapter, pairs, steps=base, guidance=guidance, tau=tau, schedule=schedule)
+             for base in base_steps for tau in taus]
+    standard = {point["steps"]: point for point in sweep if point["tau"] == 0.0}  # τ = 0 is standard sampling
+    comparisons = []
+    for index, point in enumerate(sweep):
+        if point["tau"] == 0.0:
+            continue  # standard sampling itself
+        k = equal_compute_steps(point["steps_per_image"])
+        if k not in standard:
+            standard[k] = run(adapter, pairs, steps=k, guidance=guidance, tau=0.0)
+        comparisons.append({"hierarchical": index, "standard_steps": k, "better": better(point, standard[k])})
+    return {"hierarchical": sweep, "fewer_steps": [standard[k] for k in sorted(standard, reverse=True)],
+            "comparisons": comparisons}
+
+
+def verdicts(result: dict) -> dict[str, int]:
+    """How many equal-compute comparisons each side won (ties counted apart)."""
+    counts = {"hdiff": 0, "tie": 0, "standard": 0}
+    for comparison in result["comparisons"]:
+        counts[comparison["better"]] += 1
+    return counts
+
+
+def plot(results: dict, default_steps: int, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,29 +123,57 @@ def plot(results: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
     for ax, (name, result) in zip(axes[0], results.items()):
-        for key, label, style in (("hierarchical", "hdiff (τ sweep)", "o-"),
-                                  ("fewer_steps", "standard, fewer steps", "s--")):
-            rows = sorted(result[key], key=lambda r: r["saved"])
-            ax.plot([100 * r["saved"] for r in rows], [100 * r["accuracy"] for r in rows], style, label=label)
+        by_base = defaultdict(list)
+        for r in result["hierarchical"]:
+            by_base[r["steps"]].append(r)
+        for base, rows in sorted(by_base.items(), reverse=True):
+            rows = sorted(rows, key=lambda r: r["steps_per_image"], reverse=True)
+            ax.plot([saved_vs(default_steps, r) for r in rows], [100 * r["accuracy"] for r in rows], "o-",
+                    label=f"hdiff on {base} steps (τ sweep)")
+        fewer = sorted(result["fewer_steps"], key=lambda r: r["steps"], reverse=True)
+        ax.plot([saved_vs(default_steps, r) for r in fewer], [100 * r["accuracy"] for r in fewer], "s--",
+                color="black", label="standard, fewer steps")
         ax.set_title(f"{name} set ({result['hierarchical'][0]['images']} prompts)")
-        ax.set_xlabel("UNet rows saved (%)")
+        ax.set_xlabel(f"UNet rows saved against {default_steps}-step standard sampling (%)")
         ax.set_ylabel("all-attribute accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
 
 
-def table(results: dict) -> str:
-    headers = ["set", "method", "τ", "steps", "saved", "accuracy", *ATTRIBUTES, "within-group dist", "pos. spread px"]
+def saved_vs(default_steps: int, r: dict) -> float:
+    """Percent of the UNet rows of standard sampling at `default_steps` that run `r` did not spend."""
+    return 100 * (1.0 - r["steps_per_image"] / default_steps)
+
+
+def table(results: dict, default_steps: int) -> str:
+    headers = ["set", "method", "steps", "τ", "steps / image", f"saved vs {default_steps} steps", "accuracy",
+               *ATTRIBUTES, "render error", "within-group dist", "pos. spread px"]
     rows = []
     for name, result in results.items():
-        for key, label in (("hierarchical", "hdiff"), ("fewer_steps", "standard, fewer steps")):
+        for key, label in (("hierarchical", "hdiff"), ("fewer_steps", "standard")):
             for r in result[key]:
-                rows.append([name, label, f"{r['tau']:g}", r["steps"], f"{100 * r['saved']:.1f}%",
-                             f"{100 * r['accuracy']:.1f}%", *(f"{100 * r['per_attribute'][a]:.0f}" for a in ATTRIBUTES),
-                             f"{r['within_group_distance']:.3f}", f"{r['position_spread_px']:.2f}"])
+                rows.append([name, label, r["steps"], f"{r['tau']:g}", f"{r['steps_per_image']:.2f}",
+                             f"{saved_vs(default_steps, r):.1f}%", f"{100 * r['accuracy']:.1f}%",
+                             *(f"{100 * r['per_attribute'][a]:.0f}" for a in ATTRIBUTES),
+                             f"{r['render_error']:.2f}", f"{r['within_group_distance']:.3f}",
+                             f"{r['position_spread_px']:.2f}"])
+    return markdown_table(headers, rows)
+
+
+def comparison_table(results: dict) -> str:
+    headers = ["set", "hdiff steps", "τ", "steps / image", "accuracy", "render error",
+               "standard steps", "accuracy", "render error", "more accurate"]
+    rows = []
+    for name, result in results.items():
+        standard = {r["steps"]: r for r in result["fewer_steps"]}
+        for c in result["comparisons"]:
+            h, s = result["hierarchical"][c["hierarchical"]], standard[c["standard_steps"]]
+            rows.append([name, h["steps"], f"{h['tau']:g}", f"{h['steps_per_image']:.2f}",
+                         f"{100 * h['accuracy']:.1f}%", f"{h['render_error']:.2f}", s["steps"],
+                         f"{100 * s['accuracy']:.1f}%", f"{s['render_error']:.2f}", c["better"]])
     return markdown_table(headers, rows)
 
 
@@ -117,15 +192,22 @@ def main(argv: list[str] | None = None) -> int:
                    help="cluster prompts by the model's layout prior (its default where it has one) or by its "
                         "conditioning vectors")
     p.add_argument("--schedule", default="linear", choices=["linear", "cosine", "quadratic"])
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="standard sampling's steps (default: the model's)")
+    p.add_argument("--low-steps", default="10,6",
+                   help="comma-separated smaller step counts to run the τ sweep on as well, for the equal-compute "
+                        "comparison at budgets where fewer steps lose accuracy ('' for none)")
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="out/bench-quality")
     args = p.parse_args(argv)
     try:
         taus = [float(t) for t in args.taus.split(",")] if args.taus else None
+        low_steps = [int(k) for k in args.low_steps.split(",") if k.strip()]
     except ValueError:
-        raise HdiffError(f"--taus must be comma-separated numbers, got {args.taus!r}") from None
+        raise HdiffError(f"--taus and --low-steps must be comma-separated numbers, got {args.taus!r} and "
+                         f"{args.low_steps!r}") from None
+    if any(k < 1 for k in low_steps):
+        raise HdiffError(f"--low-steps must be positive step counts, got {args.low_steps!r}")
 
     adapter = load_adapter(args.model, device=args.device, cluster_on=args.cluster_on)
     taus = taus or [round(m * adapter.default_tau, 6) for m in (0, 0.5, 1, 1.5, 2, 3)]
@@ -151,28 +233,33 @@ def main(argv: list[str] | None = None) -> int:
           f"{100 * standard['accuracy']:.1f}% all-attribute accuracy; "
           f"{two['images']} two-object prompts: {100 * two['accuracy']:.1f}%")
 
-    # 3. τ sweep and the equal-compute comparison on both sets.
+    # 3. τ sweeps (at the default and the lower step counts) against fewer-step standard sampling at equal compute.
+    base_steps = [steps, *sorted({k for k in low_steps if k < steps}, reverse=True)]
     results = {}
     for name, pairs in (("clustered", clustered_set(args.prompts, seed=21)),
                         ("diverse", diverse_set(args.prompts, seed=22))):
-        sweep = [run(adapter, pairs, steps=steps, guidance=guidance, tau=tau, schedule=args.schedule) for tau in taus]
-        fewer = []
-        for r in sweep:
-            k = equal_compute_steps(steps, r["saved"])
-            same = run(adapter, pairs, steps=k, guidance=guidance, tau=0.0)
-            same["saved"] = 1.0 - k / steps
-            fewer.append(same)
-        results[name] = {"hierarchical": sweep, "fewer_steps": fewer}
-        for r in sweep:
-            print(f"  {name} τ={r['tau']:g}: saved {100 * r['saved']:.1f}%, accuracy {100 * r['accuracy']:.1f}%")
+        results[name] = compare_at_equal_compute(adapter, pairs, base_steps=base_steps, taus=taus,
+                                                 guidance=guidance, schedule=args.schedule)
+        by_steps = {r["steps"]: r for r in results[name]["fewer_steps"]}
+        for c in results[name]["comparisons"]:
+            h, f = results[name]["hierarchical"][c["hierarchical"]], by_steps[c["standard_steps"]]
+            print(f"  {name} hdiff {h['steps']} steps τ={h['tau']:g}: {h['steps_per_image']:.2f} steps/image "
+                  f"(saved {100 * h['saved']:.1f}%), accuracy {100 * h['accuracy']:.1f}%, render error "
+                  f"{h['render_error']:.2f} | standard {f['steps']} steps: {100 * f['accuracy']:.1f}%, "
+                  f"{f['render_error']:.2f} | {c['better']}")
+        counts = verdicts(results[name])
+        print(f"{name}: at equal compute hdiff is more accurate in {counts['hdiff']}, ties in {counts['tie']}, "
+              f"and is less accurate in {counts['standard']} of {len(results[name]['comparisons'])} comparisons")
 
-    report = {"machine": machine_line(), "model": args.model, "steps": steps, "guidance": guidance,
-              "cluster_on": cluster_on, "default_tau": adapter.default_tau,
-              "timing_64": timing, "standard_one_object": standard, "standard_two_object": two, "sets": results}
+    report = {"machine": machine_line(), "model": args.model, "steps": steps, "base_steps": base_steps,
+              "guidance": guidance, "cluster_on": cluster_on, "default_tau": adapter.default_tau,
+              "timing_64": timing, "standard_one_object": standard, "standard_two_object": two, "sets": results,
+              "verdicts": {name: verdicts(result) for name, result in results.items()}}
     (out / "quality.json").write_text(json.dumps(report, indent=1))
-    markdown = table(results)
+    markdown = (f"{table(results, steps)}\n\nAt equal compute (standard sampling at the fewest steps that cost at "
+                f"least as much):\n\n{comparison_table(results)}")
     (out / "quality.md").write_text(markdown + "\n")
-    plot(results, out / "quality.png")
+    plot(results, steps, out / "quality.png")
     print(markdown)
     print(f"wrote {out}/quality.json, quality.md, quality.png")
     return 0
