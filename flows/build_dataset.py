@@ -24,6 +24,7 @@ from hdiff.build import pipeline
 from hdiff.build.config import BuildConfig, apply_overrides, load_config
 from hdiff.build.finalize import (hardware_info, prefect_summary_markdown, shard_table_rows, write_dataset_card,
                                   write_manifest)
+from hdiff.build.settings import claim_output
 from hdiff.build.writer import clean_partials, read_all_stats
 from hdiff.errors import HdiffError
 
@@ -137,6 +138,7 @@ def build_dataset(config: dict[str, Any] | None = None, config_path: str | None 
     Path(cfg.output).mkdir(parents=True, exist_ok=True)
     clean_partials(cfg.output)
     prepared = prepare_task(cfg)
+    claim_output(cfg)  # a resumed build must have the settings its finished shards were made with
     progress = create_progress_artifact(0.0, key="hdiff-build-progress", description=f"{cfg.name}: shards done")
     shard_task = generate_shards_task.with_options(retries=cfg.runner.retries, retry_delay_seconds=1,
                                                    retry_condition_fn=retry_unless_bad_input)

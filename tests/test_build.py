@@ -223,6 +223,36 @@ def test_killed_build_resumes_to_the_uninterrupted_dataset(reference, demo_confi
     assert cli.main(["verify", str(out)]) == 0, capsys.readouterr().out
 
 
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_resuming_with_other_image_settings_stops_before_generating(reference, model, tmp_path, capfd, caplog):
+    """A re-run into a folder of finished shards must use the settings they were made with (or it would mix two
+    datasets); settings that only change speed may differ, and then every finished shard is kept."""
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    assert json.loads(layout.settings_path(out).read_text())["generation.tau"] is None  # recorded by the first run
+    before = folder_bytes(out)
+
+    changed = write_config(tmp_path, name="changed", output=out, source=str(DEMO_CORPUS), model=model,
+                           cache=tmp_path / "embeddings", generation={"tau": 0.5, "seed": 3})
+    assert cli.main(["build", str(changed)]) == 2
+    printed = capfd.readouterr()
+    assert "Traceback" not in printed.out + printed.err + caplog.text
+    messages = [line for line in printed.err.splitlines() if line.startswith("hdiff: ")]
+    assert len(messages) == 1, printed.err[-2000:]
+    assert "holds shards built with other settings (generation.tau None → 0.5; generation.seed 0 → 3)" in messages[0]
+    assert folder_bytes(out) == before  # nothing written, nothing removed
+
+    faster = write_config(tmp_path, name="faster", output=out, source=str(DEMO_CORPUS), model=model,
+                          cache=tmp_path / "embeddings", generation={"max_batch": 7, "pack_shards": 2})
+    assert cli.main(["build", str(faster)]) == 0
+    after = folder_bytes(out)
+    kept = [name for name in before if name.startswith((layout.DATA_DIR, layout.STATS_DIR, layout.SETTINGS_NAME))]
+    assert {name: after[name] for name in kept} == {name: before[name] for name in kept}  # every shard skipped
+
+
 # ---------------------------------------------------------------------------------------------- corruption
 
 

@@ -3,6 +3,7 @@
     OUT/data/shard-00000.tar       WebDataset shards (the only files under data/)
     OUT/stats/shard-00000.json     per-shard stats, written last: the shard's done-marker
     OUT/manifest.json              the whole build: config, counts, ingest drops, per-shard table, totals, hardware
+    OUT/build_settings.json        the settings that decide the images, recorded by the first run, checked on resume
     OUT/README.md                  dataset card
     OUT/grid.png, OUT/dendrogram.png
 
@@ -19,6 +20,7 @@ from pathlib import Path
 DATA_DIR = "data"
 STATS_DIR = "stats"
 MANIFEST_NAME = "manifest.json"
+SETTINGS_NAME = "build_settings.json"
 CARD_NAME = "README.md"
 GRID_NAME = "grid.png"
 DENDROGRAM_NAME = "dendrogram.png"
@@ -41,6 +43,10 @@ def stats_path(out_dir: str | Path, shard: str) -> Path:
 
 def manifest_path(out_dir: str | Path) -> Path:
     return Path(out_dir) / MANIFEST_NAME
+
+
+def settings_path(out_dir: str | Path) -> Path:
+    return Path(out_dir) / SETTINGS_NAME
 
 
 def card_path(out_dir: str | Path) -> Path:

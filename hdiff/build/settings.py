@@ -1,0 +1,56 @@
+"""The settings that decide a build's images, recorded in the build folder and checked when a build resumes.
+
+A resumed build keeps every finished shard, so a re-run with another model, step count, τ, seed or corpus would
+mix two datasets in one folder. The first run records these settings; a later run into a folder that holds
+finished shards must match them, or it stops before generating anything. Settings that only change speed (device, batching, packing,
+runner) may change between runs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hdiff.build import layout
+from hdiff.build.config import BuildConfig
+from hdiff.errors import HdiffError
+
+IMAGE_SETTINGS: dict[str, tuple[str, ...]] = {  # section -> fields that decide which images are built, and how
+    "source": ("path_or_id", "split", "column", "data_files"),
+    "ingest": ("max_chars", "long_policy", "near_dedupe", "limit", "sample_seed"),
+    "embedding": ("model",),
+    "sharding": ("min_size", "max_size"),
+    "model": ("id", "scheduler", "steps", "guidance_scale", "height", "width", "dtype"),
+    "generation": ("tau", "budget", "schedule", "seed", "images_per_prompt", "copy_max_shared", "noise_device"),
+    "output_format": ("image_format", "jpeg_quality"),
+}
+
+
+def image_settings(config: BuildConfig) -> dict[str, Any]:
+    """`{"model.steps": 40, ...}`: the config's image-deciding settings as dotted keys, JSON values."""
+    values = config.to_flow_parameters()
+    return {f"{section}.{field}": values[section][field]
+            for section, fields in IMAGE_SETTINGS.items() for field in fields}
+
+
+def claim_output(config: BuildConfig) -> None:
+    """Check a resumed build's image settings against those its finished shards were made with, and record them.
+
+    A folder with no finished shard takes the current settings (a first run, or one whose bad input stopped it
+    before any shard was written); a folder whose shards predate the record is recorded as it is resumed.
+    """
+    path = layout.settings_path(config.output)
+    current = image_settings(config)
+    if path.exists() and layout.stats_shards(config.output):
+        try:
+            recorded = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise HdiffError(f"{path} is unreadable ({exc}); restore it, or delete the folder to rebuild") from None
+        changed = [f"{key} {recorded[key]!r} → {value!r}" for key, value in current.items()
+                   if key in recorded and recorded[key] != value]
+        if changed:
+            raise HdiffError(f"{config.output} holds shards built with other settings ({'; '.join(changed)}): "
+                             "build into a new output folder, or delete this one to rebuild it")
+        if recorded == current:
+            return
+    layout.write_atomically(path, (json.dumps(current, indent=1) + "\n").encode())
