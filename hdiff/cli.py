@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hdiff.errors import HdiffError
+from hdiff.errors import HdiffError, run_as_command
 from hdiff.records import NOISE_DEVICES
 
 
@@ -229,14 +229,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except HdiffError as exc:
-        print(f"hdiff: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("hdiff: interrupted", file=sys.stderr)
-        return 130
+    return run_as_command(lambda: args.func(args))
 
 
 if __name__ == "__main__":

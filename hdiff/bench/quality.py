@@ -16,6 +16,7 @@ import math
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -107,11 +108,18 @@ def compare_at_equal_compute(adapter, pairs, *, base_steps: list[int], taus: lis
             "comparisons": comparisons}
 
 
+def equal_compute_pairs(result: dict) -> Iterator[tuple[dict, dict, str]]:
+    """(hierarchical run, standard run at equal compute, which is more accurate) for each comparison of a set."""
+    standard = {r["steps"]: r for r in result["fewer_steps"]}
+    for c in result["comparisons"]:
+        yield result["hierarchical"][c["hierarchical"]], standard[c["standard_steps"]], c["better"]
+
+
 def verdicts(result: dict) -> dict[str, int]:
     """How many equal-compute comparisons each side won (ties counted apart)."""
     counts = {"hdiff": 0, "tie": 0, "standard": 0}
-    for comparison in result["comparisons"]:
-        counts[comparison["better"]] += 1
+    for _, _, winner in equal_compute_pairs(result):
+        counts[winner] += 1
     return counts
 
 
@@ -176,12 +184,10 @@ def comparison_table(results: dict) -> str:
                "standard steps", "accuracy", "render error", "more accurate"]
     rows = []
     for name, result in results.items():
-        standard = {r["steps"]: r for r in result["fewer_steps"]}
-        for c in result["comparisons"]:
-            h, s = result["hierarchical"][c["hierarchical"]], standard[c["standard_steps"]]
+        for h, f, winner in equal_compute_pairs(result):
             rows.append([name, h["steps"], f"{h['tau']:g}", f"{h['steps_per_image']:.2f}",
-                         f"{100 * h['accuracy']:.1f}%", f"{h['render_error']:.2f}", s["steps"],
-                         f"{100 * s['accuracy']:.1f}%", f"{s['render_error']:.2f}", c["better"]])
+                         f"{100 * h['accuracy']:.1f}%", f"{h['render_error']:.2f}", f["steps"],
+                         f"{100 * f['accuracy']:.1f}%", f"{f['render_error']:.2f}", winner])
     return markdown_table(headers, rows)
 
 
@@ -248,13 +254,11 @@ def main(argv: list[str] | None = None) -> int:
                         ("diverse", diverse_set(args.prompts, seed=22))):
         results[name] = compare_at_equal_compute(adapter, pairs, base_steps=base_steps, taus=taus,
                                                  guidance=guidance, schedule=args.schedule)
-        by_steps = {r["steps"]: r for r in results[name]["fewer_steps"]}
-        for c in results[name]["comparisons"]:
-            h, f = results[name]["hierarchical"][c["hierarchical"]], by_steps[c["standard_steps"]]
+        for h, f, winner in equal_compute_pairs(results[name]):
             print(f"  {name} hdiff {h['steps']} steps τ={h['tau']:g}: {h['steps_per_image']:.2f} steps/image "
                   f"(saved {100 * h['saved']:.1f}%), accuracy {100 * h['accuracy']:.1f}%, render error "
                   f"{h['render_error']:.2f} | standard {f['steps']} steps: {100 * f['accuracy']:.1f}%, "
-                  f"{f['render_error']:.2f} | {c['better']}")
+                  f"{f['render_error']:.2f} | {winner}")
         counts = verdicts(results[name])
         print(f"{name}: at equal compute hdiff is more accurate in {counts['hdiff']}, ties in {counts['tie']}, "
               f"and is less accurate in {counts['standard']} of {len(results[name]['comparisons'])} comparisons")

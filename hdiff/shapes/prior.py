@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hdiff.errors import HdiffError
+from hdiff.errors import HdiffError, run_as_command
 
 PRIOR_FILE = "prior.safetensors"
 ATTRIBUTE_WEIGHTS: dict[str, float] = {"background": 3.0, "position": 3.0, "size": 2.0, "color": 1.0, "shape": 1.0}
@@ -163,12 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", help="a shapes model folder (e.g. hdiff/shapes/weights)")
     parser.add_argument("--embeddings", default=None, help="precomputed MiniLM embeddings (.npz), else computed")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> None:
         fit_for_model(args.folder, args.embeddings)
-    except HdiffError as exc:
-        print(f"hdiff: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_as_command(body)
 
 
 if __name__ == "__main__":

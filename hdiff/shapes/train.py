@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from hdiff.embedding import embed_texts
-from hdiff.errors import HdiffError
+from hdiff.errors import HdiffError, run_as_command
 from hdiff.shapes.model import (
     apply_whitening,
     fit_whitening,
@@ -434,7 +434,8 @@ def config_from_args(args: argparse.Namespace, device: torch.device) -> TrainCon
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+
+    def body() -> None:
         device = resolve_device(args.device)
         cfg = config_from_args(args, device)
         if args.minutes is not None and cfg.warmup_steps < PROBE_STEPS:
@@ -442,10 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         run(cfg, args.out, device=device, minutes=args.minutes, embeddings_file=args.embeddings,
             eval_prompts_n=args.eval_prompts, log_every=args.log_every,
             log=lambda message: print(message, flush=True))
-    except HdiffError as exc:
-        print(f"hdiff: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_as_command(body)
 
 
 if __name__ == "__main__":
