@@ -20,12 +20,12 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
                                update_progress_artifact)
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from hdiff.build import pipeline
-from hdiff.build.config import BuildConfig, apply_overrides, load_config
-from hdiff.build.finalize import (hardware_info, prefect_summary_markdown, shard_table_rows, write_dataset_card,
+from hdiff.dataset import pipeline
+from hdiff.dataset.config import BuildConfig, apply_overrides, load_config
+from hdiff.dataset.finalize import (hardware_info, prefect_summary_markdown, shard_table_rows, write_dataset_card,
                                   write_manifest)
-from hdiff.build.settings import claim_output
-from hdiff.build.writer import clean_partials, read_all_stats
+from hdiff.dataset.settings import claim_output
+from hdiff.dataset.writer import clean_partials, read_all_stats
 from hdiff.errors import HdiffError
 
 GPU_TAG = "hdiff-gpu"
@@ -71,7 +71,7 @@ def retry_unless_bad_input(task, task_run, state) -> bool:
 
 @task(name="finalize")
 def finalize_task(config: BuildConfig, ingest_report: dict, wall_seconds: float) -> dict:
-    from hdiff.build.layout import grid_path
+    from hdiff.dataset.layout import grid_path
     from hdiff.figures import save_grid
 
     manifest = write_manifest(config.output, config=config.to_flow_parameters(), ingest_report=ingest_report,

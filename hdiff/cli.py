@@ -12,40 +12,8 @@ import time
 from pathlib import Path
 
 from hdiff.errors import HdiffError, run_as_command
+from hdiff.prompts import read_prompt_file
 from hdiff.records import NOISE_DEVICES
-
-
-def read_prompt_file(path: str) -> list[str]:
-    """Prompts from a .txt (one a line) or .jsonl/.json ({"prompt": ...} a line) file, UTF-8."""
-    file = Path(path)
-    if not file.is_file():
-        raise HdiffError(f"prompt file {path} does not exist")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise HdiffError(f"prompt file {path} is not UTF-8 text (byte {exc.start})") from None
-    if file.suffix in (".jsonl", ".json"):
-        prompts = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise HdiffError(f"{path}:{number}: not a JSON object") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-                raise HdiffError(f"{path}:{number}: expected an object with a string \"prompt\"")
-            prompts.append(row["prompt"])
-    else:
-        prompts = text.splitlines()
-        while prompts and not prompts[-1].strip():
-            prompts.pop()
-    if not prompts:
-        raise HdiffError(f"prompt file {path} holds no prompts")
-    for number, prompt in enumerate(prompts, 1):
-        if not prompt.strip():
-            raise HdiffError(f"{path}: prompt {number} is empty or whitespace only")
-    return prompts
 
 
 def staged_output(out: Path, overwrite: bool) -> Path:
@@ -130,7 +98,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from hdiff.build.config import apply_overrides, load_config
+    from hdiff.dataset.config import apply_overrides, load_config
     from flows.build_dataset import build_dataset_from_config
 
     config = load_config(args.config)
@@ -150,7 +118,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from hdiff.build.verify import run_verify
+    from hdiff.dataset.verify import run_verify
 
     return run_verify(args.out)
 

@@ -1,13 +1,12 @@
 """Prompts in, images and records out: conditioning → tree → plan → hierarchical sampling → decoding.
 
-Seeds: image i of prompt p gets `image_seed(p, i, base_seed)`, a hash of the prompt's id, the copy index and the
-build's base seed, so an image never depends on the order of the prompt list or on which other prompts share its
-batch. Explicit per-image seeds may be passed instead (tests use them to compare with the stock pipelines).
+Seeds: image i of prompt p gets `hdiff.prompts.image_seed(p, i, base_seed)`, so an image never depends on the order
+of the prompt list or on which other prompts share its batch. Explicit per-image seeds may be passed instead (tests
+use them to compare with the stock pipelines).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -18,18 +17,9 @@ from hdiff.errors import HdiffError
 from hdiff.models.base import Adapter, Conditioning
 from hdiff.models.schedulers import count_evaluations
 from hdiff.planning import Plan, Schedule, build_tree, join_trees, make_plan, plan_for_budget
+from hdiff.prompts import image_seed, prompt_id
 from hdiff.records import NOISE_DEVICES, ClusterStep, ImageRecord
 from hdiff.sampling import sample_plan
-
-
-def prompt_id(text: str) -> str:
-    """A stable id for a prompt: the first 16 hex digits of SHA-1 over its UTF-8 text."""
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
-
-
-def image_seed(pid: str, copy_index: int, base_seed: int) -> int:
-    digest = hashlib.blake2b(f"{pid}/{copy_index}/{base_seed}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
 @dataclass(frozen=True)
@@ -127,7 +117,7 @@ class Generation:
     @property
     def unet_rows(self) -> float:
         """UNet rows spent on this job's images (its share of a packed run)."""
-        return float(sum(r.unet_evals for r in self.records))
+        return float(sum(r.unet_rows for r in self.records))
 
     def float_images(self) -> np.ndarray:
         return torch.cat([self.adapter.decode(self.latents[lo:lo + 64])
@@ -173,9 +163,9 @@ def records_for(adapter: Adapter, job: ImageJob, plan: Plan, settings: Generatio
             schedule=plan.schedule.kind, height=settings.height, width=settings.width,
             noise_device=settings.noise_device,
             cluster_path=[ClusterStep(node=n, size=s, from_step=k) for n, s, k in plan.leaf_path(leaf)],
-            split_step=int(plan.start[leaf]), shared_steps=plan.leaf_shared_evaluations(leaf),
-            unet_evals=float(plan.leaf_unet_rows(leaf)),
-            standard_unet_evals=plan.num_evaluations * plan.rows_per_cluster))
+            split_evaluation=int(plan.start[leaf]), shared_evaluations=plan.leaf_shared_evaluations(leaf),
+            unet_rows=float(plan.leaf_unet_rows(leaf)),
+            standard_unet_rows=plan.num_evaluations * plan.rows_per_cluster))
     return records
 
 

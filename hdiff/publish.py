@@ -16,7 +16,7 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, get_token
 
-from hdiff.build import layout
+from hdiff.dataset import layout
 from hdiff.errors import HdiffError
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ class ClusterStep(BaseModel):
 
 
 class ImageRecord(BaseModel):
-    """One generated image. `unet_evals` counts UNet rows, a shared row divided evenly among the node's members."""
+    """One generated image. `unet_rows` counts UNet rows, a shared row divided evenly among the node's members."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -41,10 +41,10 @@ class ImageRecord(BaseModel):
     noise_device: NoiseDevice = Field(default="cpu", description="where the sampling noise was drawn: 'cpu' (the same "
                               "image on every machine) or 'device' (the GPU's generator)")
     cluster_path: list[ClusterStep]
-    split_step: int = Field(ge=0, description="evaluation at which this image's own latent became active")
-    shared_steps: int = Field(ge=0, description="evaluations spent in a node shared with other images")
-    unet_evals: float = Field(ge=0, description="UNet rows attributable to this image")
-    standard_unet_evals: int = Field(ge=0, description="UNet rows standard sampling would spend on it")
+    split_evaluation: int = Field(ge=0, description="evaluation at which this image's own latent became active")
+    shared_evaluations: int = Field(ge=0, description="evaluations spent in a node shared with other images")
+    unet_rows: float = Field(ge=0, description="UNet rows attributable to this image")
+    standard_unet_rows: int = Field(ge=0, description="UNet rows standard sampling would spend on it")
 
 
 class DatasetRecord(ImageRecord):

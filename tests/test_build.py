@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from hdiff import cli
-from hdiff.build import layout
-from hdiff.build.writer import file_sha256, read_stats
+from hdiff.dataset import layout
+from hdiff.dataset.writer import file_sha256, read_stats
 
 from tiny_models import tiny_shapes_model
 

@@ -27,7 +27,7 @@ def test_generate_writes_images_report_and_figures(model, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["dendrogram.png", "grid.png", "images", "report.json"]
     assert len(list((out / "images").glob("*.png"))) == 3
     report = json.loads((out / "report.json").read_text())
-    assert sum(image["unet_evals"] for image in report["images"]) == pytest.approx(report["plan"]["unet_rows"])
+    assert sum(image["unet_rows"] for image in report["images"]) == pytest.approx(report["plan"]["unet_rows"])
     assert "saved" in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left
 

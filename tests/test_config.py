@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from hdiff.build.config import BuildConfig, apply_overrides, load_config
+from hdiff.dataset.config import BuildConfig, apply_overrides, load_config
 from hdiff.errors import HdiffError
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -82,7 +82,7 @@ def test_budget_replaces_the_default_tau(tmp_path):
 
 
 def test_gpu_keys_reach_the_generation_settings():
-    from hdiff.build.pipeline import generation_settings
+    from hdiff.dataset.pipeline import generation_settings
 
     class Defaults:  # what generation_settings reads from an adapter
         default_steps, default_guidance, default_size, default_tau = 40, 4.0, 32, 1.0
@@ -120,7 +120,7 @@ def test_overrides():
 
 
 def test_unset_tau_is_the_models_default():
-    from hdiff.build.pipeline import generation_settings
+    from hdiff.dataset.pipeline import generation_settings
     from hdiff.models import load_adapter
 
     config = load_config(CONFIGS / "demo.yaml")

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hdiff.build.embed_cache import embed_with_cache, model_cache_dir
-from hdiff.build.ingest import Prompt, ingest, near_duplicate_mask, normalize, prompt_id, read_corpus
+from hdiff.dataset.embed_cache import embed_with_cache, model_cache_dir
+from hdiff.dataset.ingest import Prompt, ingest, near_duplicate_mask, normalize, read_corpus
+from hdiff.prompts import prompt_id
 from hdiff.errors import HdiffError
 
 

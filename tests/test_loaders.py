@@ -48,7 +48,7 @@ def write_shards(data_dir: Path, n_shards: int = N_SHARDS, per_shard: int = PER_
                 prompt = f"a photo of thing {s} {i}"
                 record = {"key": key, "shard": shard, "prompt": prompt, "seed": 100 * s + i,
                           "prompt_id": f"p{s}{i}", "cluster_path": [{"node": 0, "size": 1, "from_step": 0}],
-                          "unet_evals": 3.5}
+                          "unet_rows": 3.5}
                 sink.write({"__key__": key, "png": png.getvalue(), "txt": prompt, "json": record})
                 keys.append(key)
     return keys
@@ -90,7 +90,7 @@ def test_one_pass_yields_every_sample_once_as_image_prompt_record(build):
     image, prompt, record = samples[0]
     assert image.shape == (3, SIDE, SIDE) and image.dtype == torch.float32
     assert 0.0 <= image.min() and image.max() <= 1.0 and image.std() > 0
-    assert prompt == record["prompt"] and {"seed", "prompt_id", "cluster_path", "unet_evals"} <= record.keys()
+    assert prompt == record["prompt"] and {"seed", "prompt_id", "cluster_path", "unet_rows"} <= record.keys()
 
 
 def test_image_size_resizes_and_pil_decode_keeps_images(build):

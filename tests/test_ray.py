@@ -6,7 +6,7 @@ import psutil
 import pytest
 import torch
 
-from hdiff.build.config import apply_overrides, load_config
+from hdiff.dataset.config import apply_overrides, load_config
 from tiny_models import tiny_shapes_model
 
 pytestmark = pytest.mark.slow

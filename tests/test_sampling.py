@@ -43,11 +43,11 @@ def test_plan_accounting_equals_rows_evaluated_and_records_sum_to_it():
     assert plan.saved_fraction > 0.3
     assert sum(rows) == plan.unet_rows
     assert max(rows) <= 2 * 3  # micro-batches of at most 3 clusters, guidance doubles the rows
-    assert sum(r.unet_evals for r in generation.records) == pytest.approx(plan.unet_rows, rel=1e-12)
+    assert sum(r.unet_rows for r in generation.records) == pytest.approx(plan.unet_rows, rel=1e-12)
     for record in generation.records:
         assert record.cluster_path[-1].size == 1 and record.cluster_path[0].from_step == 0
-        assert record.split_step == record.cluster_path[-1].from_step
-        assert record.shared_steps == record.split_step
+        assert record.split_evaluation == record.cluster_path[-1].from_step
+        assert record.shared_evaluations == record.split_evaluation
 
 
 @pytest.mark.parametrize("scheduler", ["dpm++", "euler-ancestral", "unipc", "heun"])
@@ -71,7 +71,7 @@ def test_copies_of_a_prompt_get_their_own_images():
     generation = generate(adapter, job, settings(tau=1000.0, budget=None, copy_max_shared=0.25))
     assert len(set(job.seeds)) == 6
     for record in generation.records:
-        assert record.split_step <= 1  # floor(0.25 * 6)
+        assert record.split_evaluation <= 1  # floor(0.25 * 6)
     images = generation.float_images()
     for i in range(6):
         for j in range(i + 1, 6):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from hdiff.build.layout import shard_name
-from hdiff.build.shard import semantic_shards
+from hdiff.dataset.layout import shard_name
+from hdiff.dataset.shard import semantic_shards
 from hdiff.errors import HdiffError
 
 

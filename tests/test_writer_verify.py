@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import yaml
 
-from hdiff.build import layout
-from hdiff.build.finalize import (prefect_summary_markdown, shard_table_rows, write_dataset_card, write_manifest)
-from hdiff.build.verify import run_verify, verify_build
-from hdiff.build.writer import Sample, clean_partials, shard_is_complete, write_shard
+from hdiff.dataset import layout
+from hdiff.dataset.finalize import (prefect_summary_markdown, shard_table_rows, write_dataset_card, write_manifest)
+from hdiff.dataset.verify import run_verify, verify_build
+from hdiff.dataset.writer import Sample, clean_partials, shard_is_complete, write_shard
 from hdiff.errors import HdiffError
+from hdiff.files import partial_path
 
 SHARDS, PER_SHARD, SIZE = 3, 5, 8
 HARDWARE = {"cpu": "test cpu", "cpu_count": 2, "torch": None, "gpu": None, "gpu_count": 0}
@@ -33,7 +34,7 @@ def fake_record(prompt: str, index: int) -> dict:
         "schedule": "linear", "height": SIZE, "width": SIZE,
         "cluster_path": [{"node": 2 * PER_SHARD - 2, "size": PER_SHARD, "from_step": 0},
                          {"node": index % PER_SHARD, "size": 1, "from_step": 2}],
-        "split_step": 2, "shared_steps": 2, "unet_evals": 2 * 2 / PER_SHARD + 2 * 2, "standard_unet_evals": 8,
+        "split_evaluation": 2, "shared_evaluations": 2, "unet_rows": 2 * 2 / PER_SHARD + 2 * 2, "standard_unet_rows": 8,
     }
 
 
@@ -200,7 +201,7 @@ def test_verify_checks_prompts_keys_pairs_and_totals(copy):
 
 
 def test_a_leftover_partial_is_reported_and_cleaned(copy):
-    leftover = layout.partial_path(layout.tar_path(copy, "shard-00003"))
+    leftover = partial_path(layout.tar_path(copy, "shard-00003"))
     leftover.write_bytes(b"half a tar")
     assert layout.tar_shards(copy) == ["shard-00000", "shard-00001", "shard-00002"]
     problems = verify_build(copy)

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from hdiff.bench.common import machine_line, markdown_table, peak_rss_mib, stage
-from hdiff.build.shard import semantic_shards
+from hdiff.dataset.shard import semantic_shards
 from hdiff.errors import HdiffError
 from hdiff.planning import Schedule, build_tree, make_plan
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from hdiff.bench.common import REPO_ROOT, machine_line, markdown_table
-from hdiff.cli import read_prompt_file
+from hdiff.prompts import read_prompt_file
 from hdiff.errors import HdiffError
 from hdiff.planning import ClusterTree, Schedule, build_tree, make_plan, plan_for_budget, tree_from_merges
 

@@ -32,7 +32,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from webdataset.utils import make_seed, pytorch_worker_info
 
-from hdiff.build import layout
+from hdiff.dataset import layout
 from hdiff.errors import HdiffError
 
 IMAGE_KEYS = "png;jpg;jpeg;webp"

@@ -42,6 +42,12 @@ class Conditioning:
         return {name: value[index].mean(dim=0, keepdim=True) for name, value in self.tensors.items()}
 
 
+def classifier_free_guidance(output: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """A guided batch (unconditional rows first, then conditional) combined: u + s · (c − u) (Ho & Salimans 2022)."""
+    uncond, cond = output.chunk(2)  # each (B, ...)
+    return uncond + guidance_scale * (cond - uncond)
+
+
 def stack_rows(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {name: torch.cat([row[name] for row in rows]) for name in rows[0]}
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from hdiff.models.base import classifier_free_guidance
+
 
 def predict_with_image_embeds(unet, scheduler, latents: torch.Tensor, t, embeds: torch.Tensor,
                               negative: torch.Tensor, guidance_scale: float, *, scale_input: bool) -> torch.Tensor:
@@ -26,9 +28,8 @@ def predict_with_image_embeds(unet, scheduler, latents: torch.Tensor, t, embeds:
     learned_variance = output.shape[1] > channels  # Kandinsky's decoder also predicts a variance
     if guided:
         output, variance = output.split(channels, dim=1) if learned_variance else (output, output[:, :0])
-        uncond, cond = output.chunk(2)
         _, variance_cond = variance.chunk(2)
-        output = torch.cat([uncond + guidance_scale * (cond - uncond), variance_cond], dim=1)
+        output = torch.cat([classifier_free_guidance(output, guidance_scale), variance_cond], dim=1)
     if learned_variance and getattr(scheduler.config, "variance_type", None) not in ("learned", "learned_range"):
         output, _ = output.split(channels, dim=1)
     return output

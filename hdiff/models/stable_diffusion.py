@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from hdiff.models.base import Adapter, Conditioning, default_dtype, load_component, register
+from hdiff.models.base import (Adapter, Conditioning, classifier_free_guidance, default_dtype, load_component,
+                               register)
 
 
 @register
@@ -70,8 +71,7 @@ class StableDiffusionAdapter(Adapter):
         latent_input = scheduler.scale_model_input(latent_input, t)
         output = self.pipeline.unet(latent_input, t, encoder_hidden_states=states, return_dict=False)[0]
         if guided:
-            uncond, text = output.chunk(2)
-            output = uncond + guidance_scale * (text - uncond)
+            output = classifier_free_guidance(output, guidance_scale)
         return output
 
     @torch.no_grad()

@@ -22,7 +22,7 @@ import copy
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from hdiff.models.base import Conditioning, default_dtype, load_component, register
+from hdiff.models.base import Conditioning, classifier_free_guidance, default_dtype, load_component, register
 from hdiff.models.stable_diffusion import StableDiffusionAdapter
 
 
@@ -44,8 +44,7 @@ def prior_image_embeds(pipeline, prompts: list[str], generators: list[torch.Gene
         predicted = pipeline.prior(latent_input, timestep=t, proj_embedding=text_embeds,
                                    encoder_hidden_states=text_states, attention_mask=text_mask)[0]  # (N or 2N, D)
         if guided:
-            uncond, text = predicted.chunk(2)
-            predicted = uncond + guidance_scale * (text - uncond)
+            predicted = classifier_free_guidance(predicted, guidance_scale)
         latents = scheduler.step(predicted, timestep=t, sample=latents, **extra, return_dict=False)[0]
     return pipeline.prior.post_process_latents(latents)
 
@@ -123,6 +122,5 @@ class StableUnCLIPAdapter(StableDiffusionAdapter):
         output = self.pipeline.unet(latent_input, t, encoder_hidden_states=states, class_labels=labels,
                                     return_dict=False)[0]
         if guided:
-            uncond, text = output.chunk(2)
-            output = uncond + guidance_scale * (text - uncond)
+            output = classifier_free_guidance(output, guidance_scale)
         return output

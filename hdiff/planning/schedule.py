@@ -16,7 +16,7 @@ from hdiff.errors import HdiffError
 
 @dataclass(frozen=True)
 class Schedule:
-    """φ(k) = τ · shape(k / (K - 1)), with shape(0) = 1, shape(1) = 0, non-increasing."""
+    """φ(k) = τ · curve(k / (K - 1)), with curve(0) = 1, curve(1) = 0, non-increasing."""
 
     kind: str
     tau: float
@@ -24,8 +24,8 @@ class Schedule:
     def __post_init__(self):
         if not math.isfinite(self.tau) or self.tau < 0:
             raise HdiffError(f"tau must be a finite number >= 0, got {self.tau}")
-        if self.kind not in SHAPES:
-            raise HdiffError(f"unknown schedule {self.kind!r}; choose one of {', '.join(SHAPES)}")
+        if self.kind not in SCHEDULE_CURVES:
+            raise HdiffError(f"unknown schedule {self.kind!r}; choose one of {', '.join(SCHEDULE_CURVES)}")
 
     def heights(self, num_evaluations: int) -> np.ndarray:
         """(K,) cut heights, one per scheduler evaluation."""
@@ -34,14 +34,14 @@ class Schedule:
         if num_evaluations == 1:
             return np.zeros(1)
         progress = np.arange(num_evaluations) / (num_evaluations - 1)
-        return self.tau * SHAPES[self.kind](progress)
+        return self.tau * SCHEDULE_CURVES[self.kind](progress)
 
     @property
     def name(self) -> str:
         return f"{self.kind}(tau={self.tau:g})"
 
 
-SHAPES = {
+SCHEDULE_CURVES = {
     # The paper's reference schedule: linear from τ at the first evaluation to 0 at the last.
     "linear": lambda p: 1.0 - p,
     # Shares longer early, splits faster late.

@@ -102,7 +102,7 @@ def padded(batch: torch.Tensor, pad: int) -> torch.Tensor:
 
 def micro_batches(n: int, max_batch: int, multiple: int = 1) -> list[tuple[int, int]]:
     """[lo, hi) bounds of the fewest micro-batches of at most `max_batch` rows, near-equal: 130 rows at 64 are
-    44 + 43 + 43, not 64 + 64 + 2 (a 2-row forward runs far below the GPU's throughput). With `multiple` > 1 each
+    43 + 44 + 43, not 64 + 64 + 2 (a 2-row forward runs far below the GPU's throughput). With `multiple` > 1 each
     batch but the last is a multiple of it and the cap is rounded down to one (padded, no batch exceeds
     `max_batch` unless `max_batch` < `multiple`): 130 at 64 by 8 are 48 + 48 + 34."""
     if multiple == 1:

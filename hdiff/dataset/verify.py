@@ -17,8 +17,8 @@ from pathlib import Path
 from PIL import Image
 from pydantic import ValidationError
 
-from hdiff.build import layout
-from hdiff.build.writer import IMAGE_ENCODERS, ShardStats, file_sha256, read_all_stats, validation_summary
+from hdiff.dataset import layout
+from hdiff.dataset.writer import IMAGE_ENCODERS, ShardStats, file_sha256, read_all_stats, validation_summary
 from hdiff.records import DatasetRecord
 
 IMAGE_EXTENSIONS = frozenset(IMAGE_ENCODERS)
@@ -31,7 +31,7 @@ class ShardReading:
     """What reading one tar found: its keys in order, the records that validated, and whether every sample did."""
 
     keys: list[str] = field(default_factory=list)
-    unet_evals: float = 0.0
+    unet_rows: float = 0.0
     standard_evals: int = 0
     complete: bool = True  # the tar read to the end and every sample had a valid record
 
@@ -123,8 +123,8 @@ def read_shard(out: Path, shard: str, seen: dict[str, str], problems: list[str])
             if record is None:
                 reading.complete = False
             else:
-                reading.unet_evals += record.unet_evals
-                reading.standard_evals += record.standard_unet_evals
+                reading.unet_rows += record.unet_rows
+                reading.standard_evals += record.standard_unet_rows
     except (tarfile.TarError, OSError, EOFError) as exc:
         last = f" after sample {reading.keys[-1]!r}" if reading.keys else ""
         problems.append(f"{where}: unreadable{last} (truncated or damaged): {exc}")
@@ -156,10 +156,10 @@ def stats_problems(out: Path, shard: str, stats: ShardStats, reading: ShardReadi
         (file_sha256(tar) != stats.sha256, "sha256 differs from its stats (changed or truncated after writing)"),
         (len(reading.keys) != stats.samples, f"holds {len(reading.keys)} samples, stats say {stats.samples}"),
         (len(reading.keys) == stats.samples and reading.keys != stats.keys, "keys differ from those in its stats"),
-        (reading.complete and not _close(reading.unet_evals, stats.unet_rows),
-         f"records' unet_evals sum to {reading.unet_evals:g}, stats say unet_rows={stats.unet_rows:g}"),
+        (reading.complete and not _close(reading.unet_rows, stats.unet_rows),
+         f"records' unet_rows sum to {reading.unet_rows:g}, stats say unet_rows={stats.unet_rows:g}"),
         (reading.complete and reading.standard_evals != stats.standard_rows,
-         f"records' standard_unet_evals sum to {reading.standard_evals}, stats say {stats.standard_rows}"),
+         f"records' standard_unet_rows sum to {reading.standard_evals}, stats say {stats.standard_rows}"),
     ]
     return [f"{where}: {message}" for wrong, message in checks if wrong]
 
@@ -222,9 +222,9 @@ def manifest_problems(out: Path, stats: dict[str, ShardStats], record_sums: tupl
     if record_sums is not None:
         checks += [
             (not _close(unet_rows, record_sums[0]),
-             f"totals.unet_rows={unet_rows:g}, records' unet_evals sum to {record_sums[0]:g}"),
+             f"totals.unet_rows={unet_rows:g}, records' unet_rows sum to {record_sums[0]:g}"),
             (standard_rows != record_sums[1],
-             f"totals.standard_rows={standard_rows}, records' standard_unet_evals sum to {record_sums[1]}"),
+             f"totals.standard_rows={standard_rows}, records' standard_unet_rows sum to {record_sums[1]}"),
         ]
     return problems + [f"{name}: {message}" for wrong, message in checks if wrong]
 
@@ -243,16 +243,16 @@ def verify_build(out_dir: str | Path) -> list[str]:
                  for shard in sorted(set(stats) - set(tars))]
 
     seen: dict[str, str] = {}
-    all_complete, samples, unet_evals, standard_evals = True, 0, 0.0, 0
+    all_complete, samples, unet_rows, standard_evals = True, 0, 0.0, 0
     for shard in tars:
         reading = read_shard(out, shard, seen, problems)
         if shard in stats:
             problems += stats_problems(out, shard, stats[shard], reading)
         all_complete &= reading.complete
         samples += len(reading.keys)
-        unet_evals += reading.unet_evals
+        unet_rows += reading.unet_rows
         standard_evals += reading.standard_evals
-    record_sums = (unet_evals, standard_evals) if all_complete else None
+    record_sums = (unet_rows, standard_evals) if all_complete else None
     return problems + manifest_problems(out, stats, record_sums, samples_read=samples)
 
 

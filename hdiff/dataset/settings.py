@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hdiff.build import layout
-from hdiff.build.config import BuildConfig
+from hdiff.dataset import layout
+from hdiff.files import write_atomically
+from hdiff.dataset.config import BuildConfig
 from hdiff.errors import HdiffError
 
 IMAGE_SETTINGS: dict[str, tuple[str, ...]] = {  # section -> fields that decide which images are built, and how
@@ -53,4 +54,4 @@ def claim_output(config: BuildConfig) -> None:
                              "build into a new output folder, or delete this one to rebuild it")
         if recorded == current:
             return
-    layout.write_atomically(path, (json.dumps(current, indent=1) + "\n").encode())
+    write_atomically(path, (json.dumps(current, indent=1) + "\n").encode())

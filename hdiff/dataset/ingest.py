@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hdiff.errors import HdiffError
+from hdiff.prompts import prompt_id
 
 # file suffix → datasets builder
 BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv", ".txt": "text"}
@@ -50,11 +51,6 @@ class IngestReport:
         """`3 empty, 1 duplicate` — the non-zero drops, in DROP_REASONS order."""
         parts = [f"{self.dropped[r]} {r.replace('_', ' ')}" for r in DROP_REASONS if self.dropped.get(r)]
         return ", ".join(parts) or "nothing dropped"
-
-
-def prompt_id(text: str) -> str:
-    """The stable id of a normalized prompt: sha1 of its UTF-8 bytes, 16 hex digits."""
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------------------- reading

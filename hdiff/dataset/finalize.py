@@ -15,8 +15,9 @@ from pydantic import BaseModel
 
 import hdiff
 from hdiff.machine import cpu_model
-from hdiff.build import layout
-from hdiff.build.writer import ShardStats
+from hdiff.dataset import layout
+from hdiff.files import write_atomically
+from hdiff.dataset.writer import ShardStats
 from hdiff.records import ClusterStep, DatasetRecord
 
 MANIFEST_FORMAT = 1
@@ -75,7 +76,7 @@ def write_manifest(out_dir: str | Path, *, config: dict, ingest_report: dict, sh
         "hardware": hardware,
     }
     data = json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=False, default=str) + "\n"
-    layout.write_atomically(layout.manifest_path(out_dir), data.encode("utf-8"))
+    write_atomically(layout.manifest_path(out_dir), data.encode("utf-8"))
     return json.loads(data)
 
 
@@ -232,5 +233,5 @@ def dataset_card(out_dir: str | Path, manifest: dict) -> str:
 def write_dataset_card(out_dir: str | Path, manifest: dict) -> Path:
     """Write OUT/README.md (see `dataset_card`); returns its path."""
     path = layout.card_path(out_dir)
-    layout.write_atomically(path, dataset_card(out_dir, manifest).encode("utf-8"))
+    write_atomically(path, dataset_card(out_dir, manifest).encode("utf-8"))
     return path

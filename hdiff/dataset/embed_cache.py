@@ -1,7 +1,7 @@
 """Prompt embeddings cached on disk by (model, text hash): a re-run computes only texts it has not seen.
 
 Layout: `<cache_dir>/<model slug>/part-<hash>.vecs.npy` (n, D) float32 and `part-<hash>.keys.npy` (n,) sha1 hex of
-each text. Parts are immutable and written atomically (temp file + os.replace), vectors first, so a keys file marks
+each text. Parts are immutable and written atomically (hdiff.files), vectors first, so a keys file marks
 a complete part; a run that adds texts adds parts, one per `CHECKPOINT_ROWS` texts, so a killed run keeps its work.
 """
 
@@ -11,13 +11,13 @@ import functools
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from hdiff.errors import HdiffError
+from hdiff.files import atomic_path
 
 CHECKPOINT_ROWS = 65_536
 KEY_DTYPE = "S40"
@@ -140,13 +140,5 @@ def write_part(folder: Path, keys: np.ndarray, vectors: np.ndarray) -> Path:
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)

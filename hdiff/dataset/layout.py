@@ -7,15 +7,15 @@
     OUT/README.md                  dataset card
     OUT/grid.png, OUT/dendrogram.png
 
-Files are written under a temporary sibling name ending in `.partial` and renamed into place, so a reader (or the
-`data/*.tar` glob) never sees a half-written file under a final name.
+Files are written through hdiff.files (a temporary sibling ending in `.partial`, renamed into place), so a reader
+(or the `data/*.tar` glob) never sees a half-written file under a final name.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
+
+from hdiff.files import PARTIAL_SUFFIX
 
 DATA_DIR = "data"
 STATS_DIR = "stats"
@@ -25,7 +25,6 @@ CARD_NAME = "README.md"
 GRID_NAME = "grid.png"
 DENDROGRAM_NAME = "dendrogram.png"
 DATA_FILES_GLOB = f"{DATA_DIR}/*.tar"
-PARTIAL_SUFFIX = ".partial"
 
 
 def shard_name(index: int) -> str:
@@ -71,37 +70,8 @@ def stats_shards(out_dir: str | Path) -> list[str]:
     return sorted(p.stem for p in (Path(out_dir) / STATS_DIR).glob("*.json") if p.is_file())
 
 
-def partial_path(final: Path) -> Path:
-    """A fresh temporary sibling of `final`, unique per call, that no final-name glob matches."""
-    return final.with_name(f"{final.name}.{uuid.uuid4().hex[:12]}{PARTIAL_SUFFIX}")
-
-
 def partial_files(out_dir: str | Path) -> list[Path]:
     """Leftover temporary files of interrupted writes, anywhere in the build folder's known places."""
     out = Path(out_dir)
     found = [p for folder in (out, out / DATA_DIR, out / STATS_DIR) for p in folder.glob(f"*{PARTIAL_SUFFIX}")]
     return sorted(p for p in found if p.is_file())
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename inside `folder` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to a partial sibling, fsync, and rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)

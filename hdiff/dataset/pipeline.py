@@ -19,13 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hdiff.build import layout
-from hdiff.build.config import BuildConfig
-from hdiff.build.embed_cache import embed_with_cache
-from hdiff.build.ingest import IngestReport, ingest, read_corpus
-from hdiff.build.shard import semantic_shards
-from hdiff.build.writer import Sample, ShardStats, read_stats, shard_is_complete, write_shard
+from hdiff.dataset import layout
+from hdiff.dataset.config import BuildConfig
+from hdiff.dataset.embed_cache import embed_with_cache
+from hdiff.dataset.ingest import IngestReport, ingest, read_corpus
+from hdiff.dataset.shard import semantic_shards
+from hdiff.dataset.writer import Sample, ShardStats, read_stats, shard_is_complete, write_shard
+from hdiff.files import atomic_path
 from hdiff.generate import GenerationSettings, ImageJob, generate_packed
+from hdiff.prompts import sample_key
 
 
 @dataclass(frozen=True)
@@ -89,15 +91,6 @@ def generation_settings(config: BuildConfig, adapter) -> GenerationSettings:
         noise_device=g.noise_device, batch_multiple=g.batch_multiple)
 
 
-def sample_key(prompt_id: str, copy_index: int) -> str:
-    return f"{prompt_id}-{copy_index:03d}"
-
-
-def generate_shard(config: BuildConfig, shard: ShardJob, progress=None) -> tuple[ShardStats, bool]:
-    """Generate and write one shard unless it is already complete; (stats, whether it was generated now)."""
-    return generate_pack(config, [shard], progress)[0]
-
-
 def generate_pack(config: BuildConfig, shards: list[ShardJob], progress=None) -> list[tuple[ShardStats, bool]]:
     """Generate a pack of shards sampled together (hdiff.generate.generate_packed) and write the incomplete ones.
 
@@ -141,17 +134,10 @@ def generate_pack(config: BuildConfig, shards: list[ShardJob], progress=None) ->
 
 def write_dendrogram(config: BuildConfig, generation) -> None:
     """OUT/dendrogram.png of the generation's tree, drawn under a partial name and renamed."""
-    import os
-
     from hdiff.figures import save_dendrogram
 
-    target = layout.dendrogram_path(config.output)
-    tmp = layout.partial_path(target)
-    try:
+    with atomic_path(layout.dendrogram_path(config.output)) as tmp:
         save_dendrogram(generation.plan, tmp, labels=generation.job.prompts)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def sample_grid_images(out_dir, limit: int = 64) -> list[np.ndarray]:

@@ -23,8 +23,9 @@ import webdataset
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hdiff.build import layout
+from hdiff.dataset import layout
 from hdiff.errors import HdiffError
+from hdiff.files import atomic_path, write_atomically
 from hdiff.records import DatasetRecord
 
 ImageFormat = Literal["png", "jpg", "webp"]
@@ -57,7 +58,7 @@ class ShardStats(BaseModel):
     sha256: str = Field(description="hex digest of the tar's bytes")
     tar_bytes: int = Field(ge=0)
     image_format: str
-    unet_rows: float = Field(ge=0, description="UNet rows the shard cost (the sum of its records' unet_evals)")
+    unet_rows: float = Field(ge=0, description="UNet rows the shard cost (the sum of its records' unet_rows)")
     standard_rows: int = Field(ge=0, description="UNet rows standard sampling would spend on the same images")
     wall_seconds: float = Field(ge=0)
     device_seconds: float = Field(ge=0)
@@ -148,7 +149,7 @@ def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample],
     """Write `samples` as OUT/data/<shard_name>.tar, then OUT/stats/<shard_name>.json; returns the stats.
 
     The tar is written under a `.partial` name, fsynced and renamed; the stats file goes last. `unet_rows` defaults
-    to the sum of the records' unet_evals and `wall_seconds` to this call's duration (pass the sampler's figures
+    to the sum of the records' unet_rows and `wall_seconds` to this call's duration (pass the sampler's figures
     when generation happened before the call). `jpeg_quality` is also webp's quality.
     """
     started = time.perf_counter()
@@ -166,8 +167,7 @@ def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample],
     seen: set[str] = set()
     record_rows, standard_rows = 0.0, 0
     taus: set[float] = set()
-    tmp_tar = layout.partial_path(final_tar)
-    try:
+    with atomic_path(final_tar) as tmp_tar:
         with open(tmp_tar, "wb") as stream:
             with webdataset.TarWriter(stream, user=TAR_USER, group=TAR_USER, mode=TAR_MODE, encoder=False,
                                       mtime=TAR_MTIME) as writer:
@@ -179,20 +179,14 @@ def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample],
                     writer.write(sample_entry(sample, record, image_format, jpeg_quality))
                     keys.append(sample.key)
                     seen.add(sample.key)
-                    record_rows += record["unet_evals"]
-                    standard_rows += record["standard_unet_evals"]
+                    record_rows += record["unet_rows"]
+                    standard_rows += record["standard_unet_rows"]
                     if record.get("tau") is not None:
                         taus.add(float(record["tau"]))
             if not keys:
                 raise HdiffError(f"shard {shard_name} has no samples")
-            stream.flush()
-            os.fsync(stream.fileno())
         sha256 = file_sha256(tmp_tar)
         tar_bytes = tmp_tar.stat().st_size
-        os.replace(tmp_tar, final_tar)
-    finally:
-        tmp_tar.unlink(missing_ok=True)
-    layout.fsync_dir(final_tar.parent)
 
     stats = ShardStats(
         shard=shard_name, samples=len(keys), keys=keys, sha256=sha256, tar_bytes=tar_bytes, image_format=image_format,
@@ -200,7 +194,7 @@ def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample],
         wall_seconds=time.perf_counter() - started if wall_seconds is None else wall_seconds,
         device_seconds=device_seconds, taus=sorted(taus),
     )
-    layout.write_atomically(final_stats, stats_json(stats))
+    write_atomically(final_stats, stats_json(stats))
     return stats
 
 
