@@ -8,6 +8,7 @@ lives in the adapter; the sampler (hdiff.sampling) knows none of it.
 from __future__ import annotations
 
 import os
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
@@ -57,6 +58,7 @@ class Adapter(ABC):
 
     name: ClassVar[str]
     pipeline_classes: ClassVar[tuple[str, ...]] = ()  # model_index.json `_class_name`s this adapter loads
+    options: ClassVar[tuple[str, ...]] = ()  # keyword options of from_pretrained beyond device, dtype, allow_pickle
 
     default_steps: int = 40
     default_guidance: float = 4.0
@@ -72,8 +74,8 @@ class Adapter(ABC):
     @classmethod
     @abstractmethod
     def from_pretrained(cls, source: str, *, device: str = "cpu", dtype: torch.dtype | None = None,
-                        **options) -> "Adapter":
-        """Load from a Hub id or a local folder."""
+                        allow_pickle: bool = False, **options) -> "Adapter":
+        """Load from a Hub id or a local folder (safetensors weights only, unless `allow_pickle`)."""
 
     @abstractmethod
     def encode(self, prompts: list[str], generators: list[torch.Generator]) -> Conditioning:
@@ -109,16 +111,14 @@ class Adapter(ABC):
     def accelerate(self, *, channels_last: bool = False, compile: bool = False) -> "Adapter":
         """GPU habits, both optional: channels_last memory for the denoiser and the decoder (convolutions run in
         NHWC on tensor cores), and torch.compile of the denoiser's forward (one graph per micro-batch size: pad
-        micro-batches with GenerationSettings.batch_multiple so that few sizes occur). Hooks on the module still run."""
+        micro-batches with GenerationSettings.batch_multiple so that few sizes occur: max_batch / batch_multiple sizes at
+        most, within dynamo's default recompile limit of 8 for 64 / 8; dynamo's global settings are left as they are).
+        Hooks on the module still run."""
         if channels_last:
             for module in (self.denoiser, self.decoder):
                 if module is not None:
                     module.to(memory_format=torch.channels_last)
         if compile and not getattr(self, "_compiled", False):
-            from torch import _dynamo as dynamo
-
-            # one graph per micro-batch size: more than dynamo's default 8 would silently fall back to eager
-            dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
             net = self.denoiser
             net.forward = torch.compile(net.forward, dynamic=False)
             self._compiled = True
@@ -154,25 +154,45 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
     return torch.float16 if torch.device(device).type == "cuda" else torch.float32
 
 
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_device(device: str) -> str:
+    """`device` if it names a device hdiff can run on; HdiffError listing the choices otherwise."""
+    if not isinstance(device, str) or not _DEVICE.match(device):
+        raise HdiffError(f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+    return device
+
+
 def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
+    """The torch device for a checked device name: "auto" is the first GPU if there is one, else the CPU."""
+    if check_device(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
-def load_component(loader, source: str, subfolder: str | None = None, **kwargs):
-    """`loader.from_pretrained(source)`, turning a missing local cache into a one-line message."""
+def load_component(loader, source: str, subfolder: str | None = None, *, allow_pickle: bool = False, **kwargs):
+    """`loader.from_pretrained(source)` (safetensors weights only unless `allow_pickle`), turning a missing local
+    cache into a one-line message."""
+    from diffusers import SchedulerMixin
+
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    if subfolder is not None:
+        kwargs["subfolder"] = subfolder
+    if not issubclass(loader, SchedulerMixin):  # schedulers have no weights
+        kwargs["use_safetensors"] = not allow_pickle or None  # None: safetensors where present, else pickle
     try:
-        if subfolder is not None:
-            kwargs["subfolder"] = subfolder
         return loader.from_pretrained(source, local_files_only=offline or kwargs.pop("local_files_only", False),
                                       **kwargs)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EnvironmentError) as exc:
+        where = f"{source}{'/' + subfolder if subfolder else ''}"
+        if not allow_pickle and "safetensors" in str(exc).lower():
+            raise HdiffError(f"{where} has no safetensors weights; pass --allow-pickle (model.allow_pickle: true) "
+                             "to load pickle files, which can run code when loaded") from exc
         if os.path.isabs(source) or source.startswith(".") or os.path.isdir(source):
-            raise HdiffError(f"cannot load {loader.__name__} from {source}"
-                             f"{'/' + subfolder if subfolder else ''}: {str(exc).splitlines()[0]}") from exc
+            raise HdiffError(f"cannot load {loader.__name__} from {where}: {str(exc).splitlines()[0]}") from exc
         raise HdiffError(f"model {source!r} is not in the local Hugging Face cache"
                          f"{' and the Hub is offline (HF_HUB_OFFLINE=1)' if offline else ' and could not be fetched'};"
-                         f" fetch it on a connected machine with `huggingface-cli download {source}`"
+                         f" fetch it on a connected machine with `hf download {source}`"
                          " or pass a local folder") from exc

@@ -17,6 +17,7 @@ DEFAULT_PRIOR = "kandinsky-community/kandinsky-2-2-prior"
 class Kandinsky22Adapter(Adapter):
     name = "kandinsky22"
     pipeline_classes = ("KandinskyV22Pipeline", "KandinskyV22CombinedPipeline")
+    options = ("prior", "prior_steps", "prior_guidance")
     default_steps = 40
     default_guidance = 4.0
     default_size = 512
@@ -32,15 +33,17 @@ class Kandinsky22Adapter(Adapter):
         self.movq_scale_factor = 2 ** (len(movq.config.block_out_channels) - 1)
 
     @classmethod
-    def from_pretrained(cls, source: str, *, device: str = "cpu", dtype=None, prior: str = DEFAULT_PRIOR,
-                        scheduler=None, **options) -> "Kandinsky22Adapter":
+    def from_pretrained(cls, source: str, *, device: str = "cpu", dtype=None, allow_pickle: bool = False,
+                        prior: str = DEFAULT_PRIOR, scheduler=None, **options) -> "Kandinsky22Adapter":
         from diffusers import DDPMScheduler, KandinskyV22PriorPipeline, UNet2DConditionModel, VQModel
 
         dtype = dtype or default_dtype(device)
-        prior_pipeline = load_component(KandinskyV22PriorPipeline, prior, torch_dtype=dtype).to(device)
+        prior_pipeline = load_component(KandinskyV22PriorPipeline, prior, torch_dtype=dtype,
+                                        allow_pickle=allow_pickle).to(device)
         prior_pipeline.set_progress_bar_config(disable=True)
-        unet = load_component(UNet2DConditionModel, source, "unet", torch_dtype=dtype).to(device)
-        movq = load_component(VQModel, source, "movq", torch_dtype=dtype).to(device)
+        unet = load_component(UNet2DConditionModel, source, "unet", torch_dtype=dtype,
+                              allow_pickle=allow_pickle).to(device)
+        movq = load_component(VQModel, source, "movq", torch_dtype=dtype, allow_pickle=allow_pickle).to(device)
         scheduler = scheduler or load_component(DDPMScheduler, source, "scheduler")
         return cls(source, prior_pipeline, unet, movq, scheduler, device=device, dtype=dtype, **options)
 

@@ -27,6 +27,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "shapes" / "weights"
 class ShapesAdapter(Adapter):
     name = "shapes"
     pipeline_classes = ("HdiffShapesPipeline",)
+    options = ("cluster_on",)
 
     def __init__(self, model_id: str, unet, scheduler, info: dict, *, device="cpu", dtype=torch.float32,
                  cluster_on: str | None = None):
@@ -50,8 +51,9 @@ class ShapesAdapter(Adapter):
             self.default_tau = prior["default_tau"]  # τ on the prior's scale, stored with it
 
     @classmethod
-    def from_pretrained(cls, source: str = SHAPES_MODEL_ID, *, device: str = "cpu", dtype=None, scheduler=None,
-                        cluster_on: str | None = None, **options) -> "ShapesAdapter":
+    def from_pretrained(cls, source: str = SHAPES_MODEL_ID, *, device: str = "cpu", dtype=None,
+                        allow_pickle: bool = False, scheduler=None, cluster_on: str | None = None,
+                        **options) -> "ShapesAdapter":
         """`cluster_on`: "prior" (the layout prior's features, hdiff.shapes.prior; the default where the model has
         one) or "embedding" (the conditioning vectors themselves)."""
         from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
@@ -60,7 +62,8 @@ class ShapesAdapter(Adapter):
         dtype = dtype or default_dtype(device)
         info_path = folder / "hdiff_shapes.json"
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
-        unet = load_component(UNet2DConditionModel, str(folder), "unet", torch_dtype=dtype).to(device)
+        unet = load_component(UNet2DConditionModel, str(folder), "unet", torch_dtype=dtype,
+                              allow_pickle=allow_pickle).to(device)
         from hdiff.shapes.model import load_whitening
 
         info["whitening"] = load_whitening(folder)

@@ -17,6 +17,7 @@ from hdiff.models.base import (Adapter, Conditioning, classifier_free_guidance, 
 class StableDiffusionAdapter(Adapter):
     name = "stable-diffusion"
     pipeline_classes = ("StableDiffusionPipeline",)
+    options = ()
     default_steps = 40
     default_guidance = 7.5
     default_size = 512
@@ -26,14 +27,14 @@ class StableDiffusionAdapter(Adapter):
         self.pipeline = pipeline  # the stock pipeline: its own encode_prompt, VAE and postprocessing are used
 
     @classmethod
-    def from_pretrained(cls, source: str, *, device: str = "cpu", dtype=None, scheduler=None,
-                        **options) -> "StableDiffusionAdapter":
+    def from_pretrained(cls, source: str, *, device: str = "cpu", dtype=None, allow_pickle: bool = False,
+                        scheduler=None, **options) -> "StableDiffusionAdapter":
         from diffusers import StableDiffusionPipeline
 
         dtype = dtype or default_dtype(device)
         kwargs = {"scheduler": scheduler} if scheduler is not None else {}
-        pipeline = load_component(StableDiffusionPipeline, source, torch_dtype=dtype, safety_checker=None,
-                                  requires_safety_checker=False, **kwargs).to(device)
+        pipeline = load_component(StableDiffusionPipeline, source, torch_dtype=dtype, allow_pickle=allow_pickle,
+                                  safety_checker=None, requires_safety_checker=False, **kwargs).to(device)
         pipeline.set_progress_bar_config(disable=True)
         return cls(source, pipeline, device=device, dtype=dtype)
 

@@ -55,6 +55,7 @@ class StableUnCLIPAdapter(StableDiffusionAdapter):
 
     name = "unclip"
     pipeline_classes = ("StableUnCLIPPipeline",)
+    options = ("prior_steps", "prior_guidance", "noise_level")
     default_steps = 40
     default_guidance = 10.0
     default_size = 768
@@ -67,13 +68,14 @@ class StableUnCLIPAdapter(StableDiffusionAdapter):
         self.noise_level = noise_level
 
     @classmethod
-    def from_pretrained(cls, source: str, *, device: str = "cpu", dtype=None, scheduler=None,
-                        **options) -> "StableUnCLIPAdapter":
+    def from_pretrained(cls, source: str, *, device: str = "cpu", dtype=None, allow_pickle: bool = False,
+                        scheduler=None, **options) -> "StableUnCLIPAdapter":
         from diffusers import StableUnCLIPPipeline
 
         dtype = dtype or default_dtype(device)
         kwargs = {"scheduler": scheduler} if scheduler is not None else {}
-        pipeline = load_component(StableUnCLIPPipeline, source, torch_dtype=dtype, **kwargs).to(device)
+        pipeline = load_component(StableUnCLIPPipeline, source, torch_dtype=dtype, allow_pickle=allow_pickle,
+                                  **kwargs).to(device)
         pipeline.set_progress_bar_config(disable=True)
         return cls(source, pipeline, device=device, dtype=dtype, **options)
 

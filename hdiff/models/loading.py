@@ -1,0 +1,66 @@
+"""Choosing and loading an adapter: by model_index.json's pipeline class, a folder's marker file, or by name."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from hdiff.errors import HdiffError
+from hdiff.models import kandinsky, shapes, stable_diffusion, unclip  # noqa: F401  (registers the adapters)
+from hdiff.models.base import ADAPTERS, Adapter, resolve_device
+from hdiff.models.schedulers import make_scheduler
+
+ALIASES = {shapes.SHAPES_MODEL_ID: "shapes", "shapes": "shapes"}
+
+
+def _pipeline_class(source: str) -> str | None:
+    """The `_class_name` in the model's model_index.json, from a local folder or the local Hub cache."""
+    if Path(source).is_dir():
+        index = Path(source) / "model_index.json"
+        return json.loads(index.read_text()).get("_class_name") if index.exists() else None
+    from huggingface_hub import hf_hub_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    try:
+        path = hf_hub_download(source, "model_index.json", local_files_only=offline)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not available locally"
+        raise HdiffError(f"model {source!r} is not in the local Hugging Face cache"
+                         f"{' and the Hub is offline' if offline else ' and could not be fetched'}; fetch it on a "
+                         f"connected machine with `huggingface-cli download {source}` or pass a local folder") from exc
+    return json.loads(Path(path).read_text()).get("_class_name")
+
+
+def adapter_name_for(source: str) -> str:
+    if source in ALIASES:
+        return ALIASES[source]
+    if Path(source).is_dir() and (Path(source) / "hdiff_shapes.json").exists():
+        return "shapes"
+    by_class = {cls_name: name for name, adapter in ADAPTERS.items() for cls_name in adapter.pipeline_classes}
+    class_name = _pipeline_class(source)
+    if class_name not in by_class:
+        raise HdiffError(f"no adapter for {source!r} (pipeline class {class_name}); pass --adapter, one of "
+                         f"{', '.join(sorted(ADAPTERS))}")
+    return by_class[class_name]
+
+
+def load_adapter(source: str = shapes.SHAPES_MODEL_ID, *, adapter: str | None = None, device: str = "auto",
+                 scheduler: str | None = None, dtype=None, allow_pickle: bool = False, **options) -> Adapter:
+    """The adapter for a model id or folder, on `device`, optionally with another scheduler.
+
+    Weights load from safetensors files only unless `allow_pickle` (pickle files can run code when loaded).
+    `options` are the adapter's own (`Adapter.options`); any other is refused before anything loads.
+    """
+    name = adapter or adapter_name_for(source)
+    if name not in ADAPTERS:
+        raise HdiffError(f"unknown adapter {name!r}; choose one of {', '.join(sorted(ADAPTERS))}")
+    cls = ADAPTERS[name]
+    unknown = sorted(set(options) - set(cls.options))
+    if unknown:
+        raise HdiffError(f"the {name} adapter has no option {', '.join(map(repr, unknown))}; "
+                         f"its options: {', '.join(cls.options) or 'none'}")
+    loaded = cls.from_pretrained(source, device=str(resolve_device(device)), dtype=dtype, allow_pickle=allow_pickle,
+                                 **options)
+    if scheduler is not None:
+        loaded.scheduler = make_scheduler(scheduler, loaded.scheduler.config)
+    return loaded
