@@ -18,7 +18,9 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
                                update_progress_artifact)
+from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
+from tqdm import tqdm
 
 from hdiff.dataset import pipeline
 from hdiff.dataset.config import BuildConfig, apply_overrides, load_config
@@ -46,11 +48,8 @@ def _pack_run_name() -> str:
 @task(name="generate-shards", tags=[GPU_TAG], task_run_name=_pack_run_name)
 def generate_shards_task(config: BuildConfig, shards: list[pipeline.ShardJob]) -> list[dict]:
     """One shard, or a pack of shards sampled together (config generation.pack_shards)."""
-    from tqdm import tqdm
-
     label = shards[0].name if len(shards) == 1 else f"{shards[0].name}..{shards[-1].name}"
-    with tqdm(desc=label, unit="eval", leave=False) as bar:
-        results = pipeline.generate_pack(config, shards, progress=lambda k, active: bar.update(1))
+    results = pipeline.generate_pack(config, shards, progress_label=label)
     logger = get_run_logger()
     for shard, (stats, generated) in zip(shards, results):
         logger.info("%s: %s (%d images, %.0f UNet rows)", shard.name,
@@ -135,6 +134,7 @@ def build_dataset(config: dict[str, Any] | None = None, config_path: str | None 
     """
     started = time.perf_counter()
     cfg = resolved_config(config, config_path, overrides)
+    pipeline.preflight(cfg)  # one line now, rather than a failure after ingest and embedding
     Path(cfg.output).mkdir(parents=True, exist_ok=True)
     clean_partials(cfg.output)
     prepared = prepare_task(cfg)
@@ -144,10 +144,16 @@ def build_dataset(config: dict[str, Any] | None = None, config_path: str | None 
                                                    retry_condition_fn=retry_unless_bad_input)
     size = cfg.generation.pack_shards
     packs = [prepared.shards[i:i + size] for i in range(0, len(prepared.shards), size)]
-    with task_runner_for(cfg) as runner, shard_submission(cfg):
+    images = sum(len(shard.prompts) for shard in prepared.shards) * cfg.generation.images_per_prompt
+    with task_runner_for(cfg) as runner, shard_submission(cfg), \
+            tqdm(desc=f"{cfg.name}: shards", total=len(prepared.shards), unit="shard") as overall:
         futures = [runner.submit(shard_task, {"config": cfg, "shards": pack}) for pack in packs]
-        for done, future in enumerate(futures, 1):
-            future.result()
+        done_images = 0
+        for done, future in enumerate(as_completed(futures), 1):
+            stats = future.result()
+            done_images += sum(s["samples"] for s in stats)
+            overall.set_postfix_str(f"{done_images:,} of {images:,} images")
+            overall.update(len(stats))
             update_progress_artifact(progress, 100.0 * done / len(futures))
     report = {"read": prepared.ingest_report.read, "kept": prepared.ingest_report.kept,
               "dropped": prepared.ingest_report.dropped, "truncated": prepared.ingest_report.truncated}

@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import hdiff
+from hdiff.devices import DEVICE_CHOICES, check_device
 from hdiff.errors import HdiffError, run_as_command
+from hdiff.files import atomic_folder, check_writable_output
+from hdiff.models.schedulers import SCHEDULERS
+from hdiff.planning.schedule import SCHEDULE_CURVES
 from hdiff.prompts import read_prompt_file
 from hdiff.records import NOISE_DEVICES
-
-
-def staged_output(out: Path, overwrite: bool) -> Path:
-    """A temporary sibling folder of `out`, renamed to `out` only when the run completes."""
-    if out.exists() and not overwrite:
-        raise HdiffError(f"{out} already exists; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-
-
-def publish_staged(staging: Path, out: Path) -> None:
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(staging, out)
 
 
 def cmd_generate(args) -> int:
@@ -40,30 +29,21 @@ def cmd_generate(args) -> int:
     from hdiff.models import load_adapter
     from hdiff.models.schedulers import count_evaluations
 
+    # every setting is checked before the prompts are embedded or a model loads
+    requested = GenerationSettings(
+        steps=args.steps, guidance_scale=args.guidance, height=args.size, width=args.size, tau=args.tau,
+        budget=args.budget, schedule=args.schedule, max_batch=args.max_batch, copy_max_shared=args.copy_max_shared,
+        noise_device=args.noise_device, batch_multiple=args.batch_multiple)  # unset: the model's own
+    check_device(args.device)
+    check_writable_output(args.out, overwrite=args.overwrite)
     prompts = read_prompt_file(args.prompts)
-    if args.tau is not None and args.tau < 0:
-        raise HdiffError(f"--tau must be >= 0, got {args.tau}")
-    if args.steps is not None and args.steps < 1:
-        raise HdiffError(f"--steps must be >= 1, got {args.steps}")
-    if args.budget is not None and not 0 <= args.budget < 1:
-        raise HdiffError(f"--budget must be in [0, 1), got {args.budget}")
-    if args.batch_multiple < 1:
-        raise HdiffError(f"--batch-multiple must be >= 1, got {args.batch_multiple}")
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise HdiffError(f"{out} already exists; pass --overwrite to replace it")
     job = ImageJob.from_prompts(prompts, images_per_prompt=args.images_per_prompt, base_seed=args.seed)
-    adapter = load_adapter(args.model, adapter=args.adapter, device=args.device, scheduler=args.scheduler)
+    adapter = load_adapter(args.model, adapter=args.adapter, device=args.device, scheduler=args.scheduler,
+                           allow_pickle=args.allow_pickle)
     adapter.accelerate(channels_last=args.channels_last, compile=args.compile)
-    size = args.size or adapter.default_size
-    settings = GenerationSettings(
-        steps=args.steps or adapter.default_steps,
-        guidance_scale=args.guidance if args.guidance is not None else adapter.default_guidance,
-        height=size, width=size, tau=args.tau, budget=args.budget,  # neither: the model's own τ
-        schedule=args.schedule, max_batch=args.max_batch, copy_max_shared=args.copy_max_shared,
-        noise_device=args.noise_device, batch_multiple=args.batch_multiple)
-    staging = staged_output(out, args.overwrite)
-    try:
+    settings = requested.for_model(adapter)
+    out = Path(args.out)
+    with atomic_folder(out, overwrite=args.overwrite) as staging:
         started = time.perf_counter()
         total = count_evaluations(adapter.scheduler, settings.steps)
         with tqdm(desc="denoising", unit="eval", total=total, disable=args.quiet) as bar:
@@ -81,17 +61,13 @@ def cmd_generate(args) -> int:
                 grid.append(image)
         seconds = time.perf_counter() - started
         plan = generation.plan
-        report = {"model": args.model, "adapter": adapter.name, "settings": settings.__dict__,
+        report = {"model": args.model, "adapter": adapter.name, "settings": dataclasses.asdict(settings),
                   "plan": plan.summary(), "tau": plan.schedule.tau,
                   "seconds": seconds, "device": str(adapter.device),
                   "images": [{"file": f"images/{i:05d}.png", **r.model_dump()} for i, r in enumerate(generation.records)]}
         (staging / "report.json").write_text(json.dumps(report, indent=1))
         save_dendrogram(plan, staging / "dendrogram.png", labels=job.prompts)
         save_grid(grid, staging / "grid.png")
-        publish_staged(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     print(f"{len(job)} images in {out} ({seconds:.1f} s); τ = {plan.schedule.tau:.4g}, "
           f"UNet rows {plan.unet_rows} of {plan.standard_unet_rows} standard, {plan.saved_fraction:.1%} saved")
     return 0
@@ -138,8 +114,18 @@ def cmd_bench(args) -> int:
     return module.main(args.rest)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with hdiff's one-line errors: `hdiff: <problem>`, exit 2."""
+
+    def error(self, message: str):
+        print(f"hdiff: {self.prog.removeprefix('hdiff').strip() + ': ' if self.prog != 'hdiff' else ''}{message}",
+              file=sys.stderr)
+        sys.exit(2)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hdiff", description=__doc__)
+    p = _Parser(prog="hdiff", description=__doc__)
+    p.add_argument("--version", action="version", version=f"hdiff {hdiff.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="images for a prompt file, sharing early denoising steps")
@@ -150,10 +136,10 @@ def parser() -> argparse.ArgumentParser:
     share.add_argument("--tau", type=float, default=None,
                        help="φ(0), the first cut height (0: standard sampling; default: the model's own)")
     share.add_argument("--budget", type=float, default=None, help="target fraction of UNet rows saved, in [0, 1)")
-    g.add_argument("--schedule", default="linear", choices=["linear", "cosine", "quadratic"])
+    g.add_argument("--schedule", default="linear", choices=list(SCHEDULE_CURVES))
     g.add_argument("--steps", type=int, default=None)
     g.add_argument("--guidance", type=float, default=None)
-    g.add_argument("--scheduler", default=None, help="ddpm, ddim, euler, euler-ancestral, dpm++, unipc, heun")
+    g.add_argument("--scheduler", default=None, choices=list(SCHEDULERS), help="default: the model's own")
     g.add_argument("--size", type=int, default=None)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--images-per-prompt", type=int, default=1)
@@ -161,7 +147,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-batch", type=int, default=64)
     g.add_argument("--noise-device", choices=NOISE_DEVICES, default="cpu",
                    help="where sampling noise is drawn: cpu (the same images on every machine) or the model's device")
-    g.add_argument("--device", default="auto")
+    g.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}")
+    g.add_argument("--allow-pickle", action="store_true",
+                   help="also load pickle (.bin/.ckpt) weights, which can run code when loaded (default: safetensors)")
     g.add_argument("--channels-last", action="store_true", help="channels_last memory for the UNet and decoder")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet's forward (pair with --batch-multiple 8: one graph per batch size)")
@@ -196,7 +184,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) or a bad argument (2, its line already printed)
+        return int(exc.code or 0)
     return run_as_command(lambda: args.func(args))
 
 

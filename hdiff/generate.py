@@ -7,6 +7,8 @@ use them to compare with the stock pipelines).
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -16,7 +18,7 @@ import torch
 from hdiff.errors import HdiffError
 from hdiff.models.base import Adapter, Conditioning
 from hdiff.models.schedulers import count_evaluations
-from hdiff.planning import Plan, Schedule, build_tree, join_trees, make_plan, plan_for_budget
+from hdiff.planning import SCHEDULE_CURVES, Plan, Schedule, build_tree, join_trees, make_plan, plan_for_budget
 from hdiff.prompts import image_seed, prompt_id
 from hdiff.records import NOISE_DEVICES, ClusterStep, ImageRecord
 from hdiff.sampling import sample_plan
@@ -24,13 +26,17 @@ from hdiff.sampling import sample_plan
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """What `generate` needs beyond the model and the prompts. At most one of tau / budget is set; neither means
-    the model's own τ (`Adapter.default_tau`: τ's scale is the model's cluster features')."""
+    """What `generate` needs beyond the model and the prompts, checked when made (before any model loads).
 
-    steps: int
-    guidance_scale: float
-    height: int
-    width: int
+    steps, guidance_scale, height and width left unset are the model's own (`for_model`). At most one of tau and
+    budget is set; neither means the model's own τ (`Adapter.default_tau`: τ's scale is the model's cluster
+    features').
+    """
+
+    steps: int | None = None
+    guidance_scale: float | None = None
+    height: int | None = None
+    width: int | None = None
     tau: float | None = None
     budget: float | None = None
     schedule: str = "linear"
@@ -40,20 +46,50 @@ class GenerationSettings:
     batch_multiple: int = 1  # pad micro-batches to a multiple of this many clusters (GPU kernel reuse)
 
     def __post_init__(self):
-        if self.steps < 1:
-            raise HdiffError(f"steps must be >= 1, got {self.steps}")
-        if self.tau is not None and self.budget is not None:
-            raise HdiffError("give at most one of tau and budget")
-        if self.tau is not None and not (self.tau >= 0):
-            raise HdiffError(f"tau must be >= 0, got {self.tau}")
-        if self.budget is not None and not (0.0 <= self.budget < 1.0):
-            raise HdiffError(f"budget must be a fraction in [0, 1), got {self.budget}")
-        if self.max_batch < 1:
-            raise HdiffError(f"max_batch must be >= 1, got {self.max_batch}")
-        if self.batch_multiple < 1:
-            raise HdiffError(f"batch_multiple must be >= 1, got {self.batch_multiple}")
-        if self.noise_device not in NOISE_DEVICES:
-            raise HdiffError(f"noise_device must be one of {', '.join(NOISE_DEVICES)}, got {self.noise_device!r}")
+        problems = settings_problems(self)
+        if problems:
+            raise HdiffError("\n".join(problems))
+
+    def for_model(self, adapter: Adapter) -> "GenerationSettings":
+        """These settings with the unset steps, guidance and size taken from the model's defaults."""
+        return dataclasses.replace(
+            self, steps=self.steps or adapter.default_steps,
+            guidance_scale=adapter.default_guidance if self.guidance_scale is None else self.guidance_scale,
+            height=self.height or adapter.default_size, width=self.width or adapter.default_size)
+
+
+def settings_problems(s: GenerationSettings) -> list[str]:
+    """One line per invalid field of `s`, naming the field and what it accepts."""
+    def finite(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    problems = []
+    if s.steps is not None and not (isinstance(s.steps, int) and s.steps >= 1):
+        problems.append(f"steps must be an integer >= 1, got {s.steps!r}")
+    if s.guidance_scale is not None and not (finite(s.guidance_scale) and s.guidance_scale >= 0):
+        problems.append(f"guidance_scale must be a finite number >= 0, got {s.guidance_scale!r}")
+    bad_sizes = {name: getattr(s, name) for name in ("height", "width") if getattr(s, name) is not None
+                 and not (isinstance(getattr(s, name), int) and getattr(s, name) >= 8 and getattr(s, name) % 8 == 0)}
+    if bad_sizes:  # one line for both when both are the same bad value (the command line's --size)
+        problems.append(f"{' and '.join(bad_sizes)} must be a multiple of 8 and >= 8, got "
+                        f"{', '.join(sorted({repr(v) for v in bad_sizes.values()}))}")
+    if s.tau is not None and s.budget is not None:
+        problems.append("give at most one of tau and budget")
+    if s.tau is not None and not (finite(s.tau) and s.tau >= 0):
+        problems.append(f"tau must be a finite number >= 0, got {s.tau!r}")
+    if s.budget is not None and not (finite(s.budget) and 0.0 <= s.budget < 1.0):
+        problems.append(f"budget must be a fraction in [0, 1), got {s.budget!r}")
+    if s.schedule not in SCHEDULE_CURVES:
+        problems.append(f"unknown schedule {s.schedule!r}; choose one of {', '.join(SCHEDULE_CURVES)}")
+    if not (isinstance(s.max_batch, int) and s.max_batch >= 1):
+        problems.append(f"max_batch must be an integer >= 1, got {s.max_batch!r}")
+    if not (finite(s.copy_max_shared) and 0.0 <= s.copy_max_shared <= 1.0):
+        problems.append(f"copy_max_shared must be a fraction in [0, 1], got {s.copy_max_shared!r}")
+    if s.noise_device not in NOISE_DEVICES:
+        problems.append(f"noise_device must be one of {', '.join(NOISE_DEVICES)}, got {s.noise_device!r}")
+    if not (isinstance(s.batch_multiple, int) and s.batch_multiple >= 1):
+        problems.append(f"batch_multiple must be an integer >= 1, got {s.batch_multiple!r}")
+    return problems
 
 
 @dataclass
@@ -141,6 +177,7 @@ def encode_job(adapter: Adapter, job: ImageJob) -> Conditioning:
 def plan_jobs(adapter: Adapter, jobs: list[ImageJob], conds: list[Conditioning],
               settings: GenerationSettings) -> Plan:
     """One plan over every job's own tree, joined into a forest (packing); one job is its tree alone."""
+    settings = settings.for_model(adapter)
     tree = join_trees([build_tree(c.features, keys=j.sort_keys()) for j, c in zip(jobs, conds)])
     job = ImageJob.concat(jobs)
     groups = np.asarray(job.prompt_ids)[np.argsort(tree.leaf_of_row)]  # leaf id -> prompt id
@@ -179,6 +216,7 @@ def generate_packed(adapter: Adapter, jobs: list[ImageJob], settings: Generation
                     on_evaluation: Callable[[int, int], None] | None = None) -> list[Generation]:
     """Several jobs (shards) sampled together, each clustered in its own tree, their active clusters batched
     together at every evaluation so that the UNet's batches stay full while clusters are few."""
+    settings = settings.for_model(adapter)
     conds = [encode_job(adapter, job) for job in jobs]
     plan = plan_jobs(adapter, jobs, conds, settings)
     job = ImageJob.concat(jobs)

@@ -62,7 +62,14 @@ BAD = {
     "zero steps": (b"a red circle\n", ["--steps", "0"], "steps"),
     "budget of 1": (b"a red circle\n", ["--budget", "1.0"], "budget"),
     "negative budget": (b"a red circle\n", ["--budget", "-0.2"], "budget"),
-    "zero batch multiple": (b"a red circle\n", ["--batch-multiple", "0"], "batch-multiple"),
+    "zero batch multiple": (b"a red circle\n", ["--batch-multiple", "0"], "batch_multiple"),
+    "infinite guidance": (b"a red circle\n", ["--guidance", "inf"], "guidance_scale must be a finite number"),
+    "infinite tau": (b"a red circle\n", ["--tau", "inf"], "tau must be a finite number"),
+    "size not a multiple of 8": (b"a red circle\n", ["--size", "30"], "height and width must be a multiple of 8"),
+    "unknown scheduler": (b"a red circle\n", ["--scheduler", "eulr"], "invalid choice: 'eulr'"),
+    "unknown schedule": (b"a red circle\n", ["--schedule", "linera"], "invalid choice: 'linera'"),
+    "unknown device": (b"a red circle\n", ["--device", "gpu0"], "unknown device 'gpu0'; choose one of auto, cpu"),
+    "unknown adapter option": (b"a red circle\n", ["--adapter", "kandinsky23"], "unknown adapter 'kandinsky23'"),
     "model not cached offline": (b"a red circle\n", ["--model", "someone/not-a-cached-model"],
                                  "not in the local Hugging Face cache"),
     "NaN embeddings": (b"a red circle\nblue\n", ["NAN"], "NaN"),
@@ -95,3 +102,20 @@ def test_tau_defaults_to_the_models_own(model, tmp_path):
     shipped = tmp_path / "shipped"
     assert main(["generate", "--prompts", prompts, "--out", str(shipped), "--quiet", "--steps", "2"]) == 0
     assert json.loads((shipped / "report.json").read_text())["tau"] == pytest.approx(0.1)
+
+
+def test_an_output_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
+    prompts = write(tmp_path / "p.txt", b"a red circle\n")
+    out = tmp_path / "taken"
+    out.write_bytes(b"keep me")
+    assert main(["generate", "--prompts", prompts, "--out", str(out), "--overwrite", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"hdiff: output {out} is a file, not a folder"
+    assert out.read_bytes() == b"keep me"
+
+
+def test_version_prints_the_package_version(capsys):
+    import hdiff
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"hdiff {hdiff.__version__}"

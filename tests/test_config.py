@@ -82,16 +82,15 @@ def test_budget_replaces_the_default_tau(tmp_path):
 
 
 def test_gpu_keys_reach_the_generation_settings():
-    from hdiff.dataset.pipeline import generation_settings
-
-    class Defaults:  # what generation_settings reads from an adapter
+    class Defaults:  # what GenerationSettings.for_model reads from an adapter
         default_steps, default_guidance, default_size, default_tau = 40, 4.0, 32, 1.0
 
     config = apply_overrides(load_config(CONFIGS / "demo.yaml"),
                              {"generation.noise_device": "device", "generation.batch_multiple": 8,
                               "generation.schedule": "cosine", "generation.max_batch": 16,
                               "generation.copy_max_shared": 0.5})
-    settings = generation_settings(config, Defaults())
+    settings = config.generation_settings().for_model(Defaults())
+    assert (settings.steps, settings.guidance_scale, settings.height, settings.width) == (40, 4.0, 32, 32)
     assert (settings.noise_device, settings.batch_multiple) == ("device", 8)
     assert (settings.schedule, settings.max_batch, settings.copy_max_shared) == ("cosine", 16, 0.5)
     with pytest.raises(HdiffError, match="noise_device"):
@@ -120,8 +119,10 @@ def test_overrides():
 
 
 def test_unset_tau_is_the_models_default():
-    from hdiff.dataset.pipeline import generation_settings
     from hdiff.models import load_adapter
+
+    def generation_settings(config, adapter):
+        return config.generation_settings().for_model(adapter)
 
     config = load_config(CONFIGS / "demo.yaml")
     adapter = load_adapter("hdiff/shapes", device="cpu")

@@ -13,11 +13,22 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hdiff.errors import HdiffError
+from hdiff.devices import check_device
+from hdiff.models.schedulers import check_scheduler
+from hdiff.planning.schedule import SCHEDULE_CURVES
 from hdiff.records import NoiseDevice
 
 
+def _checked(check, value):
+    """`check(value)`, its HdiffError turned into the ValueError pydantic reports on the field."""
+    try:
+        return check(value)
+    except HdiffError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every number finite
 
 
 class SourceConfig(_Section):
@@ -54,7 +65,7 @@ class ShardingConfig(_Section):
 
 class ModelConfig(_Section):
     id: str = Field("hdiff/shapes", min_length=1, description="a registered model id, Hub id or local folder")
-    scheduler: str | None = None  # None: the model's default
+    scheduler: str | None = Field(None, description="a name in hdiff.models.schedulers.SCHEDULERS; None: the model's")
     steps: int | None = Field(None, ge=1)
     guidance_scale: float | None = Field(None, ge=0)
     height: int | None = Field(None, ge=8)
@@ -63,6 +74,18 @@ class ModelConfig(_Section):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     channels_last: bool = Field(False, description="channels_last memory for the UNet and decoder (GPUs)")
     compile: bool = Field(False, description="torch.compile the UNet's forward (pair with generation.batch_multiple)")
+    allow_pickle: bool = Field(False, description="also load pickle (.bin/.ckpt) weights, which can run code when "
+                               "loaded; off: safetensors only")
+
+    @field_validator("scheduler")
+    @classmethod
+    def _registered_scheduler(cls, value: str | None) -> str | None:
+        return value if value is None else _checked(check_scheduler, value)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        return _checked(check_device, value)
 
     @field_validator("height", "width")
     @classmethod
@@ -87,6 +110,13 @@ class GenerationConfig(_Section):
                                                    "'device': sampling noise drawn on the GPU (no host work)")
     pack_shards: int = Field(1, ge=1, description="shards sampled together, their active clusters batched as one "
                              "(keeps GPU batches full while clusters are few)")
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, value: str) -> str:
+        if value not in SCHEDULE_CURVES:
+            raise ValueError(f"unknown schedule {value!r}; choose one of {', '.join(SCHEDULE_CURVES)}")
+        return value
 
     @model_validator(mode="after")
     def _tau_or_budget(self) -> GenerationConfig:
@@ -125,6 +155,16 @@ class BuildConfig(_Section):
             raise ValueError("model.compile needs runner.gpu_concurrency: 1 (a compiled UNet is not shared "
                              "between threads)")
         return self
+
+    def generation_settings(self):
+        """The hdiff.generate.GenerationSettings of this build (steps, guidance and size unset: the model's own)."""
+        from hdiff.generate import GenerationSettings
+
+        m, g = self.model, self.generation
+        return GenerationSettings(
+            steps=m.steps, guidance_scale=m.guidance_scale, height=m.height, width=m.width, tau=g.tau, budget=g.budget,
+            schedule=g.schedule, max_batch=g.max_batch, copy_max_shared=g.copy_max_shared, noise_device=g.noise_device,
+            batch_multiple=g.batch_multiple)
 
     def to_flow_parameters(self) -> dict[str, Any]:
         """A JSON-able dict of every setting, defaults included (Prefect flow parameters)."""

@@ -64,7 +64,7 @@ def read_corpus(source: str, *, split: str = "train", column: str = "prompt",
     files, all of one kind; a .txt file holds one prompt per line and its column is always "text". Local files form
     one split: `split` and `data_files` apply to Hub datasets only.
     """
-    local = _local_files(source)
+    local = local_files(source)
     if local is None:
         dataset = _load_hub(source, split, data_files)
     else:
@@ -76,7 +76,7 @@ def read_corpus(source: str, *, split: str = "train", column: str = "prompt",
     return list(dataset[column])
 
 
-def _local_files(source: str) -> list[str] | None:
+def local_files(source: str) -> list[str] | None:
     """The files a local source names, or None when `source` reads as a Hub id."""
     path = Path(source).expanduser()
     if path.is_file():

@@ -18,15 +18,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from hdiff.dataset import layout
-from hdiff.dataset.config import BuildConfig
+from hdiff.dataset.config import BuildConfig, ModelConfig
 from hdiff.dataset.embed_cache import embed_with_cache
-from hdiff.dataset.ingest import IngestReport, ingest, read_corpus
+from hdiff.dataset.ingest import IngestReport, ingest, local_files, read_corpus
 from hdiff.dataset.shard import semantic_shards
 from hdiff.dataset.writer import Sample, ShardStats, read_stats, shard_is_complete, write_shard
-from hdiff.files import atomic_path
-from hdiff.generate import GenerationSettings, ImageJob, generate_packed
+from hdiff.files import atomic_path, check_writable_output
+from hdiff.generate import ImageJob, generate_packed
+from hdiff.models.schedulers import count_evaluations
 from hdiff.prompts import sample_key
 
 
@@ -42,6 +44,16 @@ class ShardJob:
 class Prepared:
     shards: list[ShardJob]
     ingest_report: IngestReport
+
+
+def preflight(config: BuildConfig) -> None:
+    """What can be checked before any work: the output folder can be written, the model can be found, a local
+    corpus exists. Raises HdiffError with one line."""
+    from hdiff.models import adapter_name_for
+
+    check_writable_output(config.output)
+    local_files(config.source.path_or_id)
+    adapter_name_for(config.model.id)
 
 
 def prepare(config: BuildConfig, progress: bool = True) -> Prepared:
@@ -63,50 +75,42 @@ def prepare(config: BuildConfig, progress: bool = True) -> Prepared:
 _ADAPTER_LOCK = threading.Lock()
 
 
-def cached_adapter(model_id: str, device: str, scheduler: str | None, dtype: str, channels_last: bool = False,
-                   compile: bool = False):
+def cached_adapter(model: ModelConfig):
     """One loaded model per worker process, reused by every shard it generates (threads wait for one load)."""
     with _ADAPTER_LOCK:
-        return _load_adapter(model_id, device, scheduler, dtype, channels_last, compile)
+        return _load_adapter(model.id, model.device, model.scheduler, model.dtype, model.allow_pickle,
+                             model.channels_last, model.compile)
 
 
 @functools.lru_cache(maxsize=2)
-def _load_adapter(model_id: str, device: str, scheduler: str | None, dtype: str, channels_last: bool = False,
-                  compile: bool = False):
+def _load_adapter(model_id: str, device: str, scheduler: str | None, dtype: str, allow_pickle: bool,
+                  channels_last: bool, compile: bool):
     from hdiff.models import load_adapter
 
-    options = {} if dtype == "auto" else {"dtype": getattr(torch, dtype)}
-    adapter = load_adapter(model_id, device=device, scheduler=scheduler, **options)
+    adapter = load_adapter(model_id, device=device, scheduler=scheduler, allow_pickle=allow_pickle,
+                           dtype=None if dtype == "auto" else getattr(torch, dtype))
     return adapter.accelerate(channels_last=channels_last, compile=compile)
 
 
-def generation_settings(config: BuildConfig, adapter) -> GenerationSettings:
-    m, g = config.model, config.generation
-    return GenerationSettings(
-        steps=m.steps or adapter.default_steps,
-        guidance_scale=m.guidance_scale if m.guidance_scale is not None else adapter.default_guidance,
-        height=m.height or adapter.default_size, width=m.width or adapter.default_size,
-        tau=g.tau, budget=g.budget,  # neither: the model's own τ
-        schedule=g.schedule, max_batch=g.max_batch, copy_max_shared=g.copy_max_shared,
-        noise_device=g.noise_device, batch_multiple=g.batch_multiple)
-
-
-def generate_pack(config: BuildConfig, shards: list[ShardJob], progress=None) -> list[tuple[ShardStats, bool]]:
+def generate_pack(config: BuildConfig, shards: list[ShardJob],
+                  progress_label: str | None = None) -> list[tuple[ShardStats, bool]]:
     """Generate a pack of shards sampled together (hdiff.generate.generate_packed) and write the incomplete ones.
 
     When any shard of the pack is missing, the whole pack is sampled again, so that every image is computed in the
-    same batches as in an uninterrupted build; only the missing shards are written.
+    same batches as in an uninterrupted build; only the missing shards are written. `progress_label` shows a bar of
+    the pack's scheduler evaluations.
     """
     if all(shard_is_complete(config.output, s.name) for s in shards):
         return [(read_stats(config.output, s.name), False) for s in shards]
-    m = config.model
-    adapter = cached_adapter(m.id, m.device, m.scheduler, m.dtype, m.channels_last, m.compile)
-    settings = generation_settings(config, adapter)
+    adapter = cached_adapter(config.model)
+    settings = config.generation_settings().for_model(adapter)
     jobs = [ImageJob.from_prompts(list(s.prompts), images_per_prompt=config.generation.images_per_prompt,
                                   base_seed=config.generation.seed) for s in shards]
     started = time.perf_counter()
-    with torch.inference_mode():
-        generations = generate_packed(adapter, jobs, settings, on_evaluation=progress)
+    total = count_evaluations(adapter.scheduler, settings.steps)
+    with torch.inference_mode(), tqdm(desc=progress_label, total=total, unit="eval", leave=False,
+                                      disable=progress_label is None) as bar:
+        generations = generate_packed(adapter, jobs, settings, on_evaluation=lambda k, active: bar.update(1))
         if adapter.device.type == "cuda":
             torch.cuda.synchronize(adapter.device)
     device_seconds = (time.perf_counter() - started) / len(shards)

@@ -8,7 +8,6 @@ lives in the adapter; the sampler (hdiff.sampling) knows none of it.
 from __future__ import annotations
 
 import os
-import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from hdiff.devices import resolve_device  # noqa: F401  (adapters' loaders import it from here)
 from hdiff.errors import HdiffError
 
 
@@ -152,24 +152,6 @@ def register(cls: type[Adapter]) -> type[Adapter]:
 def default_dtype(device: torch.device | str) -> torch.dtype:
     """fp16 on CUDA, fp32 elsewhere."""
     return torch.float16 if torch.device(device).type == "cuda" else torch.float32
-
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-def check_device(device: str) -> str:
-    """`device` if it names a device hdiff can run on; HdiffError listing the choices otherwise."""
-    if not isinstance(device, str) or not _DEVICE.match(device):
-        raise HdiffError(f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
-    return device
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """The torch device for a checked device name: "auto" is the first GPU if there is one, else the CPU."""
-    if check_device(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def load_component(loader, source: str, subfolder: str | None = None, *, allow_pickle: bool = False, **kwargs):

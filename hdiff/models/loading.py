@@ -8,7 +8,8 @@ from pathlib import Path
 
 from hdiff.errors import HdiffError
 from hdiff.models import kandinsky, shapes, stable_diffusion, unclip  # noqa: F401  (registers the adapters)
-from hdiff.models.base import ADAPTERS, Adapter, resolve_device
+from hdiff.devices import resolve_device
+from hdiff.models.base import ADAPTERS, Adapter
 from hdiff.models.schedulers import make_scheduler
 
 ALIASES = {shapes.SHAPES_MODEL_ID: "shapes", "shapes": "shapes"}
