@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import numpy as np
@@ -26,19 +25,27 @@ def sentence_model_path(name: str = DEFAULT_SENTENCE_MODEL) -> str:
 
 @functools.lru_cache(maxsize=4)
 def load_sentence_model(name: str = DEFAULT_SENTENCE_MODEL, device: str = "cpu"):
-    """A SentenceTransformer for `name`, loaded without touching the network when it is local."""
+    """A SentenceTransformer for `name`; a local folder (the packaged default included) loads with
+    `local_files_only`, without touching the network or the process's environment."""
     from sentence_transformers import SentenceTransformer
 
     path = sentence_model_path(name)
-    if Path(path).is_dir():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    local = Path(path).is_dir()
     try:
-        return SentenceTransformer(path, device=device)
+        return SentenceTransformer(path, device=device, local_files_only=local)
     except OSError as exc:
+        if local:
+            raise HdiffError(f"sentence model folder {path} cannot be loaded: {_first_line(exc)}") from None
         raise HdiffError(
-            f"sentence model {name!r} is not in the local cache; fetch it online with "
-            f"`huggingface-cli download {name}` or pass a local folder"
-        ) from exc
+            f"sentence model {name!r} is not in the local cache; fetch it online with `hf download {name}` or pass a "
+            "local folder") from None
+    except (ValueError, KeyError, RuntimeError) as exc:  # a folder that is not a sentence-transformers model
+        raise HdiffError(f"sentence model {name!r} cannot be loaded: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def embed_texts(texts: list[str], name: str = DEFAULT_SENTENCE_MODEL, batch_size: int = 256,

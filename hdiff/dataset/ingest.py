@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import re
 import unicodedata
 from collections import Counter
@@ -73,7 +74,11 @@ def read_corpus(source: str, *, split: str = "train", column: str = "prompt",
         dataset = _load_local(source, builder, local)
     if column not in dataset.column_names:
         raise HdiffError(f"{source}: no column {column!r}; available columns: {', '.join(dataset.column_names)}")
-    return list(dataset[column])
+    try:
+        return list(dataset[column])
+    except UnicodeDecodeError as exc:  # pyarrow reads bytes lazily: a bad one shows when the column is read
+        where = _first_text_problem(local) if local is not None else None
+        raise HdiffError(where or f"{source}: not UTF-8 text ({exc.reason})") from None
 
 
 def local_files(source: str) -> list[str] | None:
@@ -116,8 +121,35 @@ def _load_local(source: str, builder: str, files: list[str]):
 
     try:
         return datasets.load_dataset(builder, data_files=files, split="train")
-    except Exception as exc:  # a parse error deep inside pyarrow/pandas: one line for the user
-        raise HdiffError(f"{source}: could not read it as {builder}: {_first_line(exc)}") from exc
+    except Exception as exc:  # a parse error deep inside pyarrow/pandas: one line for the user, naming the place
+        where = _first_text_problem(files, json_lines=builder == "json") if builder in ("json", "text") else None
+        raise HdiffError(where or f"{source}: could not read it as {builder}: {_first_line(exc)}") from None
+
+
+def _first_text_problem(files: list[str], json_lines: bool = False) -> str | None:
+    """`file:line: problem` for the first file that is empty, not UTF-8, or (JSON lines) holds a line that is not a
+    JSON object; None when every file reads. Run only after a reader failed, to say where."""
+    for name in files:
+        try:
+            with open(name, "rb") as f:
+                lines = f.read().splitlines()
+        except OSError as exc:
+            return f"{name}: cannot be read: {exc.strerror or exc}"
+        if not any(line.strip() for line in lines):
+            return f"{name}: holds no prompts"
+        for number, raw in enumerate(lines, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"{name}:{number}: not UTF-8 text (byte {exc.start} of the line)"
+            if json_lines and line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    return f"{name}:{number}: not a JSON object ({exc.msg}, column {exc.colno})"
+                if not isinstance(row, dict):
+                    return f"{name}:{number}: not a JSON object"
+    return None
 
 
 def _load_hub(source: str, split: str, data_files: str | list[str] | None):

@@ -19,7 +19,9 @@ def _pipeline_class(source: str) -> str | None:
     """The `_class_name` in the model's model_index.json, from a local folder or the local Hub cache."""
     if Path(source).is_dir():
         index = Path(source) / "model_index.json"
-        return json.loads(index.read_text()).get("_class_name") if index.exists() else None
+        return _class_name(index) if index.exists() else None
+    if source.startswith(("/", "./", "../", "~")) or len(Path(source).parts) > 2:  # a Hub id is `owner/name`
+        raise HdiffError(f"model folder {source} does not exist")
     from huggingface_hub import hf_hub_download
 
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
@@ -28,8 +30,15 @@ def _pipeline_class(source: str) -> str | None:
     except Exception as exc:  # noqa: BLE001 - any failure here means "not available locally"
         raise HdiffError(f"model {source!r} is not in the local Hugging Face cache"
                          f"{' and the Hub is offline' if offline else ' and could not be fetched'}; fetch it on a "
-                         f"connected machine with `huggingface-cli download {source}` or pass a local folder") from exc
-    return json.loads(Path(path).read_text()).get("_class_name")
+                         f"connected machine with `hf download {source}` or pass a local folder") from None
+    return _class_name(Path(path))
+
+
+def _class_name(index: Path) -> str | None:
+    try:
+        return json.loads(index.read_text(encoding="utf-8")).get("_class_name")
+    except (ValueError, AttributeError, OSError) as exc:
+        raise HdiffError(f"{index} is not a readable model_index.json ({exc})") from None
 
 
 def adapter_name_for(source: str) -> str:
