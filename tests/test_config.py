@@ -47,6 +47,15 @@ def test_defaults_and_flow_parameters_round_trip(tmp_path):
     ("ingest: {limit: many}\n", r"ingest\.limit: input should be a valid integer.*got 'many'$"),
     ("generaton: {tau: 1}\n", r"build\.yaml: generaton: unknown key; expected one of: name, output, source,"),
     ("ingest: {max_char: 10}\n", r"ingest\.max_char: unknown key; expected one of: max_chars, long_policy,"),
+    ("model: {scheduler: eulr}\n", r"model\.scheduler: unknown scheduler 'eulr'; choose one of ddpm, ddim, euler, "
+                                   r"euler-ancestral, dpm\+\+, unipc, heun$"),
+    ("generation: {schedule: linera}\n", r"generation\.schedule: unknown schedule 'linera'; choose one of linear, "
+                                         r"cosine, quadratic$"),
+    ("model: {device: gpu0}\n", r"model\.device: unknown device 'gpu0'; choose one of auto, cpu, cuda, cuda:N, mps$"),
+    ("model: {dtype: fp8}\n", r"model\.dtype: must be one of 'auto', 'float32', 'float16' or 'bfloat16', got 'fp8'$"),
+    ("model: {guidance_scale: .inf}\n", r"model\.guidance_scale: input should be a finite number, got inf$"),
+    ("generation: {tau: .nan}\n", r"generation\.tau: input should be a finite number, got nan$"),
+    ("ingest: {near_dedupe: .inf}\n", r"ingest\.near_dedupe: input should be a finite number, got inf$"),
 ])
 def test_bad_values_and_unknown_keys_name_the_key(tmp_path, extra, message):
     with pytest.raises(HdiffError, match=message) as info:

@@ -50,6 +50,17 @@ BAD_INPUT = [
      {}, r"unsupported file type \.xlsx"),
     ("hub id while offline", lambda tmp: "someone/uncached-prompts", "prompt", {},
      r"dataset 'someone/uncached-prompts' is not in the local cache .*hf download --repo-type dataset"),
+    ("malformed JSON line", lambda tmp: str(Path(tmp / "p.jsonl").write_bytes(b'{"prompt": "a"}\n{"prompt": "b"\n')
+                                            and tmp / "p.jsonl"), "prompt", {},
+     r"p\.jsonl:2: not a JSON object \(Expecting ',' delimiter, column 15\)$"),
+    ("JSON line not UTF-8", lambda tmp: str(Path(tmp / "p.jsonl").write_bytes(b'{"prompt": "a"}\n{"prompt": "\xff"}\n')
+                                            and tmp / "p.jsonl"), "prompt", {}, r"p\.jsonl:2: not UTF-8 text"),
+    ("empty JSON lines file", lambda tmp: str(Path(tmp / "p.jsonl").write_bytes(b"") or tmp / "p.jsonl"), "prompt",
+     {}, r"p\.jsonl: holds no prompts$"),
+    ("empty text file", lambda tmp: str(Path(tmp / "p.txt").write_bytes(b"") or tmp / "p.txt"), "prompt", {},
+     r"p\.txt: holds no prompts$"),
+    ("text file not UTF-8", lambda tmp: str(Path(tmp / "p.txt").write_bytes(b"a red circle\n\xfe blue\n")
+                                            and tmp / "p.txt"), "prompt", {}, r"p\.txt:2: not UTF-8 text"),
     ("every prompt empty", _jsonl("", "   ", "\u200b\u2060", "\n\t"), "prompt", {},
      r"no usable prompts in .*corpus\.jsonl: 4 empty$"),
     ("empty and non-text", _jsonl("", None, 7), "prompt", {}, r"no usable prompts in .*: 2 not text, 1 empty$"),
@@ -253,3 +264,32 @@ def test_embed_cache_with_the_offline_sentence_model(tmp_path):
     vectors = embed_with_cache(["a red circle", "a red disc"], tmp_path, "all-MiniLM-L6-v2", progress=False)
     assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
     assert float(vectors[0] @ vectors[1]) > 0.5
+
+
+def test_loading_the_sentence_model_leaves_the_process_and_later_hub_loads_alone(monkeypatch):
+    """The packaged sentence model loads with local_files_only: the process's environment is untouched, so a model
+    loaded afterwards from a Hub id is still fetched online (it used to be forced offline by HF_HUB_OFFLINE=1)."""
+    import os
+
+    from hdiff.embedding import load_sentence_model
+    from hdiff.models.base import load_component
+
+    import sentence_transformers  # noqa: F401  (its own import sets KMP_* variables: not hdiff's doing)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    load_sentence_model.cache_clear()
+    before = dict(os.environ)
+    assert load_sentence_model().get_sentence_embedding_dimension() == 384
+    assert dict(os.environ) == before
+
+    class Recorder:  # a loader standing in for a diffusers class: records how it was asked to load
+        calls: list[dict] = []
+
+        @classmethod
+        def from_pretrained(cls, source, **kwargs):
+            cls.calls.append({"source": source, **kwargs})
+            return "loaded"
+
+    assert load_component(Recorder, "someone/model", "unet") == "loaded"
+    assert Recorder.calls == [{"source": "someone/model", "subfolder": "unet", "local_files_only": False,
+                               "use_safetensors": True}]

@@ -157,7 +157,9 @@ def test_channels_last_and_compiled_denoiser_give_the_same_images():
     from torch._dynamo.utils import counters
 
     counters.clear()
+    dynamo_settings = torch._dynamo.config.get_config_copy()
     adapter.accelerate(channels_last=True, compile=True).accelerate(compile=True)  # a second call changes nothing
+    assert torch._dynamo.config.get_config_copy() == dynamo_settings  # the process's dynamo settings are its own
     assert adapter.denoiser.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     assert adapter.decoder.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     rows = count_rows(adapter)

@@ -122,13 +122,13 @@ def _load_local(source: str, builder: str, files: list[str]):
     try:
         return datasets.load_dataset(builder, data_files=files, split="train")
     except Exception as exc:  # a parse error deep inside pyarrow/pandas: one line for the user, naming the place
-        where = _first_text_problem(files, json_lines=builder == "json") if builder in ("json", "text") else None
+        where = _first_text_problem(files) if builder in ("json", "text") else None
         raise HdiffError(where or f"{source}: could not read it as {builder}: {_first_line(exc)}") from None
 
 
-def _first_text_problem(files: list[str], json_lines: bool = False) -> str | None:
-    """`file:line: problem` for the first file that is empty, not UTF-8, or (JSON lines) holds a line that is not a
-    JSON object; None when every file reads. Run only after a reader failed, to say where."""
+def _first_text_problem(files: list[str]) -> str | None:
+    """`file:line: problem` for the first file that is empty, not UTF-8, or (a .jsonl file) holds a line that is not
+    a JSON object; None when every file reads. Run only after a reader failed, to say where."""
     for name in files:
         try:
             with open(name, "rb") as f:
@@ -142,7 +142,7 @@ def _first_text_problem(files: list[str], json_lines: bool = False) -> str | Non
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 return f"{name}:{number}: not UTF-8 text (byte {exc.start} of the line)"
-            if json_lines and line.strip():
+            if name.endswith(".jsonl") and line.strip():
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
