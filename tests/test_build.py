@@ -362,13 +362,3 @@ def test_bad_input_gives_one_line_error_or_counted_drop(tmp_path, model, embeddi
              for name, data in tar_contents(shard).items() if name.endswith(".txt")]
     assert sorted(texts) == sorted(stored)
     assert cli.main(["verify", str(out)]) == 0
-
-
-def test_shard_tasks_retry_faults_but_not_bad_input():
-    from prefect.states import Failed
-
-    from flows.build_dataset import retry_unless_bad_input
-    from hdiff.errors import HdiffError
-
-    assert retry_unless_bad_input(None, None, Failed(data=RuntimeError("CUDA error: out of memory"))) is True
-    assert retry_unless_bad_input(None, None, Failed(data=HdiffError("model 'x' is not in the local cache"))) is False

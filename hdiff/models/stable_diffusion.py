@@ -7,6 +7,8 @@ Kandinsky 2.2, whose conditioning is one image-embedding vector.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from hdiff.models.base import (Adapter, Conditioning, classifier_free_guidance, default_dtype, load_component,
@@ -26,17 +28,21 @@ class StableDiffusionAdapter(Adapter):
         super().__init__(model_id, pipeline.scheduler, device, dtype)
         self.pipeline = pipeline  # the stock pipeline: its own encode_prompt, VAE and postprocessing are used
 
+    stock_pipeline: ClassVar[str] = "StableDiffusionPipeline"  # the diffusers class loaded and driven
+    stock_pipeline_kwargs: ClassVar[dict] = {"safety_checker": None, "requires_safety_checker": False}
+
     @classmethod
     def from_pretrained(cls, source: str, *, device: str = "cpu", dtype=None, allow_pickle: bool = False,
                         scheduler=None, **options) -> "StableDiffusionAdapter":
-        from diffusers import StableDiffusionPipeline
+        """The stock pipeline (`stock_pipeline`) from a Hub id or folder, on `device`, progress bar off."""
+        import diffusers
 
         dtype = dtype or default_dtype(device)
         kwargs = {"scheduler": scheduler} if scheduler is not None else {}
-        pipeline = load_component(StableDiffusionPipeline, source, torch_dtype=dtype, allow_pickle=allow_pickle,
-                                  safety_checker=None, requires_safety_checker=False, **kwargs).to(device)
+        pipeline = load_component(getattr(diffusers, cls.stock_pipeline), source, torch_dtype=dtype,
+                                  allow_pickle=allow_pickle, **cls.stock_pipeline_kwargs, **kwargs).to(device)
         pipeline.set_progress_bar_config(disable=True)
-        return cls(source, pipeline, device=device, dtype=dtype)
+        return cls(source, pipeline, device=device, dtype=dtype, **options)
 
     @property
     def denoiser(self) -> torch.nn.Module:

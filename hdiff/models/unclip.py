@@ -22,7 +22,7 @@ import copy
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from hdiff.models.base import Conditioning, classifier_free_guidance, default_dtype, load_component, register
+from hdiff.models.base import Conditioning, classifier_free_guidance, register
 from hdiff.models.stable_diffusion import StableDiffusionAdapter
 
 
@@ -56,6 +56,8 @@ class StableUnCLIPAdapter(StableDiffusionAdapter):
     name = "unclip"
     pipeline_classes = ("StableUnCLIPPipeline",)
     options = ("prior_steps", "prior_guidance", "noise_level")
+    stock_pipeline = "StableUnCLIPPipeline"
+    stock_pipeline_kwargs = {}
     default_steps = 40
     default_guidance = 10.0
     default_size = 768
@@ -66,18 +68,6 @@ class StableUnCLIPAdapter(StableDiffusionAdapter):
         self.prior_steps = prior_steps
         self.prior_guidance = prior_guidance
         self.noise_level = noise_level
-
-    @classmethod
-    def from_pretrained(cls, source: str, *, device: str = "cpu", dtype=None, allow_pickle: bool = False,
-                        scheduler=None, **options) -> "StableUnCLIPAdapter":
-        from diffusers import StableUnCLIPPipeline
-
-        dtype = dtype or default_dtype(device)
-        kwargs = {"scheduler": scheduler} if scheduler is not None else {}
-        pipeline = load_component(StableUnCLIPPipeline, source, torch_dtype=dtype, allow_pickle=allow_pickle,
-                                  **kwargs).to(device)
-        pipeline.set_progress_bar_config(disable=True)
-        return cls(source, pipeline, device=device, dtype=dtype, **options)
 
     @torch.no_grad()
     def encode(self, prompts, generators) -> Conditioning:
