@@ -26,7 +26,7 @@ test: setup
 	$(BIN)/pytest -q
 
 bench-saved: setup
-	$(BIN)/hdiff bench saved
+	$(BIN)/hdiff bench saved --prompts-dir data/prompts
 
 clean:
 	rm -rf out .cache

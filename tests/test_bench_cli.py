@@ -1,7 +1,10 @@
-"""`hdiff bench plan` and `hdiff bench saved` through the command line: tables with sensible figures, clean errors."""
+"""`hdiff bench plan` and `hdiff bench saved` through the command line: tables with sensible figures, clean errors;
+and every bench refusing bad flags with one line before any work."""
 
 import json
 import re
+
+import pytest
 
 from hdiff.cli import main
 
@@ -23,8 +26,10 @@ def test_bench_plan_prints_stages_and_totals(capsys):
     out = capsys.readouterr().out
     assert code == 0
     stages = {row[0]: row for row in table_rows(out, "stage")}
-    assert {"synthetic embeddings", "semantic_shards", "build_tree per shard", "total"} <= set(stages)
-    assert all(float(row[1]) >= 0 for row in stages.values())
+    parts = ["synthetic embeddings", "semantic_shards", "build_tree per shard", "make_plan + accounting per shard"]
+    assert set(stages) == {*parts, "total"}
+    # each stage is timed inside the total; each figure is rounded to 0.1 s
+    assert sum(float(stages[name][1]) for name in parts) <= float(stages["total"][1]) + 0.05 * (len(parts) + 1)
     [totals] = table_rows(out, "shards")
     shards, prompts = int(totals[0].replace(",", "")), int(totals[1].replace(",", ""))
     assert prompts == 3000 and 3000 / 256 <= shards <= 3000 / 64
@@ -60,8 +65,44 @@ def test_bench_saved_on_a_tiny_set(tmp_path, capsys):
     assert "machine: " in out and "time: " in out
 
 
+def test_bench_saved_reads_the_paper_sets_from_the_repository():
+    """A clean clone has the sets: the default folder is data/prompts, the paper's four in the README's order."""
+    from hdiff.bench import saved
+    from hdiff.bench.common import REPO_ROOT
+    from hdiff.prompts import read_prompt_file
+
+    folder = saved.parse_args([]).prompts_dir
+    assert folder == REPO_ROOT / "data" / "prompts"
+    paths = saved.prompt_sets(folder, None)
+    assert [path.stem for path in paths] == ["genai_bench", "prompt_templates", "style_variations", "animals"]
+    assert [len(read_prompt_file(path)) for path in paths] == [1600, 2000, 100, 500]
+
+
 def test_bench_saved_missing_folder_is_one_line_and_exit_2(tmp_path, capsys):
     code = main(["bench", "saved", "--prompts-dir", str(tmp_path / "nowhere")])
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("hdiff: ") and "nowhere" in err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["saved", "--tau", "inf"], "--tau"),
+    (["saved", "--steps", "0"], "--steps"),
+    (["saved", "--json", "{tmp}"], "is a folder"),
+    (["plan", "--seed", "-1"], "--seed"),
+    (["plan", "--min-shard", "100", "--max-shard", "150"], "--max-shard"),
+    (["quality", "--device", "gpu0"], "cuda:N"),
+    (["quality", "--schedule", "linera"], "cosine"),
+    (["quality", "--out", "{tmp}/file"], "is a file"),
+    (["speed", "--guidance", "nan"], "--guidance"),
+    (["speed", "--size", "30"], "multiple of 8"),
+    (["speed", "--noise-device", "gpu"], "--noise-device"),
+    (["speed", "--decode-probe", "3,0"], "--decode-probe"),
+    (["speed", "--kandinsky-arch", "--embeddings", "{tmp}/none.npz"], "none.npz"),
+])
+def test_bench_flags_are_refused_when_read_with_one_line(tmp_path, capsys, argv, says):
+    (tmp_path / "file").write_text("")
+    code = main(["bench", *(arg.replace("{tmp}", str(tmp_path)) for arg in argv)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.startswith("hdiff: ") and captured.err.count("\n") == 1 and says in captured.err

@@ -1,51 +1,114 @@
-"""`hdiff bench quality` end to end on the tiny random-weight model: what it writes and that its comparisons are
-at equal compute (its accuracy figures mean nothing on random weights)."""
+"""`hdiff bench quality` end to end on the tiny random-weight model: what it writes, where its defaults come from,
+and that its comparisons are at equal compute (its accuracy figures mean nothing on random weights).
+
+One run at the defaults is shared by the module; each test reads a different part of it."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import numpy as np
 import pytest
+import torch
 
 import tiny_models as tm
 from hdiff.bench import quality
 from hdiff.errors import HdiffError
 
+MULTIPLES = (0, 0.5, 1, 1.5, 2, 3)  # the default τ sweep, in units of the model's τ
 
-def test_quality_bench_writes_json_table_and_plot(tmp_path, capsys):
-    model = tm.tiny_shapes_model(tmp_path / "tiny")  # 4 steps by default
-    out = tmp_path / "bq"
-    assert quality.main(["--model", model, "--prompts", "8", "--standard-prompts", "4", "--two-object-prompts", "2",
-                         "--taus", "0,2", "--low-steps", "2,9", "--out", str(out)]) == 0
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The tiny models gain nothing from intra-op threads, and on a busy 2-core machine two spinning threads made
+    these runs several times slower; the setting is restored after the module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def prior_model(tmp_path_factory) -> str:
+    """The tiny shapes model (4 steps by default) with a layout prior fitted on random vectors."""
+    from hdiff.shapes.prior import fit_prior, save_prior
+    from hdiff.shapes.prompts import training_pairs
+
+    model = tm.tiny_shapes_model(tmp_path_factory.mktemp("tiny-prior"))
+    scenes = [scene for _, scene in training_pairs() if len(scene.objects) == 1][::40]
+    vectors = np.random.default_rng(0).standard_normal((len(scenes), 384))
+    save_prior(model, fit_prior(vectors, scenes))
+    return model
+
+
+@pytest.fixture(scope="module")
+def default_run(prior_model, tmp_path_factory):
+    """(report, output folder, printed text) of one run at the default τ sweep, with a lower step count 2 (and 9,
+    above the model's 4, which is dropped)."""
+    out = tmp_path_factory.mktemp("bq") / "out"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = quality.main(["--model", prior_model, "--prompts", "3", "--standard-prompts", "1",
+                             "--two-object-prompts", "1", "--timing-prompts", "2", "--low-steps", "2,9",
+                             "--out", str(out)])
+    assert code == 0
+    return json.loads((out / "quality.json").read_text()), out, printed.getvalue()
+
+
+def test_quality_bench_writes_json_table_and_plot(default_run):
+    report, out, printed = default_run
     assert sorted(p.name for p in out.iterdir()) == ["quality.json", "quality.md", "quality.png"]
-    report = json.loads((out / "quality.json").read_text())
-    assert report["cluster_on"] == "embedding" and report["default_tau"] == 1.0  # the tiny model has no prior
-    assert report["standard_one_object"]["images"] == 4 and report["standard_two_object"]["images"] == 2
-    assert report["timing_64"]["images"] == 64
+    assert (out / "quality.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert report["timing"]["images"] == 2
+    assert report["standard_one_object"]["images"] == 1 and report["standard_two_object"]["images"] == 1
     assert report["base_steps"] == [4, 2]  # a "low" step count above the model's own is dropped
+    markdown = (out / "quality.md").read_text()
+    tau = report["default_tau"]
+    assert f"| clustered | hdiff | 4 | {2 * tau:g} |" in markdown and f"| diverse | 2 | {2 * tau:g} |" in markdown
+    assert f"2 images at default settings (τ = {tau:g})" in printed
+    assert "clustered: at equal compute hdiff is more accurate in" in printed
+
+
+def test_quality_bench_clusters_by_the_prior_and_scales_its_default_taus(default_run):
+    """A model folder with a layout prior: the bench clusters by it unless told otherwise, and its default τ sweep
+    is 0, ½, 1, 1½, 2, 3 × the prior's τ, at each base step count."""
+    from hdiff.shapes.prior import DEFAULT_TAU
+
+    report, _, _ = default_run
+    assert report["cluster_on"] == "prior" and report["default_tau"] == DEFAULT_TAU
+    for name in ("clustered", "diverse"):
+        points = [(r["steps"], r["tau"]) for r in report["sets"][name]["hierarchical"]]
+        assert [steps for steps, _ in points] == [4] * len(MULTIPLES) + [2] * len(MULTIPLES)
+        assert [tau for _, tau in points] == pytest.approx([m * DEFAULT_TAU for m in MULTIPLES] * 2, rel=1e-5)
+
+
+def test_every_hierarchical_point_meets_standard_sampling_at_equal_compute(default_run):
+    report, _, _ = default_run
     for name in ("clustered", "diverse"):
         result = report["sets"][name]
         hierarchical, comparisons = result["hierarchical"], result["comparisons"]
-        assert [(r["steps"], r["tau"]) for r in hierarchical] == [(4, 0.0), (4, 2.0), (2, 0.0), (2, 2.0)]
         standard = {r["steps"]: r for r in result["fewer_steps"]}
-        assert standard[4] == hierarchical[0] and standard[2] == hierarchical[2]  # τ = 0 is standard sampling
-        assert [c["hierarchical"] for c in comparisons] == [1, 3]  # every τ > 0 point, once
+        assert [c["hierarchical"] for c in comparisons] == [i for i, r in enumerate(hierarchical) if r["tau"] > 0]
         for c in comparisons:
             h, f = hierarchical[c["hierarchical"]], standard[c["standard_steps"]]
             rows_per_step = f["unet_rows"] / f["steps"]
             # standard sampling gets at least the hierarchical run's compute, and less than one step more
             assert h["unet_rows"] <= f["unet_rows"] < h["unet_rows"] + rows_per_step
-            assert h["steps_per_image"] == pytest.approx(h["unet_rows"] / rows_per_step)
-            assert c["better"] == quality.better(h, f)
+            assert h["steps_per_image"] == pytest.approx(h["unet_rows"] / rows_per_step, rel=1e-9)
             assert set(f["per_attribute"]) == {"background", "color", "shape", "size", "position", "count"}
             assert f["render_error"] > 0  # random weights draw nothing like the scene
-        assert sum(report["verdicts"][name].values()) == len(comparisons)
-    markdown = (out / "quality.md").read_text()
-    assert "| clustered | hdiff | 4 | 2 |" in markdown and "| clustered | 2 | 2 |" in markdown
-    printed = capsys.readouterr().out
-    assert "64 images at default settings (τ = 1)" in printed
-    assert "clustered: at equal compute hdiff is more accurate in" in printed
+        assert any(h["saved"] > 0 for h in hierarchical)  # the equal-compute runs are not all at full compute
+
+
+def test_cluster_on_flag_overrides_the_prior(prior_model, tmp_path):
+    out = tmp_path / "bq"
+    assert quality.main(["--model", prior_model, "--prompts", "1", "--standard-prompts", "1",
+                         "--two-object-prompts", "1", "--timing-prompts", "1", "--taus", "0", "--low-steps", "",
+                         "--cluster-on", "embedding", "--out", str(out)]) == 0
+    report = json.loads((out / "quality.json").read_text())
+    assert report["cluster_on"] == "embedding" and report["default_tau"] == 1.0  # τ on the embedding's scale
 
 
 def test_render_error_is_zero_for_exact_renders_and_grows_with_the_difference():
@@ -67,31 +130,12 @@ def test_equal_compute_steps_never_gives_standard_sampling_less_compute():
     assert quality.better({"accuracy": 0.8}, {"accuracy": 0.9}) == "standard"
 
 
-def test_quality_bench_rejects_bad_taus_and_step_counts(tmp_path):
-    model = tm.tiny_shapes_model(tmp_path / "tiny")
-    with pytest.raises(HdiffError, match="--taus"):
-        quality.main(["--model", model, "--taus", "0,x", "--out", str(tmp_path / "a")])
-    with pytest.raises(HdiffError, match="--low-steps"):
-        quality.main(["--model", model, "--low-steps", "6,0", "--out", str(tmp_path / "b")])
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing half-written
-
-
-def test_quality_bench_clusters_by_a_prior_and_scales_its_default_taus(tmp_path):
-    """A model folder with a layout prior: the bench clusters by it unless told otherwise, and its default τ sweep
-    is 0, ½, 1, 1½, 2, 3 × the prior's τ."""
-    from hdiff.shapes.prior import DEFAULT_TAU, fit_prior, save_prior
-    from hdiff.shapes.prompts import training_pairs
-
-    model = tm.tiny_shapes_model(tmp_path / "tiny")
-    scenes = [scene for _, scene in training_pairs() if len(scene.objects) == 1][::40]
-    vectors = np.random.default_rng(0).standard_normal((len(scenes), 384))
-    save_prior(model, fit_prior(vectors, scenes))
+@pytest.mark.parametrize("flags, flag", [(["--taus", "0,x"], "--taus"), (["--taus", "0,inf"], "--taus"),
+                                         (["--low-steps", "6,0"], "--low-steps"),
+                                         (["--schedule", "linera"], "--schedule"),
+                                         (["--guidance", "nan"], "--guidance")])
+def test_quality_bench_refuses_bad_flags_before_any_work(tmp_path, flags, flag):
     out = tmp_path / "bq"
-    common = ["--model", model, "--prompts", "6", "--standard-prompts", "2", "--two-object-prompts", "2"]
-    assert quality.main([*common, "--out", str(out)]) == 0
-    report = json.loads((out / "quality.json").read_text())
-    assert report["cluster_on"] == "prior" and report["default_tau"] == DEFAULT_TAU
-    taus = [r["tau"] for r in report["sets"]["clustered"]["hierarchical"]]
-    assert taus == pytest.approx([m * DEFAULT_TAU for m in (0, 0.5, 1, 1.5, 2, 3)])
-    assert quality.main([*common, "--taus", "0", "--cluster-on", "embedding", "--out", str(out)]) == 0
-    assert json.loads((out / "quality.json").read_text())["cluster_on"] == "embedding"
+    with pytest.raises(HdiffError, match=flag):
+        quality.main([*flags, "--model", str(tmp_path / "no-model"), "--out", str(out)])
+    assert not out.exists()  # refused when read: nothing loaded, nothing written

@@ -7,6 +7,7 @@ Not registered as an adapter: `hdiff bench speed --kandinsky-arch` builds it dir
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from hdiff.models.kandinsky import Kandinsky22Adapter
 
 IMAGE_EMBED_DIM = 1280
 
-# kandinsky-community/kandinsky-2-2-decoder unet/config.json (see ../shared/NOTES.md: 1,253 M parameters).
+# kandinsky-community/kandinsky-2-2-decoder unet/config.json (1,253 M parameters).
 UNET_CONFIG = dict(
     in_channels=4, out_channels=8, addition_embed_type="image", encoder_hid_dim=IMAGE_EMBED_DIM,
     encoder_hid_dim_type="image_proj", cross_attention_dim=768, attention_head_dim=64, layers_per_block=3,
@@ -55,12 +56,20 @@ SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="linear", beta_s
 
 def load_embeddings(path: str | Path) -> dict[str, np.ndarray]:
     """prompt → MiniLM embedding (384,) from an .npz with `prompts` (N,) and `embeddings` (N, 384) arrays."""
-    data = np.load(path, allow_pickle=False)
-    if "prompts" not in data or "embeddings" not in data:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise HdiffError(f"embeddings file {path} does not exist") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise HdiffError(f"{path} is not an .npz of embeddings: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile) or "prompts" not in data or "embeddings" not in data:
         raise HdiffError(f"{path}: needs arrays 'prompts' and 'embeddings'")
     prompts, vectors = data["prompts"], data["embeddings"].astype(np.float32)
-    if len(prompts) != len(vectors):
-        raise HdiffError(f"{path}: {len(prompts)} prompts but {len(vectors)} embeddings")
+    if len(prompts) != len(vectors) or vectors.ndim != 2 or not len(vectors):
+        raise HdiffError(f"{path}: expected N prompts and (N, D) embeddings with N >= 1, got {prompts.shape} and "
+                         f"{vectors.shape}")
+    if not np.isfinite(vectors).all():
+        raise HdiffError(f"{path}: embeddings hold NaN or infinite values")
     return {str(p): v for p, v in zip(prompts, vectors)}
 
 

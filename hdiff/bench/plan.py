@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from hdiff.bench.common import machine_line, markdown_table, peak_rss_mib, stage
+from hdiff.bench.common import BenchParser, integer, machine_line, markdown_table, number, peak_rss_mib, stage
 from hdiff.dataset.shard import semantic_shards
 from hdiff.errors import HdiffError
 from hdiff.planning import Schedule, build_tree, make_plan
@@ -29,25 +29,23 @@ CHUNK = 65_536
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="hdiff bench plan", description=__doc__.splitlines()[0])
-    p.add_argument("--prompts", type=int, default=1_000_000)
-    p.add_argument("--dim", type=int, default=384)
-    p.add_argument("--min-shard", type=int, default=128)
-    p.add_argument("--max-shard", type=int, default=512)
-    p.add_argument("--steps", type=int, default=40, help="scheduler evaluations K")
-    p.add_argument("--tau", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p = BenchParser(prog="hdiff bench plan", description=__doc__.splitlines()[0])
+    p.add_argument("--prompts", type=integer(1), default=1_000_000)
+    p.add_argument("--dim", type=integer(2), default=384)
+    p.add_argument("--min-shard", type=integer(1), default=128)
+    p.add_argument("--max-shard", type=integer(2), default=512, help="at least twice --min-shard")
+    p.add_argument("--steps", type=integer(1), default=40, help="scheduler evaluations K the plans are made over")
+    p.add_argument("--tau", type=number(0), default=1.0)
+    p.add_argument("--seed", type=integer(0), default=0)
     args = p.parse_args(argv)
-    if args.prompts < 1:
-        raise HdiffError(f"--prompts must be >= 1, got {args.prompts}")
-    if args.dim < 2:
-        raise HdiffError(f"--dim must be >= 2, got {args.dim}")
-    if args.steps < 1:
-        raise HdiffError(f"--steps must be >= 1, got {args.steps}")
+    if args.max_shard < 2 * args.min_shard:
+        raise HdiffError(f"--max-shard must be at least twice --min-shard, got {args.min_shard} and "
+                         f"{args.max_shard}")
     return args
 
 
-def unit_rows(x: np.ndarray) -> np.ndarray:
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """Scales each row of x to unit length, in place; returns x."""
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x
 
@@ -55,23 +53,23 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 def synthetic_embeddings(n: int, dim: int, seed: int) -> np.ndarray:
     """(n, dim) float32 unit vectors from the two-level mixture in the module docstring, generated CHUNK rows a time."""
     rng = np.random.default_rng(seed)
-    topics = unit_rows(rng.standard_normal((max(1, n // PROMPTS_PER_TOPIC), dim), dtype=np.float32))  # (T, D)
+    topics = normalize_rows(rng.standard_normal((max(1, n // PROMPTS_PER_TOPIC), dim), dtype=np.float32))  # (T, D)
     n_sub = len(topics) * SUBTOPICS_PER_TOPIC
     offsets = rng.standard_normal((n_sub, dim), dtype=np.float32) * (SUBTOPIC_SPREAD / np.sqrt(dim))
-    subtopics = unit_rows(topics[rng.integers(len(topics), size=n_sub)] + offsets)  # (S, D)
+    subtopics = normalize_rows(topics[rng.integers(len(topics), size=n_sub)] + offsets)  # (S, D)
     out = np.empty((n, dim), dtype=np.float32)
     for lo in range(0, n, CHUNK):
-        rows = out[lo:lo + CHUNK]  # (c, D) view
-        rng.standard_normal(rows.shape, dtype=np.float32, out=rows)
-        rows *= PROMPT_SPREAD / np.sqrt(dim)
-        rows += subtopics[rng.integers(n_sub, size=len(rows))]
-        unit_rows(rows)
+        chunk = out[lo:lo + CHUNK]  # (c, D) view
+        rng.standard_normal(chunk.shape, dtype=np.float32, out=chunk)
+        chunk *= PROMPT_SPREAD / np.sqrt(dim)
+        chunk += subtopics[rng.integers(n_sub, size=len(chunk))]
+        normalize_rows(chunk)
     return out
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    schedule = Schedule("linear", args.tau)  # validates τ
+    schedule = Schedule("linear", args.tau)
     k = args.steps
     timings: dict[str, list[float]] = {}
     peaks: dict[str, float] = {}
@@ -90,9 +88,9 @@ def main(argv: list[str]) -> int:
     change = np.zeros(k + 1, dtype=np.int64)  # Σ over shards of (+1 at a node's start, −1 at its end)
     from tqdm import tqdm
 
-    for rows in tqdm(shards, desc="trees and plans", unit="shard", disable=None, file=sys.stderr):
+    for members in tqdm(shards, desc="trees and plans", unit="shard", disable=None, file=sys.stderr):
         with stage(timings, "trees"):
-            tree = build_tree(x[rows])
+            tree = build_tree(x[members])  # members: the shard's row indices into x
         with stage(timings, "plans"):
             plan = make_plan(tree, schedule, k)
             unet_rows += plan.unet_rows

@@ -9,7 +9,6 @@ cost at least as many UNet rows. Writes quality.json, quality.md and quality.png
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -21,9 +20,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from hdiff.bench.common import machine_line, markdown_table
-from hdiff.errors import HdiffError
+from hdiff.bench.common import BenchParser, comma_list, integer, machine_line, markdown_table, number
+from hdiff.devices import DEVICE_CHOICES, check_device
+from hdiff.files import atomic_path, check_writable_output, write_atomically
 from hdiff.generate import GenerationSettings, ImageJob, generate
+from hdiff.planning import SCHEDULE_CURVES
 from hdiff.shapes.oracle import ATTRIBUTES, all_correct, detect, score
 from hdiff.shapes.world import render
 
@@ -155,7 +156,8 @@ def plot(results: dict, default_steps: int, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left")
     fig.tight_layout()
-    fig.savefig(path, dpi=100, format="png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
 
@@ -191,42 +193,46 @@ def comparison_table(results: dict) -> str:
     return markdown_table(headers, rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from hdiff.models import load_adapter
+def parse_args(argv: list[str] | None):
     from hdiff.models.shapes import CLUSTER_FEATURES
-    from hdiff.shapes.prompts import clustered_set, diverse_set
 
-    p = argparse.ArgumentParser(prog="hdiff bench quality", description=__doc__.splitlines()[0])
+    p = BenchParser(prog="hdiff bench quality", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="hdiff/shapes")
-    p.add_argument("--prompts", type=int, default=300, help="prompts per set")
-    p.add_argument("--standard-prompts", type=int, default=500, help="held-out one-object prompts for the τ=0 check")
-    p.add_argument("--two-object-prompts", type=int, default=200)
-    p.add_argument("--taus", default=None, help="comma-separated τ (default: 0, 0.5, 1, 1.5, 2, 3 × the model's τ)")
+    p.add_argument("--prompts", type=integer(1), default=300, help="prompts per set")
+    p.add_argument("--standard-prompts", type=integer(1), default=500,
+                   help="held-out one-object prompts for the τ=0 check")
+    p.add_argument("--two-object-prompts", type=integer(1), default=200)
+    p.add_argument("--timing-prompts", type=integer(1), default=64,
+                   help="clustered prompts timed at the default τ (default 64)")
+    p.add_argument("--taus", type=comma_list(number(0)), default=None,
+                   help="comma-separated τ (default: 0, 0.5, 1, 1.5, 2, 3 × the model's τ)")
     p.add_argument("--cluster-on", choices=CLUSTER_FEATURES, default=None,
                    help="cluster prompts by the model's layout prior (its default where it has one) or by its "
                         "conditioning vectors")
-    p.add_argument("--schedule", default="linear", choices=["linear", "cosine", "quadratic"])
-    p.add_argument("--steps", type=int, default=None, help="standard sampling's steps (default: the model's)")
-    p.add_argument("--low-steps", default="10,6",
+    p.add_argument("--schedule", default="linear", choices=list(SCHEDULE_CURVES))
+    p.add_argument("--steps", type=integer(1), default=None, help="standard sampling's steps (default: the model's)")
+    p.add_argument("--low-steps", type=comma_list(integer(1), allow_empty=True), default=[10, 6],
                    help="comma-separated smaller step counts to run the τ sweep on as well, for the equal-compute "
-                        "comparison at budgets where fewer steps lose accuracy ('' for none)")
-    p.add_argument("--guidance", type=float, default=None)
-    p.add_argument("--device", default="auto")
+                        "comparison at budgets where fewer steps lose accuracy (default 10,6; '' for none)")
+    p.add_argument("--guidance", type=number(0), default=None)
+    p.add_argument("--device", type=check_device, default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}")
     p.add_argument("--out", default="out/bench-quality")
     args = p.parse_args(argv)
-    try:
-        taus = [float(t) for t in args.taus.split(",")] if args.taus else None
-        low_steps = [int(k) for k in args.low_steps.split(",") if k.strip()]
-    except ValueError:
-        raise HdiffError(f"--taus and --low-steps must be comma-separated numbers, got {args.taus!r} and "
-                         f"{args.low_steps!r}") from None
-    if any(k < 1 for k in low_steps):
-        raise HdiffError(f"--low-steps must be positive step counts, got {args.low_steps!r}")
+    check_writable_output(args.out)
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    from hdiff.models import load_adapter
+    from hdiff.shapes.prompts import clustered_set, diverse_set
+
+    args = parse_args(argv)
+    requested = GenerationSettings(steps=args.steps, guidance_scale=args.guidance,
+                                   schedule=args.schedule)  # checked before the model loads; unset: the model's own
     adapter = load_adapter(args.model, device=args.device, cluster_on=args.cluster_on)
-    taus = taus or [round(m * adapter.default_tau, 6) for m in (0, 0.5, 1, 1.5, 2, 3)]
-    steps = args.steps or adapter.default_steps
-    guidance = args.guidance if args.guidance is not None else adapter.default_guidance
+    settings = requested.for_model(adapter)
+    taus = args.taus or [round(m * adapter.default_tau, 6) for m in (0, 0.5, 1, 1.5, 2, 3)]
+    steps, guidance = settings.steps, settings.guidance_scale
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(machine_line())
@@ -234,9 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {args.model}: {adapter.scheduler_name}, {steps} steps, guidance {guidance}, "
           f"clustered by {cluster_on}, default τ {adapter.default_tau:g}")
 
-    # 1. timing: 64 images at the defaults, the embedded model's CPU figure.
-    timing = run(adapter, clustered_set(64, seed=7), steps=steps, guidance=guidance, tau=adapter.default_tau)
-    print(f"64 images at default settings (τ = {adapter.default_tau:g}): {timing['seconds']:.1f} s "
+    # 1. timing: clustered prompts at the defaults, the embedded model's CPU figure.
+    timing = run(adapter, clustered_set(args.timing_prompts, seed=7), steps=steps, guidance=guidance,
+                 tau=adapter.default_tau)
+    print(f"{timing['images']} images at default settings (τ = {adapter.default_tau:g}): {timing['seconds']:.1f} s "
           f"on {adapter.device}")
 
     # 2. standard sampling on held-out one-object prompts, and two-object prompts beside it.
@@ -248,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{two['images']} two-object prompts: {100 * two['accuracy']:.1f}%")
 
     # 3. τ sweeps (at the default and the lower step counts) against fewer-step standard sampling at equal compute.
-    base_steps = [steps, *sorted({k for k in low_steps if k < steps}, reverse=True)]
+    base_steps = [steps, *sorted({k for k in args.low_steps if k < steps}, reverse=True)]
     results = {}
     for name, pairs in (("clustered", clustered_set(args.prompts, seed=21)),
                         ("diverse", diverse_set(args.prompts, seed=22))):
@@ -265,12 +272,12 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {"machine": machine_line(), "model": args.model, "steps": steps, "base_steps": base_steps,
               "guidance": guidance, "cluster_on": cluster_on, "default_tau": adapter.default_tau,
-              "timing_64": timing, "standard_one_object": standard, "standard_two_object": two, "sets": results,
+              "timing": timing, "standard_one_object": standard, "standard_two_object": two, "sets": results,
               "verdicts": {name: verdicts(result) for name, result in results.items()}}
-    (out / "quality.json").write_text(json.dumps(report, indent=1))
+    write_atomically(out / "quality.json", json.dumps(report, indent=1).encode())
     markdown = (f"{table(results, steps)}\n\nAt equal compute (standard sampling at the fewest steps that cost at "
                 f"least as much):\n\n{comparison_table(results)}")
-    (out / "quality.md").write_text(markdown + "\n")
+    write_atomically(out / "quality.md", (markdown + "\n").encode())
     plot(results, steps, out / "quality.png")
     print(markdown)
     print(f"wrote {out}/quality.json, quality.md, quality.png")

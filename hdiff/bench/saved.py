@@ -15,32 +15,32 @@ from pathlib import Path
 
 import numpy as np
 
-from hdiff.bench.common import REPO_ROOT, machine_line, markdown_table
-from hdiff.prompts import read_prompt_file
+from hdiff.bench.common import (REPO_ROOT, BenchParser, check_output_file, integer, machine_line, markdown_table,
+                                number)
 from hdiff.errors import HdiffError
+from hdiff.files import write_atomically
 from hdiff.planning import ClusterTree, Schedule, build_tree, make_plan, plan_for_budget, tree_from_merges
+from hdiff.prompts import read_prompt_file
 
-# Compute saved at τ = 1, K = 40, from ../shared/prompts/README.md (Kandinsky 2.2 prior embeddings).
+# Compute saved at τ = 1, K = 40, from data/prompts/README.md (Kandinsky 2.2 prior embeddings).
 PAPER_SAVED = {"genai_bench": 0.5043, "prompt_templates": 0.6925, "style_variations": 0.7393, "animals": 0.6280}
 TAUS = (0.5, 1.0, 2.0)
 BUDGET = 0.5
-
-
-def default_prompts_dir() -> Path:
-    return (REPO_ROOT / ".." / "shared" / "prompts").resolve()
+PROMPTS_DIR = REPO_ROOT / "data" / "prompts"  # the paper's four sets and the demo set, in the repository
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="hdiff bench saved", description=__doc__.splitlines()[0])
-    p.add_argument("--prompts-dir", type=Path, default=None, help="folder of .jsonl sets (default: ../shared/prompts)")
+    p = BenchParser(prog="hdiff bench saved", description=__doc__.splitlines()[0])
+    p.add_argument("--prompts-dir", type=Path, default=PROMPTS_DIR,
+                   help="folder of .jsonl sets (default: the repository's data/prompts)")
     p.add_argument("--sets", nargs="+", default=None, help="set names to run (default: every .jsonl but demo)")
-    p.add_argument("--tau", type=float, default=1.0, help="an extra τ column when not one of 0.5, 1, 2")
-    p.add_argument("--steps", type=int, default=40, help="scheduler evaluations K")
-    p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    p.add_argument("--tau", type=number(0), default=1.0, help="an extra τ column when not one of 0.5, 1, 2")
+    p.add_argument("--steps", type=integer(1), default=40,
+                   help="scheduler evaluations K the plan is made over (default 40, the paper's)")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
-    if args.steps < 1:
-        raise HdiffError(f"--steps must be >= 1, got {args.steps}")
-    Schedule("linear", args.tau)  # validates τ
+    if args.json is not None:
+        args.json = check_output_file(args.json, "--json")
     return args
 
 
@@ -70,32 +70,32 @@ def cosine_ward_tree(embeddings: np.ndarray) -> ClusterTree:
     return tree_from_merges(z[:, :2].astype(np.int64).tolist(), np.maximum.accumulate(z[:, 2]).tolist())
 
 
-def saved_at(tree: ClusterTree, tau: float, steps: int) -> float:
-    return make_plan(tree, Schedule("linear", tau), steps).saved_fraction
+def saved_at(tree: ClusterTree, tau: float, evaluations: int) -> float:
+    """The fraction of UNet rows a linear-φ plan at τ over `evaluations` evaluations saves."""
+    return make_plan(tree, Schedule("linear", tau), evaluations).saved_fraction
 
 
-def set_figures(embeddings: np.ndarray, taus: list[float], steps: int) -> dict:
+def set_figures(embeddings: np.ndarray, taus: list[float], evaluations: int) -> dict:
     """Saved fractions at each τ, budget mode's τ for BUDGET saved, and the reference tree's saving at τ = 1."""
     tree = build_tree(embeddings)
-    budget = plan_for_budget(tree, BUDGET, steps) if len(embeddings) > 1 else None
+    budget = plan_for_budget(tree, BUDGET, evaluations) if len(embeddings) > 1 else None
     reference = cosine_ward_tree(embeddings) if len(embeddings) > 1 else tree
-    return {"saved": {f"{tau:g}": saved_at(tree, tau, steps) for tau in taus},
+    return {"saved": {f"{tau:g}": saved_at(tree, tau, evaluations) for tau in taus},
             "budget_tau": budget.schedule.tau if budget else None,
             "budget_saved": budget.saved_fraction if budget else 0.0,
-            "reference_saved_tau1": saved_at(reference, 1.0, steps)}
+            "reference_saved_tau1": saved_at(reference, 1.0, evaluations)}
 
 
 def main(argv: list[str]) -> int:
     from hdiff.embedding import embed_texts
 
     args = parse_args(argv)
-    folder = args.prompts_dir if args.prompts_dir is not None else default_prompts_dir()
-    paths = prompt_sets(folder, args.sets)
+    paths = prompt_sets(args.prompts_dir, args.sets)
     taus = list(TAUS) + ([args.tau] if args.tau not in TAUS else [])
     started = time.perf_counter()
     results = []
     for path in paths:
-        prompts = read_prompt_file(str(path))
+        prompts = read_prompt_file(path)
         embed_started = time.perf_counter()
         embeddings = embed_texts(prompts)  # (N, 384) float32, unit rows
         embed_seconds = time.perf_counter() - embed_started
@@ -119,7 +119,6 @@ def main(argv: list[str]) -> int:
     embed_total = sum(r["embed_seconds"] for r in results)
     print(f"time: {seconds:.1f} s ({embed_total:.1f} s embedding {sum(r['prompts'] for r in results):,} prompts)")
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"steps": args.steps, "taus": taus, "sets": results,
-                                         "machine": machine_line(), "seconds": seconds}, indent=1))
+        write_atomically(args.json, json.dumps({"steps": args.steps, "taus": taus, "sets": results,
+                                                "machine": machine_line(), "seconds": seconds}, indent=1).encode())
     return 0

@@ -8,7 +8,7 @@ synchronize), and the sampler's per-evaluation callback splits the rest of sampl
 
     hdiff bench speed                                   # CPU, embedded shapes model, 256 clustered prompts
     hdiff bench speed --kandinsky-arch --embeddings E.npz --prompts 256 --taus 1,2   # GPU, real-size decoder
-    python -m hdiff.bench.speed --write-embeddings E.npz --from prompts.jsonl --n 256  # MiniLM, float16
+    hdiff bench speed --write-embeddings E.npz --from prompts.jsonl --n 256     # MiniLM, float16
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import io
 import json
 import platform
 import resource
@@ -27,9 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hdiff.errors import HdiffError
+from hdiff.bench.common import BenchParser, check_output_file, comma_list, integer, number
+from hdiff.devices import DEVICE_CHOICES, check_device, resolve_device
+from hdiff.errors import run_as_command
+from hdiff.files import write_atomically
 from hdiff.generate import GenerationSettings, ImageJob, encode_job, plan_job
-from hdiff.models.base import Adapter, resolve_device
+from hdiff.models.base import Adapter
+from hdiff.prompts import read_prompt_file
 from hdiff.records import NOISE_DEVICES
 from hdiff.sampling import sample_plan
 from hdiff.sampling.state import step_accepts_generator
@@ -39,33 +44,38 @@ GAP_KINDS = ("prepare", "glue", "step")  # before a step's first forward, betwee
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="hdiff bench speed", description=__doc__.splitlines()[0])
+    p = BenchParser(prog="hdiff bench speed", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="hdiff/shapes", help="model id or folder (default: the embedded model)")
     p.add_argument("--kandinsky-arch", action="store_true",
-                   help="real-size Kandinsky 2.2 decoder UNet + MoVQ with random weights (needs --embeddings)")
+                   help="real-size Kandinsky 2.2 decoder UNet + MoVQ with random weights (needs --embeddings or "
+                        "--set FILE)")
     p.add_argument("--tiny-arch", action="store_true", help="with --kandinsky-arch: a shrunken config (tests)")
     p.add_argument("--embeddings", default=None, help=".npz with 'prompts' and 'embeddings' (MiniLM, 384-d)")
-    p.add_argument("--prompts", type=int, default=256, help="number of prompts (default 256)")
+    p.add_argument("--prompts", type=integer(1), default=256, help="number of prompts (default 256)")
     p.add_argument("--set", default="clustered", help="'clustered' (shapes world) or a .jsonl/.txt prompt file")
-    p.add_argument("--taus", default=None, help="comma-separated τ values (default 0.5, 1, 2 × the model's τ; "
-                   "1, 2 with the arch)")
-    p.add_argument("--steps", type=int, default=None, help="scheduler steps (default: the model's)")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
-    p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the model's)")
-    p.add_argument("--max-batch", type=int, default=64, help="images (clusters) per UNet call; rows are 2× that")
-    p.add_argument("--decode-chunk", type=int, default=None, help="latents per decoder call (default: max-batch, "
-                                                                  "16 with the arch)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-multiples", default="1",
+    p.add_argument("--taus", type=comma_list(number(0)), default=None,
+                   help="comma-separated τ values (default 0.5, 1, 2 × the model's τ; 1, 2 with the arch)")
+    p.add_argument("--steps", type=integer(1), default=None, help="scheduler steps (default: the model's)")
+    p.add_argument("--guidance", type=number(0), default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--size", type=integer(8), default=None,
+                   help="image side in pixels, a multiple of 8 (default: the model's)")
+    p.add_argument("--max-batch", type=integer(1), default=64,
+                   help="images (clusters) per UNet call; rows are 2× that")
+    p.add_argument("--decode-chunk", type=integer(1), default=None,
+                   help="latents per decoder call (default: max-batch, 16 with the arch)")
+    p.add_argument("--device", type=check_device, default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}")
+    p.add_argument("--batch-multiples", type=comma_list(integer(1)), default=[1],
                    help="comma-separated: run hdiff with micro-batches padded to each multiple of clusters")
-    p.add_argument("--probe-rows", default=None,
+    p.add_argument("--probe-rows", type=comma_list(integer(1)), default=[],
                    help="comma-separated row counts: also time one denoiser call at each (e.g. 64,72,74,128)")
     p.add_argument("--noise-device", choices=NOISE_DEVICES, default="cpu",
                    help="where both methods draw their per-image (per-cluster) noise")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory for the UNet and decoder")
-    p.add_argument("--decode-probe", default=None, metavar="CHUNKS",
+    p.add_argument("--decode-probe", type=comma_list(integer(1)), default=[], metavar="CHUNKS",
                    help="time the decoder at these chunk sizes (comma-separated), in both memory formats, and run "
                         "with the fastest (baseline and hdiff alike)")
+    p.add_argument("--decode-probe-images", type=integer(1), default=64,
+                   help="latents the decoder probe decodes at each chunk size (default 64; at least the largest chunk)")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet's forward (warm-up compiles)")
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="torch.backends.cudnn.benchmark (re-tunes for every new batch size hdiff meets)")
@@ -73,31 +83,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--repeat", action="store_true",
                    help="run each hdiff setting twice and report the second (kernels warm for every micro-batch size, "
                         "as in a build of many shards); the first pass is kept as first_pass")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=integer(0), default=0)
     p.add_argument("--json", default=None, help="write the figures here")
     p.add_argument("--write-embeddings", default=None, metavar="OUT.npz",
                    help="only write MiniLM embeddings (float16) of --from's first --n prompts, then exit")
     p.add_argument("--from", dest="source", default=None, help="prompt file for --write-embeddings")
-    p.add_argument("--n", type=int, default=256, help="prompts for --write-embeddings")
+    p.add_argument("--n", type=integer(1), default=256, help="prompts for --write-embeddings")
     args = p.parse_args(argv)
     if args.tiny_arch and not args.kandinsky_arch:
         p.error("--tiny-arch needs --kandinsky-arch")
     if args.write_embeddings and not args.source:
         p.error("--write-embeddings needs --from FILE")
+    if args.kandinsky_arch and args.embeddings is None and args.set == "clustered":
+        p.error("--kandinsky-arch needs --embeddings FILE.npz or --set FILE.jsonl")
+    for flag in ("json", "write_embeddings"):
+        if getattr(args, flag) is not None:
+            setattr(args, flag, check_output_file(getattr(args, flag), f"--{flag.replace('_', '-')}"))
     return args
 
 
+def requested_settings(args: argparse.Namespace) -> GenerationSettings:
+    """The flags as generation settings, checked before any model loads; unset steps, guidance and size are the
+    model's own (`for_model`), 32 px with --tiny-arch."""
+    size = args.size or (32 if args.tiny_arch else None)
+    return GenerationSettings(steps=args.steps, guidance_scale=args.guidance, height=size, width=size,
+                              max_batch=args.max_batch, noise_device=args.noise_device)
+
+
 # --- prompts ------------------------------------------------------------------------------------------------------
-
-def read_prompt_file(path: str | Path) -> list[str]:
-    path = Path(path)
-    if not path.exists():
-        raise HdiffError(f"prompt file {path} does not exist")
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    if path.suffix == ".jsonl":
-        return [json.loads(line)["prompt"] for line in lines]
-    return lines
-
 
 def distinct(prompts: list[str]) -> list[str]:
     return list(dict.fromkeys(prompts))
@@ -113,14 +126,16 @@ def prompt_set(name: str, n: int, seed: int) -> tuple[list[str], str]:
     return prompts, f"{name} (first {len(prompts)} distinct)"
 
 
-def write_embeddings(out: str, source: str, n: int) -> None:
+def write_embeddings(out: Path, source: str, n: int) -> None:
     """MiniLM embeddings of the first n distinct prompts of `source`, float16: what --kandinsky-arch reads."""
     from hdiff.embedding import embed_texts
 
     prompts = distinct(read_prompt_file(source))[:n]
     vectors = embed_texts(prompts).astype(np.float16)  # (n, 384)
-    np.savez_compressed(out, prompts=np.asarray(prompts), embeddings=vectors)
-    print(f"wrote {out}: {len(prompts)} prompts × {vectors.shape[1]} float16 ({Path(out).stat().st_size} bytes)")
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, prompts=np.asarray(prompts), embeddings=vectors)
+    write_atomically(out, buffer.getvalue())
+    print(f"wrote {out}: {len(prompts)} prompts × {vectors.shape[1]} float16 ({out.stat().st_size} bytes)")
 
 
 # --- instrumentation -----------------------------------------------------------------------------------------------
@@ -162,7 +177,7 @@ class Profile:
         self.forwards += 1
         self.last, self.after = now, "glue"
 
-    def end_step(self, k: int, active: int) -> None:
+    def end_evaluation(self, k: int, active: int) -> None:
         self._gap("step")
         self.after = "prepare"
 
@@ -225,11 +240,11 @@ def baseline_latents(adapter: Adapter, job: ImageJob, cond, settings: Generation
         scheduler = copy.deepcopy(adapter.scheduler)
         scheduler.set_timesteps(settings.steps, device=adapter.device)
         extra = {"generator": generators} if step_accepts_generator(scheduler) else {}
-        rows = {name: value[lo:lo + settings.max_batch].to(adapter.device, adapter.dtype)
-                for name, value in cond.tensors.items()}
+        batch_cond = {name: value[lo:lo + settings.max_batch].to(adapter.device, adapter.dtype)
+                      for name, value in cond.tensors.items()}
         latents = adapter.initial_latents(scheduler, (len(seeds), *shape), generators)
         for k, t in enumerate(scheduler.timesteps):
-            output = adapter.predict(scheduler, latents, t, rows, negative, settings.guidance_scale)
+            output = adapter.predict(scheduler, latents, t, batch_cond, negative, settings.guidance_scale)
             latents = scheduler.step(output, t, latents, **extra, return_dict=False)[0]
             on_evaluation(k, len(seeds))
         outputs.append(latents)
@@ -253,14 +268,14 @@ def timed_run(adapter: Adapter, job: ImageJob, settings: GenerationSettings, *, 
         profile.start()
         with torch.inference_mode():
             if baseline:
-                latents = baseline_latents(adapter, job, cond, settings, profile.end_step)
+                latents = baseline_latents(adapter, job, cond, settings, profile.end_evaluation)
             else:
                 latents = sample_plan(plan, adapter, cond, np.asarray(job.seeds), num_steps=settings.steps,
                                       guidance_scale=settings.guidance_scale, height=settings.height,
                                       width=settings.width, max_batch=settings.max_batch,
                                       noise_on_device=settings.noise_device == "device",
                                       batch_multiple=settings.batch_multiple,
-                                      on_evaluation=profile.end_step)
+                                      on_evaluation=profile.end_evaluation)
         synchronize(device)
         t3 = time.perf_counter()
     with torch.inference_mode():
@@ -313,25 +328,21 @@ def compare(run: dict, baseline: dict | None) -> None:
 
 # --- set-up -------------------------------------------------------------------------------------------------------
 
-def build_adapter(args, device: torch.device) -> tuple[Adapter, list[str] | None]:
-    """The adapter, and the prompts of --embeddings when the arch reads them from there."""
-    if args.kandinsky_arch:
-        from hdiff.bench.kandinsky_arch import KandinskyArchAdapter, load_embeddings
+def build_adapter(args, device: torch.device, prompts: list[str],
+                  embeddings: dict[str, np.ndarray] | None) -> Adapter:
+    """--model's adapter, or with --kandinsky-arch the random-weight arch on `embeddings` (MiniLM embeddings of
+    `prompts` when --embeddings gave none)."""
+    if not args.kandinsky_arch:
+        from hdiff.models import load_adapter
 
-        if args.embeddings is None:
-            if args.set == "clustered":
-                raise HdiffError("--kandinsky-arch needs --embeddings FILE.npz or --set FILE.jsonl")
-            from hdiff.embedding import embed_texts
+        return load_adapter(args.model, device=str(device))
+    from hdiff.bench.kandinsky_arch import KandinskyArchAdapter
 
-            prompts = distinct(read_prompt_file(args.set))[:args.prompts]
-            table = dict(zip(prompts, embed_texts(prompts)))
-        else:
-            table = load_embeddings(args.embeddings)
-            prompts = list(table)[:args.prompts]
-        return KandinskyArchAdapter.build(table, device=str(device), tiny=args.tiny_arch), prompts
-    from hdiff.models import load_adapter
+    if embeddings is None:
+        from hdiff.embedding import embed_texts
 
-    return load_adapter(args.model, device=str(device)), None
+        embeddings = dict(zip(prompts, embed_texts(prompts)))
+    return KandinskyArchAdapter.build(embeddings, device=str(device), tiny=args.tiny_arch)
 
 
 def warm_up(adapter: Adapter, settings: GenerationSettings, prompts: list[str], decode_chunk: int) -> None:
@@ -352,18 +363,6 @@ def describe_device(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def parse_ints(text: str | None, flag: str) -> list[int]:
-    if not text:
-        return []
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as exc:
-        raise HdiffError(f"{flag} must be comma-separated integers, got {text!r}") from exc
-    if any(v < 1 for v in values):
-        raise HdiffError(f"{flag} values must be >= 1, got {text!r}")
-    return values
-
-
 def probe_forwards(adapter: Adapter, settings: GenerationSettings, prompts: list[str], sizes: list[int],
                    repeats: int = 3) -> list[dict]:
     """Time one guided denoiser call at each row count (2 rows a cluster with guidance): the best of `repeats`."""
@@ -371,7 +370,7 @@ def probe_forwards(adapter: Adapter, settings: GenerationSettings, prompts: list
         return []
     clusters = max(1, max(sizes) // adapter.rows_per_cluster(settings.guidance_scale))
     job = ImageJob.from_prompts((prompts * clusters)[:clusters], base_seed=7)
-    rows = {name: value.to(adapter.device, adapter.dtype) for name, value in encode_job(adapter, job).tensors.items()}
+    cond = {name: value.to(adapter.device, adapter.dtype) for name, value in encode_job(adapter, job).tensors.items()}
     negative = {name: value.to(adapter.device) for name, value in adapter.negative().items()}
     scheduler = copy.deepcopy(adapter.scheduler)
     scheduler.set_timesteps(settings.steps, device=adapter.device)
@@ -382,7 +381,7 @@ def probe_forwards(adapter: Adapter, settings: GenerationSettings, prompts: list
     probe = []
     for size in sizes:
         n = max(1, size // adapter.rows_per_cluster(settings.guidance_scale))
-        chunk = {name: value[:n] for name, value in rows.items()}
+        chunk = {name: value[:n] for name, value in cond.items()}
         times = []
         with torch.inference_mode():
             for _ in range(repeats + 1):  # the first call tunes and is not counted
@@ -392,8 +391,8 @@ def probe_forwards(adapter: Adapter, settings: GenerationSettings, prompts: list
                 synchronize(adapter.device)
                 times.append(time.perf_counter() - start)
         best = min(times[1:])
-        rows_n = n * adapter.rows_per_cluster(settings.guidance_scale)
-        probe.append({"rows": rows_n, "ms": 1000 * best, "rows_per_s": rows_n / best})
+        rows = n * adapter.rows_per_cluster(settings.guidance_scale)
+        probe.append({"rows": rows, "ms": 1000 * best, "rows_per_s": rows / best})
     return probe
 
 
@@ -433,16 +432,6 @@ def run_name(run: dict) -> str:
         return "baseline"
     multiple = run.get("batch_multiple", 1)
     return f"τ={run['tau']:g}" + (f" ×{multiple}" if multiple > 1 else "")
-
-
-def parse_taus(text: str) -> list[float]:
-    try:
-        taus = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError as exc:
-        raise HdiffError(f"--taus must be comma-separated numbers, got {text!r}") from exc
-    if not taus or any(t < 0 for t in taus):
-        raise HdiffError(f"--taus needs at least one value >= 0, got {text!r}")
-    return taus
 
 
 # --- report -------------------------------------------------------------------------------------------------------
@@ -499,8 +488,8 @@ def print_report(result: dict) -> None:
     if base is not None:
         print(f"\nbaseline UNet rows/s: {base['rows_per_s_unet']:.1f} inside the forward, "
               f"{base['rows_per_s_wall']:.1f} over the whole run, at {base['rows_per_forward']:.0f} rows a forward"
-              " (NOTES.md, H200, Kandinsky 2.2 decoder arch fp16: 16 rows 290/s, 32 rows 314/s, 64 rows 351/s,"
-              " 128 rows 357/s)")
+              " (for reference, one H200, Kandinsky 2.2 decoder arch fp16: 16 rows 290/s, 32 rows 314/s,"
+              " 64 rows 351/s, 128 rows 357/s)")
 
 
 # --- entry point --------------------------------------------------------------------------------------------------
@@ -510,36 +499,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_embeddings:
         write_embeddings(args.write_embeddings, args.source, args.n)
         return 0
-    device = resolve_device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = args.cudnn_benchmark
-        torch.backends.cuda.matmul.allow_tf32 = True
-    taus = parse_taus(args.taus) if args.taus else None
-    multiples = parse_ints(args.batch_multiples, "--batch-multiples")
-    if not multiples:
-        raise HdiffError("--batch-multiples needs at least one value")
-    decode_chunks = parse_ints(args.decode_probe, "--decode-probe")
+    requested = requested_settings(args)
+    embeddings = None
+    if args.kandinsky_arch and args.embeddings is not None:
+        from hdiff.bench.kandinsky_arch import load_embeddings
 
-    t_load = time.perf_counter()
-    adapter, arch_prompts = build_adapter(args, device)
-    adapter.accelerate(channels_last=args.channels_last, compile=args.compile)
-    load_s = time.perf_counter() - t_load
-    taus = taus or [m * adapter.default_tau for m in ((1, 2) if args.kandinsky_arch else (0.5, 1, 2))]
-    if arch_prompts is not None:
-        prompts, set_name = arch_prompts, args.embeddings or args.set
+        embeddings = load_embeddings(args.embeddings)
+        prompts, set_name = list(embeddings)[:args.prompts], args.embeddings
     else:
         prompts, set_name = prompt_set(args.set, args.prompts, args.seed)
+    device = resolve_device(args.device)
+    if device.type == "cuda":  # this command's own process: kernels tuned for its batch sizes
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+    t_load = time.perf_counter()
+    adapter = build_adapter(args, device, prompts, embeddings)
+    adapter.accelerate(channels_last=args.channels_last, compile=args.compile)
+    load_s = time.perf_counter() - t_load
+    taus = args.taus or [m * adapter.default_tau for m in ((1, 2) if args.kandinsky_arch else (0.5, 1, 2))]
     if len(prompts) < args.prompts:
         print(f"note: only {len(prompts)} prompts available", file=sys.stderr)
-    size = args.size or (32 if args.tiny_arch else adapter.default_size)
-    steps = args.steps or adapter.default_steps
-    guidance = args.guidance if args.guidance is not None else adapter.default_guidance
+    base = requested.for_model(adapter)
     decode_chunk = args.decode_chunk or (16 if args.kandinsky_arch else args.max_batch)
 
     def settings(tau: float, batch_multiple: int = 1) -> GenerationSettings:
-        return GenerationSettings(steps=steps, guidance_scale=guidance, height=size, width=size, tau=tau,
-                                  max_batch=args.max_batch, noise_device=args.noise_device,
-                                  batch_multiple=batch_multiple)
+        return dataclasses.replace(base, tau=tau, batch_multiple=batch_multiple)
 
     job = ImageJob.from_prompts(prompts, base_seed=args.seed)
     t_warm = time.perf_counter()
@@ -547,8 +532,9 @@ def main(argv: list[str] | None = None) -> int:
     warm_s = time.perf_counter() - t_warm
     print(f"model ready in {load_s:.1f} s, warm-up {warm_s:.1f} s; {len(job)} images, τ = {taus}", file=sys.stderr)
     decode_probe = None
-    if decode_chunks:
-        decode_probe = probe_decoder(adapter, settings(0.0), decode_chunks, images=max(decode_chunks + [64]))
+    if args.decode_probe:
+        images = max(args.decode_probe + [args.decode_probe_images])
+        decode_probe = probe_decoder(adapter, settings(0.0), args.decode_probe, images=images)
         decode_chunk = decode_probe["chunk"]
         print(f"decoder: fastest at chunk {decode_chunk}, channels_last {decode_probe['channels_last']}",
               file=sys.stderr)
@@ -558,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(timed_run(adapter, job, settings(0.0), baseline=True, decode_chunk=decode_chunk))
         print(f"baseline: {runs[-1]['wall_s']:.1f} s", file=sys.stderr)
     baseline = runs[0] if runs else None
-    for multiple in multiples:
+    for multiple in args.batch_multiples:
         for tau in taus:
             cold = None
             if args.repeat:  # the first pass meets each micro-batch size for the first time; time the second
@@ -571,12 +557,12 @@ def main(argv: list[str] | None = None) -> int:
                                      if key in cold}
             runs.append(run)
             print(f"{run_name(run)}: {run['wall_s']:.1f} s", file=sys.stderr)
-    forward_probe = probe_forwards(adapter, settings(0.0), prompts, parse_ints(args.probe_rows, "--probe-rows"))
+    forward_probe = probe_forwards(adapter, settings(0.0), prompts, args.probe_rows)
 
     result = {
         "model": adapter.model_id, "device": describe_device(device), "dtype": str(adapter.dtype).replace("torch.", ""),
-        "n_prompts": len(job), "prompt_set": set_name, "steps": steps, "guidance_scale": guidance,
-        "height": size, "width": size, "max_batch": args.max_batch, "decode_chunk": decode_chunk,
+        "n_prompts": len(job), "prompt_set": set_name, "steps": base.steps, "guidance_scale": base.guidance_scale,
+        "height": base.height, "width": base.width, "max_batch": args.max_batch, "decode_chunk": decode_chunk,
         "scheduler": adapter.scheduler_name, "noise_device": args.noise_device,
         "channels_last": args.channels_last, "compile": args.compile,
         "decoder_channels_last": decode_probe["channels_last"] if decode_probe else args.channels_last,
@@ -589,9 +575,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     print_report(result)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_atomically(args.json, json.dumps(result, indent=2).encode())
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_as_command(main))
