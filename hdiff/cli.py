@@ -11,7 +11,7 @@ from pathlib import Path
 
 import hdiff
 from hdiff.devices import DEVICE_CHOICES, check_device
-from hdiff.errors import HdiffError, run_as_command
+from hdiff.errors import CommandParser, HdiffError, run_as_command
 from hdiff.files import atomic_folder, check_writable_output
 from hdiff.models.schedulers import SCHEDULERS
 from hdiff.planning.schedule import SCHEDULE_CURVES
@@ -114,17 +114,8 @@ def cmd_bench(args) -> int:
     return module.main(args.rest)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with hdiff's one-line errors: `hdiff: <problem>`, exit 2."""
-
-    def error(self, message: str):
-        print(f"hdiff: {self.prog.removeprefix('hdiff').strip() + ': ' if self.prog != 'hdiff' else ''}{message}",
-              file=sys.stderr)
-        sys.exit(2)
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="hdiff", description=__doc__)
+    p = CommandParser(prog="hdiff", description=__doc__)
     p.add_argument("--version", action="version", version=f"hdiff {hdiff.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -184,11 +175,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
+    def run() -> int:
         args = parser().parse_args(argv)
-    except SystemExit as exc:  # --help, --version (0) or a bad argument (2, its line already printed)
+        return args.func(args)
+
+    try:
+        return run_as_command(run)
+    except SystemExit as exc:  # --help and --version print and exit 0
         return int(exc.code or 0)
-    return run_as_command(lambda: args.func(args))
 
 
 if __name__ == "__main__":

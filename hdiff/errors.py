@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable
 
@@ -21,3 +22,11 @@ def run_as_command(body: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("hdiff: interrupted", file=sys.stderr)
         return 130
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse whose errors are HdiffErrors: under `run_as_command` a bad flag is one `hdiff: ...` line, exit 2."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("hdiff").strip()
+        raise HdiffError(f"{command}: {message}" if command else message)

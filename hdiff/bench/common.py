@@ -61,13 +61,6 @@ def stage(timings: dict[str, list[float]], name: str) -> Iterator[None]:
 
 # --- reading the command line: every value checked when read --------------------------------------------------------
 
-class BenchParser(argparse.ArgumentParser):
-    """argparse whose errors are HdiffErrors: under `run_as_command` a bad flag is one `hdiff: ...` line, exit 2."""
-
-    def error(self, message: str):
-        raise HdiffError(f"{self.prog.removeprefix('hdiff ')}: {message}")
-
-
 def integer(low: int) -> Callable[[str], int]:
     """An argparse type: an integer >= low."""
     def parse(text: str) -> int:

@@ -16,9 +16,9 @@ import time
 
 import numpy as np
 
-from hdiff.bench.common import BenchParser, integer, machine_line, markdown_table, number, peak_rss_mib, stage
+from hdiff.bench.common import integer, machine_line, markdown_table, number, peak_rss_mib, stage
 from hdiff.dataset.shard import semantic_shards
-from hdiff.errors import HdiffError
+from hdiff.errors import CommandParser, HdiffError
 from hdiff.planning import Schedule, build_tree, make_plan
 
 PROMPTS_PER_TOPIC = 2048
@@ -29,7 +29,7 @@ CHUNK = 65_536
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = BenchParser(prog="hdiff bench plan", description=__doc__.splitlines()[0])
+    p = CommandParser(prog="hdiff bench plan", description=__doc__.splitlines()[0])
     p.add_argument("--prompts", type=integer(1), default=1_000_000)
     p.add_argument("--dim", type=integer(2), default=384)
     p.add_argument("--min-shard", type=integer(1), default=128)

@@ -20,8 +20,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from hdiff.bench.common import BenchParser, comma_list, integer, machine_line, markdown_table, number
+from hdiff.bench.common import comma_list, integer, machine_line, markdown_table, number
 from hdiff.devices import DEVICE_CHOICES, check_device
+from hdiff.errors import CommandParser
 from hdiff.files import atomic_path, check_writable_output, write_atomically
 from hdiff.generate import GenerationSettings, ImageJob, generate
 from hdiff.planning import SCHEDULE_CURVES
@@ -196,7 +197,7 @@ def comparison_table(results: dict) -> str:
 def parse_args(argv: list[str] | None):
     from hdiff.models.shapes import CLUSTER_FEATURES
 
-    p = BenchParser(prog="hdiff bench quality", description=__doc__.splitlines()[0])
+    p = CommandParser(prog="hdiff bench quality", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="hdiff/shapes")
     p.add_argument("--prompts", type=integer(1), default=300, help="prompts per set")
     p.add_argument("--standard-prompts", type=integer(1), default=500,

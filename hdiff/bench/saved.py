@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hdiff.bench.common import (REPO_ROOT, BenchParser, check_output_file, integer, machine_line, markdown_table,
+from hdiff.bench.common import (REPO_ROOT, check_output_file, integer, machine_line, markdown_table,
                                 number)
-from hdiff.errors import HdiffError
+from hdiff.errors import CommandParser, HdiffError
 from hdiff.files import write_atomically
 from hdiff.planning import ClusterTree, Schedule, build_tree, make_plan, plan_for_budget, tree_from_merges
 from hdiff.prompts import read_prompt_file
@@ -30,7 +30,7 @@ PROMPTS_DIR = REPO_ROOT / "data" / "prompts"  # the paper's four sets and the de
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = BenchParser(prog="hdiff bench saved", description=__doc__.splitlines()[0])
+    p = CommandParser(prog="hdiff bench saved", description=__doc__.splitlines()[0])
     p.add_argument("--prompts-dir", type=Path, default=PROMPTS_DIR,
                    help="folder of .jsonl sets (default: the repository's data/prompts)")
     p.add_argument("--sets", nargs="+", default=None, help="set names to run (default: every .jsonl but demo)")

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hdiff.bench.common import BenchParser, check_output_file, comma_list, integer, number
+from hdiff.bench.common import check_output_file, comma_list, integer, number
 from hdiff.devices import DEVICE_CHOICES, check_device, resolve_device
-from hdiff.errors import run_as_command
+from hdiff.errors import CommandParser, run_as_command
 from hdiff.files import write_atomically
 from hdiff.generate import GenerationSettings, ImageJob, encode_job, plan_job
 from hdiff.models.base import Adapter
@@ -44,7 +44,7 @@ GAP_KINDS = ("prepare", "glue", "step")  # before a step's first forward, betwee
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = BenchParser(prog="hdiff bench speed", description=__doc__.splitlines()[0])
+    p = CommandParser(prog="hdiff bench speed", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="hdiff/shapes", help="model id or folder (default: the embedded model)")
     p.add_argument("--kandinsky-arch", action="store_true",
                    help="real-size Kandinsky 2.2 decoder UNet + MoVQ with random weights (needs --embeddings or "

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from hdiff.devices import resolve_device  # noqa: F401  (adapters' loaders import it from here)
 from hdiff.errors import HdiffError
 
 
