@@ -27,7 +27,7 @@ def _pipeline_class(source: str) -> str | None:
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     try:
         path = hf_hub_download(source, "model_index.json", local_files_only=offline)
-    except Exception as exc:  # noqa: BLE001 - any failure here means "not available locally"
+    except Exception:  # noqa: BLE001 - any failure here means "not available locally"
         raise HdiffError(f"model {source!r} is not in the local Hugging Face cache"
                          f"{' and the Hub is offline' if offline else ' and could not be fetched'}; fetch it on a "
                          f"connected machine with `hf download {source}` or pass a local folder") from None
