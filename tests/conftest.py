@@ -11,16 +11,6 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-import pytest  # noqa: E402
-
-
-@pytest.fixture(scope="session", autouse=True)
-def one_torch_thread():
-    """The tiny models gain nothing from intra-op threads, and on a 2-core machine that is also running a Prefect
-    server, two spinning threads made them several times slower. Restored when the session ends."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# datasets binds its log handler to the stderr of the moment it is first imported: import it here, outside any
+# test's captured (and later closed) stream
+import datasets  # noqa: E402,F401

@@ -96,8 +96,15 @@ def test_save_load_round_trip_and_bad_files(fitted, tmp_path):
     save_prior(tmp_path, fitted)
     loaded = load_prior(tmp_path)
     assert loaded["classes"] == fitted["classes"] and loaded["weights"] == fitted["weights"]
-    x = torch.randn(5, 32)
-    assert torch.equal(prior_features(loaded, x), prior_features(fitted, x))
+    assert loaded["default_tau"] == fitted["default_tau"]
+    assert set(loaded["tensors"]) == set(fitted["tensors"])
+    for name, tensor in fitted["tensors"].items():  # the stored values are the fitted ones, bit for bit
+        assert loaded["tensors"][name].dtype == tensor.dtype and torch.equal(loaded["tensors"][name], tensor), name
+    # The fitted weights may be non-contiguous views of sklearn's arrays and the loaded ones are contiguous: the
+    # same numbers through another matmul kernel can round differently in the last bit. Features are probabilities
+    # scaled by weights <= 3, so 1e-6 absolute is a few float32 ulps.
+    x = torch.randn(5, 32, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(prior_features(loaded, x), prior_features(fitted, x), rtol=1e-5, atol=1e-6)
     assert [p.name for p in tmp_path.iterdir()] == [PRIOR_FILE]  # no partial file left behind
 
     from safetensors.torch import save_file
@@ -116,10 +123,11 @@ def test_save_load_round_trip_and_bad_files(fitted, tmp_path):
         load_prior(tmp_path)
 
 
-def test_fit_for_model_adds_a_prior_to_a_model_folder(tmp_path):
+def test_add_prior_adds_a_prior_to_a_model_folder(tmp_path):
     """What was run on the shipped weights: the prior from the folder's whitening and the training split."""
     from hdiff.models import load_adapter
-    from hdiff.shapes.prior import DEFAULT_TAU, main
+    from hdiff.shapes.add_prior import main
+    from hdiff.shapes.prior import DEFAULT_TAU
     from tiny_models import tiny_shapes_model
 
     folder = tmp_path / "model"
@@ -141,34 +149,62 @@ def test_fit_prior_needs_one_object_scenes():
         fit_prior(np.zeros((0, 4)), [])
 
 
-def test_fit_for_model_refuses_a_folder_without_a_unet(tmp_path):
-    from hdiff.shapes.prior import main
+def test_add_prior_refuses_a_folder_without_a_unet(tmp_path):
+    from hdiff.shapes.add_prior import main
 
     assert main([str(tmp_path)]) == 2
     assert list(tmp_path.iterdir()) == []
 
 
-def test_shipped_model_clusters_by_its_prior():
+@pytest.fixture(scope="module")
+def shipped():
     from hdiff.models import load_adapter
 
-    adapter = load_adapter("hdiff/shapes", device="cpu")
-    assert adapter.cluster_on == "prior" and adapter.default_tau == pytest.approx(0.1)
-    prompts = [prompt for prompt, _ in diverse_set(6, seed=9)]
-    cond = adapter.encode(prompts, [])
-    assert cond.features.shape == (6, 25) and cond.tensors["image_embeds"].shape == (6, 384)
+    return load_adapter("hdiff/shapes", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def held_out_pairs():
+    return diverse_set(40, seed=13)
+
+
+@pytest.fixture(scope="module")
+def held_out_cond(shipped, held_out_pairs):
+    """The shipped model's conditioning of 40 held-out prompts."""
+    return shipped.encode([p for p, _ in held_out_pairs], [])
+
+
+def test_shipped_model_clusters_by_its_prior(shipped, held_out_pairs, held_out_cond):
+    from hdiff.models import load_adapter
+
+    assert shipped.cluster_on == "prior" and shipped.default_tau == pytest.approx(0.1)
+    assert held_out_cond.features.shape == (40, 25) and held_out_cond.tensors["image_embeds"].shape == (40, 384)
+    torch.testing.assert_close(torch.from_numpy(held_out_cond.features),  # the prior's features of the vectors
+                               prior_features(shipped.info["prior"], held_out_cond.tensors["image_embeds"]))
     plain = load_adapter("hdiff/shapes", device="cpu", cluster_on="embedding")
+    prompts = [p for p, _ in held_out_pairs[:6]]
     assert plain.default_tau == 1.0 and plain.encode(prompts, []).features.shape == (6, 384)
     with pytest.raises(HdiffError, match="cluster_on"):
         load_adapter("hdiff/shapes", device="cpu", cluster_on="pixels")
 
 
-def test_shipped_prior_reads_held_out_prompts():
-    from hdiff.models import load_adapter
-
-    adapter = load_adapter("hdiff/shapes", device="cpu")
-    pairs = diverse_set(40, seed=13)
-    cond = adapter.encode([p for p, _ in pairs], [])
-    predicted = predict_attributes(adapter.info["prior"], cond.tensors["image_embeds"].float())
+def test_shipped_prior_reads_held_out_prompts(shipped, held_out_pairs, held_out_cond):
+    predicted = predict_attributes(shipped.info["prior"], held_out_cond.tensors["image_embeds"].float())
     right = np.mean([all(p[name] == scene_attribute(s, name) for name in ATTRIBUTE_WEIGHTS)
-                     for p, (_, s) in zip(predicted, pairs)])
+                     for p, (_, s) in zip(predicted, held_out_pairs)])
     assert right >= 0.95
+
+
+def test_adapter_options_scheduler_names_and_unknown_options(tmp_path):
+    """Scheduler names come from the one registry; an option the adapter does not know is refused, not dropped."""
+    from hdiff.models.shapes import ShapesAdapter
+    from tiny_models import tiny_shapes_model
+
+    folder = tiny_shapes_model(tmp_path / "model")  # its default_scheduler: dpm++
+    assert type(ShapesAdapter.from_pretrained(folder).scheduler).__name__ == "DPMSolverMultistepScheduler"
+    ddim = ShapesAdapter.from_pretrained(folder, scheduler="ddim", cluster_on="embedding")
+    assert type(ddim.scheduler).__name__ == "DDIMScheduler" and ddim.cluster_on == "embedding"
+    with pytest.raises(HdiffError, match="unknown scheduler 'eulr'; choose one of ddpm, ddim, euler"):
+        ShapesAdapter.from_pretrained(folder, scheduler="eulr")
+    with pytest.raises(HdiffError, match="no option 'steps'; it accepts .*cluster_on"):
+        ShapesAdapter.from_pretrained(folder, steps=3)

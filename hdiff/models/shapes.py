@@ -16,11 +16,12 @@ from hdiff.embedding import embed_texts
 from hdiff.errors import HdiffError
 from hdiff.models.base import Adapter, Conditioning, default_dtype, load_component, register
 from hdiff.models.image_embeds import predict_with_image_embeds
+from hdiff.models.schedulers import make_scheduler
+from hdiff.shapes.model import METADATA_FILE, SENTENCE_MODEL, WEIGHTS_DIR, apply_whitening, load_whitening
 from hdiff.shapes.prior import load_prior, prior_features
 
 SHAPES_MODEL_ID = "hdiff/shapes"
 CLUSTER_FEATURES = ("prior", "embedding")
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "shapes" / "weights"
 
 
 @register
@@ -35,14 +36,13 @@ class ShapesAdapter(Adapter):
         prior = info.get("prior")
         if cluster_on is None:  # the prior where the model has one (models trained before it: their vectors)
             cluster_on = "prior" if prior is not None else "embedding"
-        if cluster_on not in CLUSTER_FEATURES:
-            raise HdiffError(f"cluster_on must be one of {', '.join(CLUSTER_FEATURES)}, got {cluster_on!r}")
+        check_cluster_on(cluster_on)
         if cluster_on == "prior" and prior is None:
             raise HdiffError(f"{model_id} has no layout prior to cluster on: add one with "
-                             "`python -m hdiff.shapes.prior FOLDER`, or cluster on the embedding")
+                             "`python -m hdiff.shapes.add_prior FOLDER`, or cluster on the embedding")
         self.unet = unet
         self.info = info
-        self.sentence_model = info.get("sentence_model", "all-MiniLM-L6-v2")
+        self.sentence_model = info.get("sentence_model", SENTENCE_MODEL)
         self.default_steps = int(info.get("default_steps", 25))
         self.default_guidance = float(info.get("default_guidance_scale", 4.0))
         self.default_size = int(info.get("image_size", 32))
@@ -54,24 +54,26 @@ class ShapesAdapter(Adapter):
     def from_pretrained(cls, source: str = SHAPES_MODEL_ID, *, device: str = "cpu", dtype=None,
                         allow_pickle: bool = False, scheduler=None, cluster_on: str | None = None,
                         **options) -> "ShapesAdapter":
-        """`cluster_on`: "prior" (the layout prior's features, hdiff.shapes.prior; the default where the model has
-        one) or "embedding" (the conditioning vectors themselves)."""
-        from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+        """`scheduler`: a name in hdiff.models.schedulers.SCHEDULERS or a scheduler object (default: the model's
+        `default_scheduler`). `cluster_on`: "prior" (the layout prior's features, hdiff.shapes.prior; the default
+        where the model has one) or "embedding" (the conditioning vectors themselves)."""
+        from diffusers import DDPMScheduler, UNet2DConditionModel
 
+        if options:
+            raise HdiffError(f"the shapes model has no option {', '.join(map(repr, sorted(options)))}; it accepts "
+                             f"device, dtype, allow_pickle, scheduler, {', '.join(cls.options)}")
+        check_cluster_on(cluster_on)
         folder = WEIGHTS_DIR if source in (SHAPES_MODEL_ID, "shapes") else Path(source)
         dtype = dtype or default_dtype(device)
-        info_path = folder / "hdiff_shapes.json"
+        info_path = folder / METADATA_FILE
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
         unet = load_component(UNet2DConditionModel, str(folder), "unet", torch_dtype=dtype,
                               allow_pickle=allow_pickle).to(device)
-        from hdiff.shapes.model import load_whitening
-
         info["whitening"] = load_whitening(folder)
         info["prior"] = load_prior(folder)
-        if scheduler is None:
+        if scheduler is None or isinstance(scheduler, str):  # the training schedule, sampled as named
             base = load_component(DDPMScheduler, str(folder), "scheduler")
-            kind = {"dpm++": DPMSolverMultistepScheduler}.get(info.get("default_scheduler", "ddpm"))
-            scheduler = kind.from_config(base.config) if kind else base
+            scheduler = make_scheduler(scheduler or info.get("default_scheduler", "ddpm"), base.config)
         return cls(source, unet, scheduler, info, device=device, dtype=dtype, cluster_on=cluster_on)
 
     @property
@@ -80,8 +82,6 @@ class ShapesAdapter(Adapter):
 
     def encode(self, prompts, generators) -> Conditioning:
         """The UNet's conditioning vectors; clustered by the layout prior's features where the model has one."""
-        from hdiff.shapes.model import apply_whitening
-
         vectors = embed_texts(list(prompts), self.sentence_model)  # (N, 384), unit length
         cond = apply_whitening(self.info.get("whitening"), torch.from_numpy(vectors))  # (N, 384)
         features = prior_features(self.info["prior"], cond) if self.cluster_on == "prior" else cond  # (N, ΣK | 384)
@@ -102,3 +102,8 @@ class ShapesAdapter(Adapter):
     @torch.no_grad()
     def decode(self, latents):
         return (latents * 0.5 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).float()
+
+
+def check_cluster_on(cluster_on: str | None) -> None:
+    if cluster_on is not None and cluster_on not in CLUSTER_FEATURES:
+        raise HdiffError(f"cluster_on must be one of {', '.join(CLUSTER_FEATURES)}, got {cluster_on!r}")

@@ -5,8 +5,11 @@ enters twice — projected to 32 cross-attention tokens (`encoder_hid_dim_type="
 timestep embedding (`addition_embed_type="image"`). The model predicts v (or ε: the scheduler config says which)
 on 3×32×32 images in [-1, 1]; the unconditional embedding for classifier-free guidance is the all-zeros vector.
 
-On disk the model is a diffusers folder: `unet/`, `scheduler/` (the training DDPM schedule) and `hdiff_shapes.json`
-(sampling defaults and the full training config, so the trainer can reproduce the weights).
+On disk the model is a diffusers folder: `unet/`, `scheduler/` (the training DDPM schedule), `hdiff_shapes.json`
+(sampling defaults and the full training config, so the trainer can reproduce the weights), the conditioning
+whitening and the layout prior (hdiff.shapes.prior). This module is the runtime part — architecture, loading,
+saving, whitening — and imports neither the trainer (hdiff.shapes.train) nor hdiff.models: the model adapter
+(hdiff.models.shapes) builds on it.
 """
 
 from __future__ import annotations
@@ -14,25 +17,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
+from hdiff.embedding import DEFAULT_SENTENCE_MODEL
 from hdiff.errors import HdiffError
+from hdiff.files import atomic_folder
 from hdiff.shapes.prior import save_prior
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 METADATA_FILE = "hdiff_shapes.json"
-SENTENCE_MODEL = "all-MiniLM-L6-v2"
+SENTENCE_MODEL = DEFAULT_SENTENCE_MODEL
 EMBED_DIM = 384
 IMAGE_SIZE = 32
-
-SchedulerName = Literal["dpm++", "ddpm", "ddim"]  # "dpm++": DPMSolverMultistepScheduler at its defaults
 
 
 @dataclass(frozen=True)
@@ -100,19 +100,6 @@ def training_scheduler(beta_schedule: str = "squaredcos_cap_v2", num_train_times
                          prediction_type=prediction_type, variance_type="fixed_small", clip_sample=True)
 
 
-def sampling_scheduler(train_config: dict, name: SchedulerName = "dpm++"):
-    """A sampler built from the training schedule's config (`scheduler/scheduler_config.json`)."""
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
-
-    if name == "dpm++":  # DPM-Solver++(2M), the class defaults, as the model adapter builds it
-        return DPMSolverMultistepScheduler.from_config(train_config)
-    if name == "ddim":
-        return DDIMScheduler.from_config(train_config)
-    if name == "ddpm":
-        return DDPMScheduler.from_config(train_config)
-    raise HdiffError(f"unknown scheduler {name!r}; choose dpm++, ddim or ddpm")
-
-
 def resolve_weights(path: str | os.PathLike | None = None) -> Path:
     folder = Path(path) if path is not None else WEIGHTS_DIR
     if not (folder / "unet" / "config.json").is_file():
@@ -121,71 +108,23 @@ def resolve_weights(path: str | os.PathLike | None = None) -> Path:
     return folder
 
 
-def load_shapes_unet(path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-                     dtype: torch.dtype = torch.float32):
-    """The UNet from a shapes model folder (default: the shipped weights), in eval mode."""
-    from diffusers import UNet2DConditionModel
-
-    unet = UNet2DConditionModel.from_pretrained(resolve_weights(path), subfolder="unet", torch_dtype=dtype,
-                                                use_safetensors=True)
-    return unet.to(device).eval()
-
-
 def load_shapes_metadata(path: str | os.PathLike | None = None) -> dict:
     """`hdiff_shapes.json`: sentence model, sampling defaults, training config and evaluation."""
     return json.loads((resolve_weights(path) / METADATA_FILE).read_text())
 
 
-def load_shapes_scheduler(path: str | os.PathLike | None = None, name: SchedulerName | None = None):
-    """The default sampler of a shapes model folder (or `name`), configured from its training schedule."""
-    folder = resolve_weights(path)
-    train_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-    return sampling_scheduler(train_config, name or load_shapes_metadata(folder)["default_scheduler"])
-
-
 def save_shapes_model(out: str | os.PathLike, unet, scheduler, metadata: dict,
                       whitening: dict[str, torch.Tensor] | None = None, prior: dict | None = None) -> Path:
-    """Write the folder under a temporary name, then rename, so a half-written model never exists at `out`."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    unet.save_pretrained(tmp / "unet", safe_serialization=True)
-    scheduler.save_pretrained(tmp / "scheduler")
-    (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-    if whitening is not None:
-        save_whitening(tmp, whitening)
-    if prior is not None:
-        save_prior(tmp, prior)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out
-
-
-@torch.no_grad()
-def sample_images(unet, scheduler, embeds: torch.Tensor, *, steps: int, guidance_scale: float,
-                  generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> np.ndarray:
-    """Standard classifier-free-guided sampling in one batch: (B, 384) embeddings → (B, 32, 32, 3) uint8.
-
-    The conditional and unconditional rows share one UNet call per step; the unconditional embedding is zeros.
-    """
-    device, dtype = unet.device, unet.dtype
-    embeds = embeds.to(device=device, dtype=dtype)  # (B, D)
-    batch = embeds.shape[0]
-    if noise is None:
-        noise = torch.randn((batch, 3, IMAGE_SIZE, IMAGE_SIZE), generator=generator,
-                            device=generator.device if generator is not None else "cpu")
-    x = noise.to(device=device, dtype=torch.float32) * scheduler.init_noise_sigma  # (B, 3, H, W)
-    cond = torch.cat([embeds, torch.zeros_like(embeds)])  # (2B, D): conditional rows, then unconditional
-    scheduler.set_timesteps(steps, device=device)
-    for t in scheduler.timesteps:
-        x_in = scheduler.scale_model_input(torch.cat([x, x]), t).to(dtype)  # (2B, 3, H, W)
-        eps = unet(x_in, t, encoder_hidden_states=None, added_cond_kwargs={"image_embeds": cond}).sample.float()
-        eps_cond, eps_uncond = eps.chunk(2)
-        eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
-        x = scheduler.step(eps, t, x, generator=generator).prev_sample
-    images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (B, 3, H, W)
-    return images.permute(0, 2, 3, 1).cpu().numpy()
+    """Write the model folder `out` (replacing it), so that a half-written model never exists at `out`."""
+    with atomic_folder(out, overwrite=True) as folder:
+        unet.save_pretrained(folder / "unet", safe_serialization=True)
+        scheduler.save_pretrained(folder / "scheduler")
+        (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        if whitening is not None:
+            save_whitening(folder, whitening)
+        if prior is not None:
+            save_prior(folder, prior)
+    return Path(out)
 
 
 def spec_from_dict(values: dict) -> UNetSpec:

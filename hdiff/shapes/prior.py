@@ -14,21 +14,22 @@ cosine distance (the tree's metric) prompts that differ in colour or shape alone
 differ in background or place at ~0.4.
 
 Stored beside the UNet as `prior.safetensors` (per attribute: `{name}.weight` (K, D) and `{name}.bias` (K,);
-the class names, weights and the default τ on these features' scale in the file's metadata).
+the class names, weights and the default τ on these features' scale in the file's metadata). This module is the
+runtime part (features, storage) and the fit on given vectors; the trainer fits it on the training split
+(hdiff.shapes.train, and `python -m hdiff.shapes.add_prior FOLDER` for a model trained before the prior existed).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hdiff.errors import HdiffError, run_as_command
+from hdiff.errors import HdiffError
+from hdiff.files import atomic_path
 
 PRIOR_FILE = "prior.safetensors"
 ATTRIBUTE_WEIGHTS: dict[str, float] = {"background": 3.0, "position": 3.0, "size": 2.0, "color": 1.0, "shape": 1.0}
@@ -101,10 +102,8 @@ def save_prior(folder: str | os.PathLike, prior: dict) -> None:
 
     metadata = {"classes": json.dumps(prior["classes"]), "weights": json.dumps(prior["weights"]),
                 "default_tau": json.dumps(prior["default_tau"])}
-    path = Path(folder) / PRIOR_FILE
-    partial = path.with_name(f".{PRIOR_FILE}.partial")
-    save_file({k: v.contiguous() for k, v in prior["tensors"].items()}, str(partial), metadata)
-    os.replace(partial, path)  # never a half-written prior
+    with atomic_path(Path(folder) / PRIOR_FILE) as partial:  # never a half-written prior
+        save_file({k: v.contiguous() for k, v in prior["tensors"].items()}, str(partial), metadata)
 
 
 def load_prior(folder: str | os.PathLike) -> dict | None:
@@ -132,43 +131,3 @@ def load_prior(folder: str | os.PathLike) -> dict | None:
             raise HdiffError(f"{path}: {name} has weight {tuple(weight.shape)} and bias {tuple(bias.shape)} for "
                              f"{len(classes.get(name, []))} classes")
     return {"tensors": tensors, "classes": classes, "weights": weights, "default_tau": default_tau}
-
-
-def fit_for_model(folder: str | os.PathLike, embeddings_file: str | os.PathLike | None = None, log=print) -> dict:
-    """Fit the prior for a saved shapes model (its whitening, the training split's one-object prompts) and save it
-    into the folder: `python -m hdiff.shapes.prior FOLDER` adds it to a model trained before the prior existed (the
-    trainer fits its own with fit_prior_on_pairs)."""
-    from hdiff.shapes.model import apply_whitening, load_whitening
-    from hdiff.shapes.prompts import training_pairs
-    from hdiff.shapes.train import embeddings_for
-
-    folder = Path(folder)
-    if not (folder / "unet").is_dir():
-        raise HdiffError(f"{folder} is not a shapes model folder (no unet/)")
-    pairs = [(prompt, scene) for prompt, scene in training_pairs() if len(scene.objects) == 1]
-    raw = embeddings_for([prompt for prompt, _ in pairs], embeddings_file)
-    vectors = apply_whitening(load_whitening(folder), raw)
-    prior = fit_prior_on_pairs(vectors, pairs)
-    predicted = predict_attributes(prior, vectors)
-    train_accuracy = {name: float(np.mean([p[name] == scene_attribute(s, name) for p, (_, s) in zip(predicted, pairs)]))
-                      for name in ATTRIBUTE_WEIGHTS}
-    save_prior(folder, prior)
-    log(f"prior fit on {len(pairs)} one-object training prompts; training accuracy "
-        + ", ".join(f"{name} {acc:.3f}" for name, acc in train_accuracy.items()))
-    return train_accuracy
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hdiff.shapes.prior", description=fit_for_model.__doc__)
-    parser.add_argument("folder", help="a shapes model folder (e.g. hdiff/shapes/weights)")
-    parser.add_argument("--embeddings", default=None, help="precomputed MiniLM embeddings (.npz), else computed")
-    args = parser.parse_args(argv)
-
-    def body() -> None:
-        fit_for_model(args.folder, args.embeddings)
-
-    return run_as_command(body)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

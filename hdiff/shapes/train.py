@@ -13,6 +13,7 @@ the weights (bit for bit on CPU; up to GPU non-determinism on CUDA).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -20,26 +21,27 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers.utils.torch_utils import randn_tensor
 
 from hdiff.embedding import embed_texts
 from hdiff.errors import HdiffError, run_as_command
+from hdiff.models.image_embeds import predict_with_image_embeds
+from hdiff.models.schedulers import check_scheduler, make_scheduler
 from hdiff.shapes.model import (
-    apply_whitening,
-    fit_whitening,
     EMBED_DIM,
     IMAGE_SIZE,
     SENTENCE_MODEL,
     TINY_SPEC,
     UNetSpec,
+    apply_whitening,
     build_unet,
     count_parameters,
-    sample_images,
-    sampling_scheduler,
+    fit_whitening,
     save_shapes_model,
     spec_from_dict,
     training_scheduler,
@@ -50,12 +52,12 @@ from hdiff.shapes.prompts import diverse_set, training_pairs
 from hdiff.shapes.world import Scene, render, split_of
 
 DEFAULT_STEPS = 40  # DDPM, as the paper samples Kandinsky 2.2
-DEFAULT_SCHEDULER = "ddpm"  # deterministic solvers left visible noise on the 2-minute model
+DEFAULT_SCHEDULER = check_scheduler("ddpm")  # deterministic solvers left visible noise on the 2-minute model
 DEFAULT_GUIDANCE = 4.0  # used until an evaluation picks one
 GUIDANCE_CANDIDATES = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
 SELECT_SEED, REPORT_SEED, TWO_OBJECT_SEED = 1001, 1002, 1003
 PROBE_START, PROBE_STEPS = 10, 40  # timing probe for --minutes (steps 10–40); must end before the warmup does
-Device = Literal["auto", "cpu", "cuda"]
+Device = Literal["auto", "cpu", "cuda"]  # --device
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
@@ -184,19 +186,41 @@ def train(cfg: TrainConfig, images: torch.Tensor, embeds: torch.Tensor, device: 
           minutes: float | None = None, log_every: int = 100, log=print) -> TrainResult:
     """Train on (N, 3, 32, 32) uint8 images and (N, 384) embeddings; `minutes` sets cfg.steps after a probe.
 
+    The initial weights come from cfg.seed on a forked RNG and CUDA's math flags are restored after: the caller's
+    process is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        unet = build_unet(cfg.spec).to(device).train()
+    with fast_cuda_math(device):
+        return training_loop(cfg, unet, images, embeds, device, minutes=minutes, log_every=log_every, log=log)
+
+
+@contextlib.contextmanager
+def fast_cuda_math(device: torch.device):
+    """TF32 matmuls and cuDNN autotuning on CUDA for the block, then the process's own settings again."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.cudnn.benchmark) = saved
+
+
+def training_loop(cfg: TrainConfig, unet, images: torch.Tensor, embeds: torch.Tensor, device: torch.device, *,
+                  minutes: float | None, log_every: int, log) -> TrainResult:
+    """The training loop from the initial weights `unet`.
+
     Legend: x0 clean image in [-1, 1]; ε noise; t timestep; ᾱ_t cumulative signal fraction;
     x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε (DDPM, Ho et al. 2020, eq. 4); the loss is ‖ε − ε_θ(x_t, t, c)‖² (eq. 14), or with
     v-prediction ‖v − v_θ‖², v = √ᾱ_t·ε − √(1−ᾱ_t)·x0 (Salimans & Ho 2022). With ε the first sampling step's
     estimate of x0 = (x_t − √(1−ᾱ)·ε_θ)/√ᾱ multiplies ε_θ's error by 1/√ᾱ ≈ 27 at t = 975, where the image's
     flat colours are decided; v-prediction has no such factor.
     """
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-    unet = build_unet(cfg.spec).to(device).train()
     params = [p for p in unet.parameters() if p.requires_grad]
     ema = [p.detach().clone().float() for p in params]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
@@ -295,16 +319,37 @@ def accuracy(images: np.ndarray, scenes: list[Scene]) -> dict[str, float]:
     return figures
 
 
+@torch.no_grad()
+def sample_images(unet, scheduler, embeds: torch.Tensor, generators: list[torch.Generator], *, steps: int,
+                  guidance_scale: float) -> np.ndarray:
+    """Standard classifier-free-guided sampling: (B, 384) conditioning vectors → (B, 32, 32, 3) uint8.
+
+    Each step is the shapes adapter's guided evaluation (hdiff.models.image_embeds: unconditional rows first, the
+    unconditional embedding zeros); image i's starting noise and step noise come from generators[i].
+    """
+    device, dtype = unet.device, unet.dtype
+    embeds = embeds.to(device=device, dtype=dtype)  # (B, D)
+    negative = torch.zeros_like(embeds[:1])  # (1, D)
+    shape = (len(embeds), 3, IMAGE_SIZE, IMAGE_SIZE)
+    x = randn_tensor(shape, generator=generators, device=device) * scheduler.init_noise_sigma  # (B, 3, H, W)
+    scheduler.set_timesteps(steps, device=device)
+    for t in scheduler.timesteps:
+        out = predict_with_image_embeds(unet, scheduler, x.to(dtype), t, embeds, negative, guidance_scale,
+                                        scale_input=True)  # (B, 3, H, W)
+        x = scheduler.step(out.float(), t, x, generator=generators).prev_sample
+    images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (B, 3, H, W)
+    return images.permute(0, 2, 3, 1).cpu().numpy()
+
+
 def generate(unet, embeds: torch.Tensor, *, steps: int, guidance_scale: float, scheduler_config: dict,
              seed: int, max_batch: int = 256) -> np.ndarray:
     """(N, 32, 32, 3) uint8 images with the default sampler; image i's noise comes from its own generator."""
-    noise = torch.stack([torch.randn((3, IMAGE_SIZE, IMAGE_SIZE), generator=torch.Generator().manual_seed(seed + i))
-                         for i in range(len(embeds))])  # (N, 3, H, W)
     chunks = []
     for lo in range(0, len(embeds), max_batch):
-        scheduler = sampling_scheduler(scheduler_config, DEFAULT_SCHEDULER)
-        chunks.append(sample_images(unet, scheduler, embeds[lo:lo + max_batch], steps=steps,
-                                    guidance_scale=guidance_scale, noise=noise[lo:lo + max_batch]))
+        rows = range(lo, min(lo + max_batch, len(embeds)))
+        chunks.append(sample_images(unet, make_scheduler(DEFAULT_SCHEDULER, scheduler_config), embeds[lo:rows.stop],
+                                    [torch.Generator().manual_seed(seed + i) for i in rows], steps=steps,
+                                    guidance_scale=guidance_scale))
     return np.concatenate(chunks)
 
 
@@ -408,7 +453,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"what the UNet predicts (default {TrainConfig.prediction_type})")
     parser.add_argument("--lr", type=float, help=f"peak learning rate (default {TrainConfig.lr})")
     parser.add_argument("--embeddings", type=Path, help=".npz from `python -m hdiff.shapes.embed_prompts`")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=get_args(Device), default="auto")
     parser.add_argument("--eval-prompts", type=int, default=200, help="held-out prompts per evaluation set; 0 skips")
     parser.add_argument("--pairs-limit", type=int, help="train on a seeded subset of the training pairs")
     parser.add_argument("--config", type=Path, help="hdiff_shapes.json (or train_config JSON) to reproduce")
