@@ -14,3 +14,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 # datasets binds its log handler to the stderr of the moment it is first imported: import it here, outside any
 # test's captured (and later closed) stream
 import datasets  # noqa: E402,F401
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For a module of tiny-model runs: they gain nothing from intra-op threads, and on a busy 2-core machine two
+    spinning threads made them several times slower. Per module, not per session: a build compared byte for byte
+    with one made in a subprocess must use the subprocess's thread count. Restored after the module."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

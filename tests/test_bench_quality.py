@@ -11,7 +11,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import tiny_models as tm
 from hdiff.bench import quality
@@ -20,14 +19,7 @@ from hdiff.errors import HdiffError
 MULTIPLES = (0, 0.5, 1, 1.5, 2, 3)  # the default τ sweep, in units of the model's τ
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny models gain nothing from intra-op threads, and on a busy 2-core machine two spinning threads made
-    these runs several times slower; the setting is restored after the module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from hdiff.bench import speed
 from tiny_models import tiny_shapes_model
@@ -14,14 +13,7 @@ RUN_FIELDS = {"tau", "method", "wall_s", "parts_s", "images_per_s", "unet_rows",
 HDIFF_FIELDS = {"plan_unet_rows", "standard_unet_rows", "step_saving", "wall_saving", "wall_over_step_saving"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny models gain nothing from intra-op threads, and on a busy 2-core machine two spinning threads made
-    these runs several times slower; the setting is restored after the module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
