@@ -40,6 +40,10 @@ from hdiff.shapes.train import (
     training_prompts,
 )
 
+# one intra-op thread (conftest): on a 2-core machine shared with other work the shipped-model runs took 2-3× longer
+# with two spinning threads (alone, two are about 1.6× faster)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PAIRS = 16
 TINY = TrainConfig(steps=3, batch_size=8, pairs_limit=PAIRS, spec=TINY_SPEC)
 CPU = torch.device("cpu")
@@ -47,16 +51,6 @@ CPU = torch.device("cpu")
 
 def quiet(_message: str) -> None:
     pass
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread for this module's UNets: on a 2-core machine shared with other work, two spinning threads
-    made the shipped-model runs 2-3× slower (alone, two threads are about 1.6× faster). Restored after the module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def fake_embeddings(prompts: list[str], seed: int = 0) -> np.ndarray:
