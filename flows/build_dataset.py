@@ -160,29 +160,19 @@ def build_dataset(config: dict[str, Any] | None = None, config_path: str | None 
     return finalize_task(cfg, report, time.perf_counter() - started)
 
 
-class _BadInput(logging.Filter):
-    """Bad input (HdiffError) in Prefect's run logs: logged as its one-line message (a traceback is for bugs, not
-    for the user's data), or, with `drop`, not at all (the command line prints the line itself, once)."""
-
-    def __init__(self, drop: bool):
-        super().__init__()
-        self.drop = drop
+class _BadInputLogged(logging.Filter):
+    """Drops Prefect's run-log lines about bad input (HdiffError): the command line prints that line itself, once."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         bad_input = bool(record.exc_info) and isinstance(record.exc_info[1], HdiffError)
-        if self.drop:
-            return not (bad_input or "HdiffError" in record.getMessage())
-        if bad_input:
-            record.exc_info, record.exc_text = None, None
-        return True
+        return not (bad_input or "HdiffError" in record.getMessage())
 
 
 @contextlib.contextmanager
-def bad_input_logged(once_by_caller: bool = False):
-    """While open, Prefect's flow and task run loggers print an HdiffError without its traceback, or not at all when
-    the caller reports it (`once_by_caller`)."""
+def bad_input_reported_by_caller():
+    """While open, Prefect's flow and task run loggers leave an HdiffError to the caller to report."""
     loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
-    quiet = _BadInput(drop=once_by_caller)
+    quiet = _BadInputLogged()
     for logger in loggers:
         logger.addFilter(quiet)
     try:
@@ -194,7 +184,7 @@ def bad_input_logged(once_by_caller: bool = False):
 
 def build_dataset_from_config(config: BuildConfig) -> dict:
     """Run the flow in this process (Prefect starts a temporary local API if no server is configured)."""
-    with bad_input_logged(once_by_caller=True):  # `hdiff build` prints the HdiffError's line
+    with bad_input_reported_by_caller():  # `hdiff build` prints the HdiffError's line
         return build_dataset(config=config.to_flow_parameters())
 
 

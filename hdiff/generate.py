@@ -68,8 +68,9 @@ def settings_problems(s: GenerationSettings) -> list[str]:
         problems.append(f"steps must be an integer >= 1, got {s.steps!r}")
     if s.guidance_scale is not None and not (finite(s.guidance_scale) and s.guidance_scale >= 0):
         problems.append(f"guidance_scale must be a finite number >= 0, got {s.guidance_scale!r}")
-    bad_sizes = {name: getattr(s, name) for name in ("height", "width") if getattr(s, name) is not None
-                 and not (isinstance(getattr(s, name), int) and getattr(s, name) >= 8 and getattr(s, name) % 8 == 0)}
+    sizes = {"height": s.height, "width": s.width}
+    bad_sizes = {name: v for name, v in sizes.items()
+                 if v is not None and not (isinstance(v, int) and v >= 8 and v % 8 == 0)}
     if bad_sizes:  # one line for both when both are the same bad value (the command line's --size)
         problems.append(f"{' and '.join(bad_sizes)} must be a multiple of 8 and >= 8, got "
                         f"{', '.join(sorted({repr(v) for v in bad_sizes.values()}))}")

@@ -166,7 +166,7 @@ def load_component(loader, source: str, subfolder: str | None = None, *, allow_p
     try:
         return loader.from_pretrained(source, local_files_only=offline or kwargs.pop("local_files_only", False),
                                       **kwargs)
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         where = f"{source}{'/' + subfolder if subfolder else ''}"
         if not allow_pickle and "safetensors" in str(exc).lower():
             raise HdiffError(f"{where} has no safetensors weights; pass --allow-pickle (model.allow_pickle: true) "
