@@ -1,4 +1,7 @@
-"""The dataset build as a Prefect flow: prepare → one task per shard → finalize.
+"""The dataset build as a Prefect flow: prepare → one task per shard → commit.
+
+A re-run into an existing dataset works only on what changed in the corpus (hdiff.dataset.update); one run at a
+time holds the output folder (its .lock).
 
 Run in-process with `hdiff build CONFIG`, or as a deployment (prefect.yaml) with
 `prefect deployment run 'build-dataset/demo' --param overrides='{"generation.tau": 0.2}'`. The config's
@@ -22,13 +25,13 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
-from hdiff.dataset import pipeline
 from hdiff.dataset.config import BuildConfig, apply_overrides, load_config
-from hdiff.dataset.finalize import (hardware_info, prefect_summary_markdown, shard_table_rows, write_dataset_card,
-                                  write_manifest)
+from hdiff.dataset import layout, pipeline
+from hdiff.dataset.finalize import commit_run, prefect_summary_markdown, shard_table_rows
 from hdiff.dataset.settings import claim_output
-from hdiff.dataset.writer import clean_partials, read_all_stats
+from hdiff.dataset.writer import clean_partials
 from hdiff.errors import HdiffError
+from hdiff.files import exclusive_lock
 
 GPU_TAG = "hdiff-gpu"
 
@@ -68,20 +71,48 @@ def retry_unless_bad_input(task, task_run, state) -> bool:
     return True
 
 
-@task(name="finalize")
-def finalize_task(config: BuildConfig, ingest_report: dict, wall_seconds: float) -> dict:
-    from hdiff.dataset.layout import grid_path
-    from hdiff.figures import save_grid
+@task(name="rewrite-shard")
+def rewrite_task(config: BuildConfig, rewrite) -> None:
+    pipeline.rewrite_shard(config.output, rewrite)
 
-    manifest = write_manifest(config.output, config=config.to_flow_parameters(), ingest_report=ingest_report,
-                              shard_stats=read_all_stats(config.output), wall_seconds=wall_seconds,
-                              hardware=hardware_info())
-    save_grid(pipeline.sample_grid_images(config.output), grid_path(config.output))
-    write_dataset_card(config.output, manifest)
-    create_markdown_artifact(prefect_summary_markdown(manifest), key="hdiff-build-summary",
-                             description=f"{config.name}: compute summary")
-    create_table_artifact(shard_table_rows(manifest), key="hdiff-build-shards", description="per-shard table")
-    return manifest
+
+@task(name="commit")
+def commit_task(config: BuildConfig, prepared: pipeline.Prepared, wall_seconds: float) -> dict:
+    """Commit the run; returns the manifest with `run`: what this run changed (not stored in the file)."""
+    report = prepared.ingest_report
+    manifest = commit_run(config.output, config=config.to_flow_parameters(), committed=prepared.committed,
+                          plan=prepared.plan, wall_seconds=wall_seconds, keep_extra=not config.update.prune,
+                          ingest_report={"read": report.read, "kept": report.kept, "dropped": report.dropped,
+                                         "truncated": report.truncated})
+    run = run_report(prepared, manifest)
+    get_run_logger().info("%s: %s", config.output, describe_run(run))
+    if run["version"] is not None:
+        create_markdown_artifact(prefect_summary_markdown(manifest), key="hdiff-build-summary",
+                                 description=f"{config.name}: compute summary")
+        create_table_artifact(shard_table_rows(manifest), key="hdiff-build-shards", description="per-shard table")
+    return {**manifest, "run": run}
+
+
+def run_report(prepared: pipeline.Prepared, manifest: dict) -> dict:
+    """What one run did: the version it added (None: nothing changed) and the prompts it found."""
+    versions = manifest.get("versions", [])
+    added = len(versions) > len(prepared.committed.versions)
+    plan = prepared.plan
+    return {"version": versions[-1]["version"] if added else None,
+            "prompts_added": sum(len(s.prompts) for s in plan.shards), "prompts_removed": plan.removed,
+            "prompts_not_in_corpus": plan.not_in_corpus,
+            "shards_written": len(plan.shards) + sum(r.new is not None for r in plan.rewrites),
+            "shards_removed": len(plan.rewrites)}
+
+
+def describe_run(run: dict) -> str:
+    """`version 2: 8 new prompt(s), ...` or `nothing changed ...`, plus prompts kept that left the corpus."""
+    kept = (f"; {run['prompts_not_in_corpus']} prompt(s) of the dataset are no longer in the corpus (kept; "
+            "update.prune removes them)") if run["prompts_not_in_corpus"] else ""
+    if run["version"] is None:
+        return f"nothing changed: every corpus prompt is in the dataset{kept}"
+    return (f"version {run['version']}: {run['prompts_added']} new prompt(s), {run['prompts_removed']} removed, "
+            f"{run['shards_written']} shard(s) written, {run['shards_removed']} replaced or removed{kept}")
 
 
 def task_runner_for(config: BuildConfig):
@@ -136,17 +167,28 @@ def build_dataset(config: dict[str, Any] | None = None, config_path: str | None 
     cfg = resolved_config(config, config_path, overrides)
     pipeline.preflight(cfg)  # one line now, rather than a failure after ingest and embedding
     Path(cfg.output).mkdir(parents=True, exist_ok=True)
-    clean_partials(cfg.output)
-    prepared = prepare_task(cfg)
-    claim_output(cfg)  # a resumed build must have the settings its finished shards were made with
+    with exclusive_lock(layout.lock_path(cfg.output), f"output folder {cfg.output}"):
+        clean_partials(cfg.output)
+        prepared = prepare_task(cfg)
+        claim_output(cfg)  # a re-run must have the settings its finished shards were made with
+        for rewrite in prepared.plan.rewrites:
+            rewrite_task(cfg, rewrite)
+        generate_shards(cfg, prepared.shards)
+        return commit_task(cfg, prepared, time.perf_counter() - started)
+
+
+def generate_shards(cfg: BuildConfig, shards: list[pipeline.ShardJob]) -> None:
+    """Every shard of the plan, in packs of generation.pack_shards, on the config's runner, with progress."""
+    if not shards:
+        return
     progress = create_progress_artifact(0.0, key="hdiff-build-progress", description=f"{cfg.name}: shards done")
     shard_task = generate_shards_task.with_options(retries=cfg.runner.retries, retry_delay_seconds=1,
                                                    retry_condition_fn=retry_unless_bad_input)
     size = cfg.generation.pack_shards
-    packs = [prepared.shards[i:i + size] for i in range(0, len(prepared.shards), size)]
-    images = sum(len(shard.prompts) for shard in prepared.shards) * cfg.generation.images_per_prompt
+    packs = [shards[i:i + size] for i in range(0, len(shards), size)]
+    images = sum(len(shard.prompts) for shard in shards) * cfg.generation.images_per_prompt
     with task_runner_for(cfg) as runner, shard_submission(cfg), \
-            tqdm(desc=f"{cfg.name}: shards", total=len(prepared.shards), unit="shard") as overall:
+            tqdm(desc=f"{cfg.name}: shards", total=len(shards), unit="shard") as overall:
         futures = [runner.submit(shard_task, {"config": cfg, "shards": pack}) for pack in packs]
         done_images = 0
         for done, future in enumerate(as_completed(futures), 1):
@@ -155,9 +197,6 @@ def build_dataset(config: dict[str, Any] | None = None, config_path: str | None 
             overall.set_postfix_str(f"{done_images:,} of {images:,} images")
             overall.update(len(stats))
             update_progress_artifact(progress, 100.0 * done / len(futures))
-    report = {"read": prepared.ingest_report.read, "kept": prepared.ingest_report.kept,
-              "dropped": prepared.ingest_report.dropped, "truncated": prepared.ingest_report.truncated}
-    return finalize_task(cfg, report, time.perf_counter() - started)
 
 
 class _BadInputLogged(logging.Filter):

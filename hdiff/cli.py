@@ -75,7 +75,7 @@ def cmd_generate(args) -> int:
 
 def cmd_build(args) -> int:
     from hdiff.dataset.config import apply_overrides, load_config
-    from flows.build_dataset import build_dataset_from_config
+    from flows.build_dataset import build_dataset_from_config, describe_run
 
     config = load_config(args.config)
     if args.set:
@@ -87,9 +87,14 @@ def cmd_build(args) -> int:
             overrides[key] = value
         config = apply_overrides(config, overrides)
     manifest = build_dataset_from_config(config)
-    totals = manifest["totals"]
-    print(f"{totals['samples']} images in {config.output}: {totals['percent_saved']:.1f}% of UNet rows saved "
-          f"({totals['unet_rows']} of {totals['standard_rows']}), {totals['wall_seconds']:.1f} s")
+    totals, run = manifest["totals"], manifest["run"]
+    compute = ""
+    if run["version"] is not None:
+        version = manifest["versions"][-1]
+        compute = (f"; this run {version['unet_rows']:.0f} of {version['standard_rows']} UNet rows, "
+                   f"{version['wall_seconds']:.1f} s")
+    print(f"{describe_run(run)}{compute}; the dataset: {totals['samples']} images in {config.output}, "
+          f"{totals['percent_saved']:.1f}% of UNet rows saved")
     return 0
 
 

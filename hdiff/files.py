@@ -107,3 +107,34 @@ def disk_errors_as_hdiff(target: str | os.PathLike) -> Iterator[None]:
         if exc.errno in DISK_ERRORS:
             raise HdiffError(f"cannot write {target}: {DISK_ERRORS[exc.errno]}") from None
         raise
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` for the block: a second holder (another process, or another call
+    in this one) stops at once with an HdiffError naming the holder; the kernel releases the lock when the process
+    dies, however it dies (kill -9 included). `what` names the locked thing in the message.
+
+    The file stays behind (deleting it would let two runs lock two different files); it holds the holder's pid,
+    host and start time. Advisory: processes that do not take the lock are not stopped, and network file systems
+    may not honour it.
+    """
+    import datetime
+    import fcntl
+    import socket
+
+    path = Path(path)
+    with disk_errors_as_hdiff(path), open(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+b", buffering=0) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = f.read().decode("utf-8", "replace").strip() or "another process"
+            raise HdiffError(f"{what} is in use by another run ({holder}); wait for it to finish, or use another "
+                             "folder") from None
+        try:
+            started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            f.truncate(0)
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}, since {started}\n".encode())
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

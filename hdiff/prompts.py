@@ -31,6 +31,14 @@ def sample_key(pid: str, copy_index: int) -> str:
     return f"{pid}-{copy_index:03d}"
 
 
+def parse_sample_key(key: str) -> tuple[str, int]:
+    """(prompt id, copy index) of a sample key made by `sample_key`; HdiffError for any other string."""
+    pid, sep, copy_index = key.rpartition("-")
+    if not sep or not pid or not copy_index.isdigit():
+        raise HdiffError(f"{key!r} is not a sample key (<prompt id>-<copy>)")
+    return pid, int(copy_index)
+
+
 def read_prompt_file(path: str | Path) -> list[str]:
     """Prompts from a .txt (one a line) or .jsonl/.json ({"prompt": ...} a line) file, UTF-8; HdiffError naming the
     file (and line) otherwise."""

@@ -137,6 +137,11 @@ class RunnerConfig(_Section):
     retries: int = Field(2, ge=0)
 
 
+class UpdateConfig(_Section):
+    prune: bool = Field(False, description="remove prompts that left the corpus from the dataset (rewriting the "
+                        "shards that hold them); off: they are kept and counted in the version")
+
+
 class BuildConfig(_Section):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     output: str = Field(min_length=1, description="the dataset folder")
@@ -148,6 +153,7 @@ class BuildConfig(_Section):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     output_format: OutputFormatConfig = Field(default_factory=OutputFormatConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    update: UpdateConfig = Field(default_factory=UpdateConfig)
 
     @model_validator(mode="after")
     def _compile_runs_alone(self) -> BuildConfig:

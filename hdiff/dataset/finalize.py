@@ -1,26 +1,33 @@
-"""Finishing a build: manifest.json (counts, per-shard table, compute totals, hardware), the README.md dataset card,
-and the markdown summary and shard table the flow publishes as Prefect artifacts."""
+"""Committing a run: check the dataset it leaves, then write the grid, the README.md dataset card and, last,
+manifest.json (counts, per-shard table, compute totals, versions, hardware) — the commit — and remove the shards the
+dataset no longer has. Also the markdown summary and shard table the flow publishes as Prefect artifacts."""
 
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
 import platform
 from pathlib import Path
 from typing import Any, get_origin
 
+import numpy as np
 import yaml
+from PIL import Image
 from pydantic import BaseModel
 
 import hdiff
-from hdiff.machine import cpu_model
 from hdiff.dataset import layout
-from hdiff.files import write_atomically
-from hdiff.dataset.writer import ShardStats
+from hdiff.dataset.update import Committed, RunPlan, coverage_problems, version_entry
+from hdiff.dataset.writer import IMAGE_ENCODERS, ShardStats, read_stats, shard_is_complete, tar_samples
+from hdiff.errors import HdiffError
+from hdiff.figures import save_grid
+from hdiff.files import atomic_path, write_atomically
+from hdiff.machine import cpu_model
 from hdiff.records import ClusterStep, DatasetRecord
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
 
 
 def hardware_info() -> dict[str, Any]:
@@ -43,20 +50,21 @@ def percent_saved(unet_rows: float, standard_rows: float) -> float:
     return 100.0 * (1.0 - unet_rows / standard_rows) if standard_rows else 0.0
 
 
-def write_manifest(out_dir: str | Path, *, config: dict, ingest_report: dict, shard_stats: list[ShardStats | dict],
-                   wall_seconds: float, hardware: dict) -> dict:
-    """Write OUT/manifest.json from the finished shards' stats and return it.
+def manifest_for(*, config: dict, ingest_report: dict, shards: list[ShardStats], versions: list[dict],
+                 hardware: dict, created_utc: str | None = None) -> dict:
+    """The manifest of a dataset of `shards` (in listing order) whose history is `versions`.
 
-    `ingest_report` is the ingest task's counts, stored as given; its `dropped` mapping (reason → count), when
-    present, is shown in the card and the summary. `wall_seconds` is the whole build's wall time.
+    `ingest_report` is the last run's ingest counts, stored as given; its `dropped` mapping (reason → count), when
+    present, is shown in the card and the summary.
     """
-    shards = sorted((ShardStats.model_validate(s) for s in shard_stats), key=lambda s: s.shard)
     unet_rows = sum(s.unet_rows for s in shards)
     standard_rows = sum(s.standard_rows for s in shards)
-    manifest = {
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {
         "format": MANIFEST_FORMAT,
         "hdiff_version": hdiff.__version__,
-        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": created_utc or now,
+        "updated_utc": now,
         "config": config,
         "counts": {"shards": len(shards), "samples": sum(s.samples for s in shards),
                    "image_formats": sorted({s.image_format for s in shards}),
@@ -68,16 +76,76 @@ def write_manifest(out_dir: str | Path, *, config: dict, ingest_report: dict, sh
             "unet_rows": unet_rows,
             "standard_rows": standard_rows,
             "percent_saved": percent_saved(unet_rows, standard_rows),
-            "wall_seconds": wall_seconds,
+            "wall_seconds": sum(v["wall_seconds"] for v in versions),
             "shard_wall_seconds": sum(s.wall_seconds for s in shards),
             "device_seconds": sum(s.device_seconds for s in shards),
             "tar_bytes": sum(s.tar_bytes for s in shards),
         },
+        "versions": versions,
         "hardware": hardware,
     }
+
+
+def write_manifest(out_dir: str | Path, manifest: dict) -> dict:
+    """Write OUT/manifest.json atomically and return it as read back (JSON types)."""
     data = json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=False, default=str) + "\n"
     write_atomically(layout.manifest_path(out_dir), data.encode("utf-8"))
     return json.loads(data)
+
+
+def commit_run(out_dir: str | Path, *, config: dict, committed: Committed, plan: RunPlan, ingest_report: dict,
+               wall_seconds: float, keep_extra: bool) -> dict:
+    """Commit what the run wrote: check the dataset it leaves (every corpus sample in exactly one shard, every new
+    shard's tar equal to its stats), write grid, card and manifest, then remove the shards the dataset no longer
+    has. A run that changes nothing writes nothing and adds no version. Returns the manifest; HdiffError (nothing
+    committed) when a check fails."""
+    out = Path(out_dir)
+    final_names = plan.final_shards(committed)
+    leftovers = (set(layout.stats_shards(out)) | set(layout.tar_shards(out))) - final_names
+    if committed.manifest is not None and final_names == set(committed.shards):
+        remove_shards(out, leftovers)  # finished shards of a killed run that this run did not plan
+        return committed.manifest
+    order = [name for name in committed.shards if name in final_names]
+    order += [name for name in [r.new for r in plan.rewrites] + [s.name for s in plan.shards] if name not in order]
+    final = {name: read_stats(out, name) for name in order}
+    problems = [f"{name}: no readable stats" for name, stats in final.items() if stats is None]
+    problems += [f"{name}: its tar differs from its stats" for name in set(order) - set(committed.shards)
+                 if final[name] is not None and not shard_is_complete(out, name)]
+    if not problems:
+        problems = coverage_problems(final, plan.expected_keys, keep_extra)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise HdiffError(f"{out}: nothing committed, the run left an inconsistent dataset: "
+                         f"{'; '.join(problems[:3])}{more}")
+    versions = committed.versions + [version_entry(committed, plan, final, wall_seconds)]
+    manifest = manifest_for(config=config, ingest_report=ingest_report, shards=list(final.values()),
+                            versions=versions, hardware=hardware_info(),
+                            created_utc=(committed.manifest or {}).get("created_utc"))
+    with atomic_path(layout.grid_path(out)) as tmp:
+        save_grid(sample_grid_images(out, order), tmp)
+    write_dataset_card(out, manifest)
+    manifest = write_manifest(out, manifest)  # the commit
+    remove_shards(out, leftovers)
+    return manifest
+
+
+def remove_shards(out: Path, names: set[str]) -> None:
+    """Delete shards' stats (their done-markers) and then their tars."""
+    for name in sorted(names):
+        layout.stats_path(out, name).unlink(missing_ok=True)
+        layout.tar_path(out, name).unlink(missing_ok=True)
+
+
+def sample_grid_images(out_dir: str | Path, shards: list[str], limit: int = 64) -> list[np.ndarray]:
+    """The first `limit` images of `shards`, read back from their tars."""
+    images = []
+    for shard in shards:
+        for _, files in tar_samples(layout.tar_path(out_dir, shard)):
+            data = next(files[ext] for ext in files if ext in IMAGE_ENCODERS)
+            images.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+            if len(images) >= limit:
+                return images
+    return images
 
 
 def shard_table_rows(manifest: dict) -> list[dict]:
@@ -115,9 +183,23 @@ def _drops_table(manifest: dict) -> str | None:
                       *(f"| {reason} | {count:,} |" for reason, count in sorted(dropped.items()))])
 
 
+def _versions_table(manifest: dict) -> str | None:
+    versions = manifest.get("versions") or []
+    if not versions:
+        return None
+    rows = [f"| v{v['version']} | {v['created_utc']} | `{v['corpus']['fingerprint'][:12]}` | {v['prompts_added']:,} | "
+            f"{v['prompts_removed']:,} | {v['prompts_not_in_corpus']:,} | {len(v['shards_added'])} / "
+            f"{len(v['shards_removed'])} | {v['samples']:,} | {v['unet_rows']:,.0f} | {v['device_seconds']:,.1f} |"
+            for v in versions]
+    return "\n".join(["| version | UTC | corpus | prompts added | removed | kept, not in corpus | shards +/− | "
+                      "images | UNet rows | device s |", "|---|---|---|---|---|---|---|---|---|---|", *rows])
+
+
 def prefect_summary_markdown(manifest: dict) -> str:
     """The build's summary for a Prefect markdown artifact: compute, hardware and ingest drops."""
     parts = ["# hdiff build", _compute_table(manifest), f"Hardware: {_hardware_line(manifest['hardware'])}"]
+    if history := _versions_table(manifest):
+        parts += ["## Versions", history]
     if drops := _drops_table(manifest):
         parts += ["## Ingest drops", drops]
     return "\n\n".join(parts) + "\n"
@@ -223,6 +305,9 @@ def dataset_card(out_dir: str | Path, manifest: dict) -> str:
         _fields_table(ClusterStep),
         _loading_section(image_format).strip(),
     ]
+    if history := _versions_table(manifest):
+        sections += ["## Versions", "Each run that changed the dataset (the corpus column is its fingerprint; "
+                     "compute is what that run generated):", history]
     if drops := _drops_table(manifest):
         sections += ["## Prompts dropped at ingest", drops]
     sections += ["## Build configuration",

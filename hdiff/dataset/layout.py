@@ -1,11 +1,13 @@
 """The build folder's layout: every path the writer, verifier and finalizer use is named here and nowhere else.
 
-    OUT/data/shard-00000.tar       WebDataset shards (the only files under data/)
-    OUT/stats/shard-00000.json     per-shard stats, written last: the shard's done-marker
-    OUT/manifest.json              the whole build: config, counts, ingest drops, per-shard table, totals, hardware
+    OUT/data/shard-<digest>.tar    WebDataset shards (the only files under data/); the name is their content
+    OUT/stats/shard-<digest>.json  per-shard stats, written last: the shard's done-marker
+    OUT/manifest.json              the dataset: config, counts, per-shard table, totals, versions; written last,
+                                   it is the commit point of a run (shards it does not list are not in the dataset)
     OUT/build_settings.json        the settings that decide the images, recorded by the first run, checked on resume
     OUT/README.md                  dataset card
     OUT/grid.png, OUT/dendrogram.png
+    OUT/.lock                      held by the run writing the folder (one writer at a time)
 
 Files are written through hdiff.files (a temporary sibling ending in `.partial`, renamed into place), so a reader
 (or the `data/*.tar` glob) never sees a half-written file under a final name.
@@ -13,6 +15,8 @@ Files are written through hdiff.files (a temporary sibling ending in `.partial`,
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
 from hdiff.files import PARTIAL_SUFFIX
@@ -24,12 +28,16 @@ SETTINGS_NAME = "build_settings.json"
 CARD_NAME = "README.md"
 GRID_NAME = "grid.png"
 DENDROGRAM_NAME = "dendrogram.png"
+LOCK_NAME = ".lock"
 DATA_FILES_GLOB = f"{DATA_DIR}/*.tar"
 
 
-def shard_name(index: int) -> str:
-    """The canonical name of shard `index`: shard-00000, shard-00001, ..."""
-    return f"shard-{index:05d}"
+def shard_name(members: Iterable[tuple[str, int]]) -> str:
+    """The name of the shard holding exactly `members` (sample key, seed): `shard-` and 16 hex digits of a hash of
+    them, in any order. Two shards share a name only when they hold the same images, so a finished shard under the
+    name a run plans is the shard that run would write."""
+    digest = hashlib.sha256("".join(f"{key}:{seed}\n" for key, seed in sorted(members)).encode())
+    return f"shard-{digest.hexdigest()[:16]}"
 
 
 def tar_path(out_dir: str | Path, shard: str) -> Path:
@@ -46,6 +54,10 @@ def manifest_path(out_dir: str | Path) -> Path:
 
 def settings_path(out_dir: str | Path) -> Path:
     return Path(out_dir) / SETTINGS_NAME
+
+
+def lock_path(out_dir: str | Path) -> Path:
+    return Path(out_dir) / LOCK_NAME
 
 
 def card_path(out_dir: str | Path) -> Path:

@@ -1,22 +1,21 @@
 """The dataset build's stages as plain functions; flows/build_dataset.py wraps each in a Prefect task.
 
-    read → ingest → embed (cached) → shard → generate each shard (hierarchical sampling) → write → finalize
+    read → ingest → plan against the dataset → embed new prompts (cached) → shard them → generate each shard
+    (hierarchical sampling) → write → commit (finalize)
 
-The shard is the unit of work and of resumption: its name and members are a pure function of the input, it is
+The shard is the unit of work and of resumption: its name is its members (hdiff.dataset.layout.shard_name), it is
 written under a temporary name and renamed, and its stats file (written last) marks it done. A re-run skips
-shards whose tar and stats verify and redoes the rest.
+planned shards whose tar and stats verify and redoes the rest; hdiff.dataset.update says what a run plans.
 """
 
 from __future__ import annotations
 
 import functools
-import io
-import tarfile
+import json
 import threading
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -25,25 +24,26 @@ from hdiff.dataset.config import BuildConfig, ModelConfig
 from hdiff.dataset.embed_cache import embed_with_cache
 from hdiff.dataset.ingest import IngestReport, ingest, local_files, read_corpus
 from hdiff.dataset.shard import semantic_shards
-from hdiff.dataset.writer import Sample, ShardStats, read_stats, shard_is_complete, write_shard
+from hdiff.dataset.update import (Committed, Rewrite, RunPlan, ShardJob, corpus_fingerprint, new_prompts, plan_run,
+                                  read_committed)
+from hdiff.dataset.writer import Sample, ShardStats, read_stats, shard_is_complete, tar_samples, write_shard
 from hdiff.files import atomic_path, check_writable_output
 from hdiff.generate import ImageJob, generate_packed
 from hdiff.models.schedulers import count_evaluations
 from hdiff.prompts import sample_key
 
 
-@dataclass(frozen=True)
-class ShardJob:
-    """One shard to generate: its stable name and its prompts (id order)."""
-
-    name: str
-    prompts: tuple[str, ...]
-
-
 @dataclass
 class Prepared:
-    shards: list[ShardJob]
+    """The dataset as committed, this run's plan against it, and what ingest kept and dropped."""
+
+    committed: Committed
+    plan: RunPlan
     ingest_report: IngestReport
+
+    @property
+    def shards(self) -> list[ShardJob]:
+        return self.plan.shards
 
 
 def preflight(config: BuildConfig) -> None:
@@ -57,8 +57,10 @@ def preflight(config: BuildConfig) -> None:
 
 
 def prepare(config: BuildConfig, progress: bool = True) -> Prepared:
-    """Read, clean, embed and partition the corpus into shards."""
+    """Read and clean the corpus, and plan the run against the dataset already in the output folder: only prompts
+    not yet in it are embedded and partitioned into new shards."""
     source = config.source
+    committed = read_committed(config.output)
     raw = read_corpus(source.path_or_id, split=source.split, column=source.column, data_files=source.data_files)
     embed = functools.partial(embed_with_cache, cache_dir=config.embedding.cache_dir,
                               model_name=config.embedding.model, batch_size=config.embedding.batch_size,
@@ -66,10 +68,14 @@ def prepare(config: BuildConfig, progress: bool = True) -> Prepared:
     prompts, report = ingest(raw, max_chars=config.ingest.max_chars, long_policy=config.ingest.long_policy,
                              near_dedupe=config.ingest.near_dedupe, embed_fn=embed, limit=config.ingest.limit,
                              sample_seed=config.ingest.sample_seed, source=source.path_or_id)
-    vectors = embed([p.text for p in prompts])
-    parts = semantic_shards(vectors, [p.id for p in prompts], config.sharding.min_size, config.sharding.max_size)
-    shards = [ShardJob(layout.shard_name(i), tuple(prompts[r].text for r in rows)) for i, rows in enumerate(parts)]
-    return Prepared(shards, report)
+    fresh = new_prompts(committed, prompts)
+    parts = semantic_shards(embed([p.text for p in fresh]), [p.id for p in fresh], config.sharding.min_size,
+                            config.sharding.max_size) if fresh else []
+    corpus = {"source": source.path_or_id, "revision": None, "prompts": len(prompts),
+              "fingerprint": corpus_fingerprint([p.id for p in prompts])}
+    plan = plan_run(committed, prompts, fresh, parts, copies=config.generation.images_per_prompt,
+                    base_seed=config.generation.seed, prune=config.update.prune, corpus=corpus)
+    return Prepared(committed, plan, report)
 
 
 _ADAPTER_LOCK = threading.Lock()
@@ -126,7 +132,7 @@ def generate_pack(config: BuildConfig, shards: list[ShardJob],
                 record = generation.records[row].model_dump(mode="json")
                 yield Sample(sample_key(job.prompt_ids[row], job.copy_index[row]), image, job.prompts[row], record)
 
-        if shard.name == layout.shard_name(0):
+        if shard.dendrogram:
             write_dendrogram(config, generation)  # before the stats file: a resumed build skips a finished shard
         stats = write_shard(config.output, shard.name, samples(), image_format=config.output_format.image_format,
                             jpeg_quality=config.output_format.jpeg_quality, unet_rows=generation.unet_rows,
@@ -144,17 +150,21 @@ def write_dendrogram(config: BuildConfig, generation) -> None:
         save_dendrogram(generation.plan, tmp, labels=generation.job.prompts)
 
 
-def sample_grid_images(out_dir, limit: int = 64) -> list[np.ndarray]:
-    """The first `limit` images of the dataset, read back from the tars."""
-    from PIL import Image
+def rewrite_shard(out_dir, rewrite: Rewrite) -> ShardStats | None:
+    """Write a dataset shard again without the samples `rewrite.drop` (their bytes copied, records re-pointed at the
+    new shard); the old one stays until the run commits. None when no sample remains."""
+    if rewrite.new is None:
+        return None
+    if shard_is_complete(out_dir, rewrite.new):  # written by a run that was killed before its commit
+        return read_stats(out_dir, rewrite.new)
+    old = read_stats(out_dir, rewrite.old)
 
-    images = []
-    for shard in layout.tar_shards(out_dir):
-        with tarfile.open(layout.tar_path(out_dir, shard)) as tar:
-            for member in tar:
-                if member.name.rsplit(".", 1)[-1] in ("png", "jpg", "webp"):
-                    data = tar.extractfile(member).read()
-                    images.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
-                    if len(images) >= limit:
-                        return images
-    return images
+    def samples():
+        for key, files in tar_samples(layout.tar_path(out_dir, rewrite.old)):
+            if key not in rewrite.drop:
+                record = {**json.loads(files["json"]), "shard": rewrite.new}
+                yield Sample(key, files[old.image_format], files["txt"].decode("utf-8"), record)
+
+    kept = (old.samples - len(rewrite.drop)) / old.samples
+    return write_shard(out_dir, rewrite.new, samples(), image_format=old.image_format,
+                       wall_seconds=old.wall_seconds * kept, device_seconds=old.device_seconds * kept)

@@ -1,9 +1,10 @@
-"""The settings that decide a build's images, recorded in the build folder and checked when a build resumes.
+"""The settings that decide how a prompt becomes an image, recorded in the build folder and checked on every re-run.
 
-A resumed build keeps every finished shard, so a re-run with another model, step count, τ, seed or corpus would
-mix two datasets in one folder. The first run records these settings; a later run into a folder that holds
-finished shards must match them, or it stops before generating anything. Settings that only change speed (device, batching, packing,
-runner) may change between runs.
+A re-run keeps every finished shard, so a re-run with another model, step count, τ, seed or sharding would mix two
+datasets in one folder. The first run records these settings; a later run into a folder that holds finished shards
+must match them, or it stops before generating anything. Which prompts the dataset holds is the corpus's business
+(source and ingest settings may change: that is an update, see hdiff.dataset.update), and settings that only change
+speed (device, batching, packing, runner) may change too.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from hdiff.dataset.config import BuildConfig
 from hdiff.errors import HdiffError
 
 IMAGE_SETTINGS: dict[str, tuple[str, ...]] = {  # section -> fields that decide which images are built, and how
-    "source": ("path_or_id", "split", "column", "data_files"),
-    "ingest": ("max_chars", "long_policy", "near_dedupe", "limit", "sample_seed"),
     "embedding": ("model",),
     "sharding": ("min_size", "max_size"),
     "model": ("id", "scheduler", "steps", "guidance_scale", "height", "width", "dtype"),

@@ -1,7 +1,9 @@
-"""Checking a build folder: every shard readable and equal to its stats, every sample whole and its record valid,
-keys unique, nothing half-written left behind, and the manifest's totals equal to the sums over shards and records.
+"""Checking a build folder: every shard readable and equal to its stats, every sample whole and its record valid and
+consistent (prompt id = hash of the prompt, seed = the seed rule, key, shard), keys unique, nothing half-written
+left behind, the card, grid, dendrogram and build_settings.json present and readable, and every figure of the
+manifest (per-shard table, counts, totals, versions) equal to what the shards' stats give.
 
-Each problem is one line naming the file (relative to the build folder) and, where there is one, the sample key.
+Each problem is one line naming the file (relative to the build folder), the field, and where there is one the key.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import io
 import json
 import math
 import tarfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,10 @@ from PIL import Image
 from pydantic import ValidationError
 
 from hdiff.dataset import layout
-from hdiff.dataset.writer import IMAGE_ENCODERS, ShardStats, file_sha256, read_all_stats, validation_summary
+from hdiff.dataset.finalize import percent_saved
+from hdiff.dataset.writer import (IMAGE_ENCODERS, ShardStats, file_sha256, read_all_stats, tar_samples,
+                                  validation_summary)
+from hdiff.prompts import image_seed, prompt_id, sample_key
 from hdiff.records import DatasetRecord
 
 IMAGE_EXTENSIONS = frozenset(IMAGE_ENCODERS)
@@ -40,26 +44,10 @@ def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=REL_TOL, abs_tol=1e-9)
 
 
-def tar_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) for each run of consecutive members sharing a key; raises on a damaged tar."""
-    key, files = None, {}
-    with tarfile.open(path, "r:") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            base = member.name.rsplit("/", 1)[-1]
-            member_key, _, extension = base.partition(".")
-            if member_key != key and key is not None:
-                yield key, files
-                files = {}
-            key = member_key
-            files[extension] = tar.extractfile(member).read()
-    if key is not None:
-        yield key, files
-
-
-def sample_problems(at: str, shard: str, key: str, files: dict[str, bytes]) -> tuple[list[str], DatasetRecord | None]:
-    """Problems with one sample (`at` prefixes each message), and its record when that validates."""
+def sample_problems(at: str, shard: str, key: str, files: dict[str, bytes],
+                    base_seed: int | None = None) -> tuple[list[str], DatasetRecord | None]:
+    """Problems with one sample (`at` prefixes each message), and its record when that validates. `base_seed` (the
+    build's generation.seed) checks the record's seed against the seed rule."""
     problems = []
     images = sorted(ext for ext in files if ext in IMAGE_EXTENSIONS)
     missing = [name for name, present in (("image", images), ("txt", "txt" in files), ("json", "json" in files))
@@ -104,10 +92,25 @@ def sample_problems(at: str, shard: str, key: str, files: dict[str, bytes]) -> t
             problems.append(f"{at}: txt differs from the record's prompt")
         if size is not None and size != (record.width, record.height):
             problems.append(f"{at}: image is {size[0]}x{size[1]} (WxH), the record says {record.width}x{record.height}")
+        problems += [f"{at}: {message}" for message in identity_problems(record, base_seed)]
     return problems, record
 
 
-def read_shard(out: Path, shard: str, seen: dict[str, str], problems: list[str]) -> ShardReading:
+def identity_problems(record: DatasetRecord, base_seed: int | None) -> list[str]:
+    """A record's names against its content: prompt_id is the prompt's hash, the key is made of id and copy, the seed
+    follows the seed rule of the build's base seed."""
+    problems = []
+    if record.prompt_id != prompt_id(record.prompt):
+        problems.append(f"record prompt_id {record.prompt_id!r} is not the hash of its prompt ({prompt_id(record.prompt)!r})")
+    if record.key != sample_key(record.prompt_id, record.copy_index):
+        problems.append(f"record key {record.key!r} is not made of its prompt_id and copy_index")
+    if base_seed is not None and record.seed != image_seed(record.prompt_id, record.copy_index, base_seed):
+        problems.append(f"record seed {record.seed} does not follow the seed rule (generation.seed {base_seed})")
+    return problems
+
+
+def read_shard(out: Path, shard: str, seen: dict[str, str], problems: list[str],
+               base_seed: int | None = None) -> ShardReading:
     """Read and check every sample of one tar, recording keys in `seen` (key → file) to catch duplicates."""
     where = f"{layout.DATA_DIR}/{shard}.tar"
     reading = ShardReading()
@@ -118,7 +121,7 @@ def read_shard(out: Path, shard: str, seen: dict[str, str], problems: list[str])
                 problems.append(f"{at}: key also in {seen[key]}")
             seen.setdefault(key, where)
             reading.keys.append(key)
-            sample_issues, record = sample_problems(at, shard, key, files)
+            sample_issues, record = sample_problems(at, shard, key, files, base_seed)
             problems += sample_issues
             if record is None:
                 reading.complete = False
@@ -190,13 +193,13 @@ def read_stats_files(out: Path, problems: list[str]) -> dict[str, ShardStats]:
 
 def manifest_problems(out: Path, stats: dict[str, ShardStats], record_sums: tuple[float, int] | None,
                       samples_read: int) -> list[str]:
-    """The manifest's shard table and totals against the stats files and (when all records validated) the records."""
+    """The manifest's per-shard table, counts, totals and versions against the stats files, and (when every record
+    validated) against the records."""
     name = layout.MANIFEST_NAME
     try:
         manifest = json.loads(layout.manifest_path(out).read_text(encoding="utf-8"))
-        totals = manifest["totals"]
         table = {row["shard"]: row for row in manifest["shards"]}
-        claimed = (int(totals["samples"]), float(totals["unet_rows"]), int(totals["standard_rows"]))
+        counts, totals = manifest["counts"], manifest["totals"]
     except FileNotFoundError:
         return [f"{name}: missing"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -206,27 +209,96 @@ def manifest_problems(out: Path, stats: dict[str, ShardStats], record_sums: tupl
     if sorted(table) != sorted(stats):
         problems.append(f"{name}: lists shards {sorted(set(table) ^ set(stats))} that differ from stats/")
     for shard in sorted(set(table) & set(stats)):
-        row, shard_stats = table[shard], stats[shard]
-        if row.get("samples") != shard_stats.samples or row.get("sha256") != shard_stats.sha256:
-            problems.append(f"{name}: shard {shard}: samples or sha256 differ from {layout.STATS_DIR}/{shard}.json")
-
-    samples, unet_rows, standard_rows = claimed
-    stats_sums = (sum(s.samples for s in stats.values()), sum(s.unet_rows for s in stats.values()),
-                  sum(s.standard_rows for s in stats.values()))
-    checks = [
-        (samples != stats_sums[0], f"totals.samples={samples}, shard stats sum to {stats_sums[0]}"),
-        (samples != samples_read, f"totals.samples={samples}, the tars hold {samples_read}"),
-        (not _close(unet_rows, stats_sums[1]), f"totals.unet_rows={unet_rows:g}, shard stats sum to {stats_sums[1]:g}"),
-        (standard_rows != stats_sums[2], f"totals.standard_rows={standard_rows}, shard stats sum to {stats_sums[2]}"),
-    ]
+        expected = stats[shard].model_dump(mode="json", exclude={"keys"})
+        problems += [f"{name}: shards[{shard}].{field}={table[shard].get(field)!r}, {layout.STATS_DIR}/{shard}.json "
+                     f"says {value!r}" for field, value in expected.items() if not _same(table[shard].get(field), value)]
+    shards = list(stats.values())
+    unet_rows, standard_rows = sum(s.unet_rows for s in shards), sum(s.standard_rows for s in shards)
+    expected_counts = {"shards": len(shards), "samples": sum(s.samples for s in shards),
+                       "image_formats": sorted({s.image_format for s in shards}),
+                       "taus": sorted({tau for s in shards for tau in s.taus})}
+    expected_totals = {"samples": expected_counts["samples"], "unet_rows": unet_rows, "standard_rows": standard_rows,
+                       "percent_saved": percent_saved(unet_rows, standard_rows),
+                       "shard_wall_seconds": sum(s.wall_seconds for s in shards),
+                       "device_seconds": sum(s.device_seconds for s in shards),
+                       "tar_bytes": sum(s.tar_bytes for s in shards)}
+    for section, claimed, expected in (("counts", counts, expected_counts), ("totals", totals, expected_totals)):
+        problems += [f"{name}: {section}.{field}={claimed.get(field)!r}, the shard stats give {value!r}"
+                     for field, value in expected.items() if not _same(claimed.get(field), value)]
+    if totals.get("samples") != samples_read:
+        problems.append(f"{name}: totals.samples={totals.get('samples')!r}, the tars hold {samples_read}")
     if record_sums is not None:
-        checks += [
-            (not _close(unet_rows, record_sums[0]),
-             f"totals.unet_rows={unet_rows:g}, records' unet_rows sum to {record_sums[0]:g}"),
-            (standard_rows != record_sums[1],
-             f"totals.standard_rows={standard_rows}, records' standard_unet_rows sum to {record_sums[1]}"),
-        ]
-    return problems + [f"{name}: {message}" for wrong, message in checks if wrong]
+        checks = [(not _close(float(totals.get("unet_rows", -1)), record_sums[0]),
+                   f"totals.unet_rows={totals.get('unet_rows')!r}, records' unet_rows sum to {record_sums[0]:g}"),
+                  (totals.get("standard_rows") != record_sums[1], f"totals.standard_rows="
+                   f"{totals.get('standard_rows')!r}, records' standard_unet_rows sum to {record_sums[1]}")]
+        problems += [f"{name}: {message}" for wrong, message in checks if wrong]
+    return problems + [f"{name}: {message}" for message in version_problems(manifest, table)]
+
+
+def version_problems(manifest: dict, table: dict[str, dict]) -> list[str]:
+    """The version history against the dataset: numbered 1, 2, ...; its shards added and removed give the listed
+    shards; the last version's sample count and the versions' wall time are the totals'."""
+    versions = manifest.get("versions")
+    if versions is None:
+        return [] if manifest.get("format", 1) < 2 else ["versions: missing"]
+    try:
+        problems, present = [], set()
+        for number, version in enumerate(versions, 1):
+            if version["version"] != number:
+                problems.append(f"versions[{number - 1}].version={version['version']!r}, expected {number}")
+            present = (present - set(version["shards_removed"])) | set(version["shards_added"])
+        if not versions:
+            return ["versions: empty"]
+        if present != set(table):
+            problems.append(f"versions: their shards added and removed give {len(present)} shards, "
+                            f"{sorted(present ^ set(table))[:3]} differ from the shard table")
+        if versions[-1]["samples"] != manifest["totals"]["samples"]:
+            problems.append(f"versions[-1].samples={versions[-1]['samples']!r}, totals.samples="
+                            f"{manifest['totals']['samples']!r}")
+        wall = sum(v["wall_seconds"] for v in versions)
+        if not _same(manifest["totals"].get("wall_seconds"), wall):
+            problems.append(f"totals.wall_seconds={manifest['totals'].get('wall_seconds')!r}, the versions' "
+                            f"wall_seconds sum to {wall!r}")
+        return problems
+    except (KeyError, TypeError) as exc:
+        return [f"versions: incomplete ({type(exc).__name__}: {exc})"]
+
+
+def _same(claimed, expected) -> bool:
+    """Equal, numbers to REL_TOL (sums in another order differ in the last bits)."""
+    numbers = (int, float)
+    if isinstance(expected, numbers) and not isinstance(expected, bool):
+        return isinstance(claimed, numbers) and not isinstance(claimed, bool) and _close(float(claimed), expected)
+    if isinstance(expected, list) and isinstance(claimed, list) and len(claimed) == len(expected):
+        return all(_same(c, e) for c, e in zip(claimed, expected))
+    return claimed == expected
+
+
+def folder_file_problems(out: Path) -> tuple[list[str], int | None]:
+    """The card, grid, dendrogram (when present) and build_settings.json: present, readable, decoding; and the
+    build's base seed from the settings (None when they are unreadable)."""
+    problems = []
+    card = layout.card_path(out)
+    try:
+        if not card.read_text(encoding="utf-8").startswith("---\n"):
+            problems.append(f"{layout.CARD_NAME}: no YAML front matter")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{layout.CARD_NAME}: missing or unreadable ({type(exc).__name__})")
+    for figure, required in ((layout.grid_path(out), True), (layout.dendrogram_path(out), False)):
+        if not figure.exists() and not required:
+            continue
+        try:
+            with Image.open(figure) as image:
+                image.load()
+        except Exception as exc:  # PIL reports damage through many exception types
+            problems.append(f"{figure.name}: missing or does not decode ({type(exc).__name__})")
+    base_seed = None
+    try:
+        base_seed = int(json.loads(layout.settings_path(out).read_text(encoding="utf-8"))["generation.seed"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        problems.append(f"{layout.SETTINGS_NAME}: missing or unreadable ({type(exc).__name__})")
+    return problems, base_seed
 
 
 def verify_build(out_dir: str | Path) -> list[str]:
@@ -235,6 +307,8 @@ def verify_build(out_dir: str | Path) -> list[str]:
     if not out.is_dir():
         return [f"{out}: no such build folder"]
     problems = layout_problems(out)
+    file_issues, base_seed = folder_file_problems(out)
+    problems += file_issues
     stats = read_stats_files(out, problems)
     tars = layout.tar_shards(out)
     problems += [f"{layout.DATA_DIR}/{shard}.tar: has no stats file {layout.STATS_DIR}/{shard}.json"
@@ -245,7 +319,7 @@ def verify_build(out_dir: str | Path) -> list[str]:
     seen: dict[str, str] = {}
     all_complete, samples, unet_rows, standard_evals = True, 0, 0.0, 0
     for shard in tars:
-        reading = read_shard(out, shard, seen, problems)
+        reading = read_shard(out, shard, seen, problems, base_seed)
         if shard in stats:
             problems += stats_problems(out, shard, stats[shard], reading)
         all_complete &= reading.complete

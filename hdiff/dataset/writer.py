@@ -12,7 +12,7 @@ import json
 import re
 import tarfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -38,10 +38,11 @@ TAR_MODE = 0o444
 
 @dataclass(frozen=True)
 class Sample:
-    """One image to store: its key (no dots), the image (uint8 (H, W, 3) array or PIL image), prompt and record."""
+    """One image to store: its key (no dots), the image (uint8 (H, W, 3) array, PIL image, or bytes already
+    encoded in the shard's image format), prompt and record."""
 
     key: str
-    image: np.ndarray | Image.Image
+    image: np.ndarray | Image.Image | bytes
     prompt: str
     record: dict[str, Any]
 
@@ -128,7 +129,8 @@ def sample_entry(sample: Sample, record: dict[str, Any], image_format: str, qual
     """The WebDataset entry of one sample: __key__, the encoded image, txt and json, all bytes."""
     return {
         "__key__": sample.key,
-        image_format: encode_image(sample.image, image_format, quality),
+        image_format: sample.image if isinstance(sample.image, bytes) else encode_image(sample.image, image_format,
+                                                                                          quality),
         "txt": sample.prompt.encode("utf-8"),
         "json": json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
     }
@@ -214,6 +216,24 @@ def read_all_stats(out_dir: str | Path) -> list[ShardStats]:
     """Stats of every shard with a readable stats file, in shard order (finished shards of this and earlier runs)."""
     found = (read_stats(out_dir, name) for name in layout.stats_shards(out_dir))
     return [stats for stats in found if stats is not None]
+
+
+def tar_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {extension: bytes}) for each run of consecutive members sharing a key; raises on a damaged tar."""
+    key, files = None, {}
+    with tarfile.open(path, "r:") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            base = member.name.rsplit("/", 1)[-1]
+            member_key, _, extension = base.partition(".")
+            if member_key != key and key is not None:
+                yield key, files
+                files = {}
+            key = member_key
+            files[extension] = tar.extractfile(member).read()
+    if key is not None:
+        yield key, files
 
 
 def tar_keys(path: Path) -> list[str]:

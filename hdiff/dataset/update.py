@@ -1,0 +1,191 @@
+"""What a run changes in a dataset folder: the dataset as committed, the run's plan against it, its version entry.
+
+The dataset is what manifest.json lists; writing the manifest is a run's commit. A run ingests the whole corpus and
+then works only on the difference:
+
+- prompts already in the dataset are left alone (their shards are neither read nor rewritten);
+- new prompts are sharded among themselves and written as new shards, named by their content (layout.shard_name);
+- prompts that left the corpus stay and are reported, or with `update.prune` the shards holding them are written
+  again without them, under their new content's name, and the old ones removed after the commit.
+
+A finished shard that the manifest does not list (left by a killed run) is reused when the plan names it — the name
+is its members, so it holds exactly what the run would write — and removed after the commit otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hdiff.dataset import layout
+from hdiff.dataset.writer import ShardStats, read_stats
+from hdiff.errors import HdiffError
+from hdiff.prompts import image_seed, parse_sample_key, sample_key
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard to generate: its content name, its prompts (id order), and whether its tree is drawn."""
+
+    name: str
+    prompts: tuple[str, ...]
+    dendrogram: bool = False
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """A dataset shard written again without the samples `drop`; `new` is None when none remain (it is removed)."""
+
+    old: str
+    drop: frozenset[str]
+    new: str | None
+
+
+@dataclass
+class Committed:
+    """The dataset as its manifest lists it: the manifest (None before the first commit) and each shard's sample
+    keys, in listing order."""
+
+    manifest: dict | None
+    shards: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def versions(self) -> list[dict]:
+        return list((self.manifest or {}).get("versions", []))
+
+    def prompt_ids(self) -> set[str]:
+        return {parse_sample_key(key)[0] for keys in self.shards.values() for key in keys}
+
+
+@dataclass
+class RunPlan:
+    """What one run does: shards to generate, shards to rewrite, and what it found in the corpus."""
+
+    shards: list[ShardJob]
+    rewrites: list[Rewrite]
+    corpus: dict  # source, revision, fingerprint, prompts
+    expected_keys: frozenset[str]  # every sample the corpus asks for
+    not_in_corpus: int  # dataset prompts the corpus no longer has, kept
+    removed: int  # dataset prompts the corpus no longer has, pruned by this run
+
+    def final_shards(self, committed: Committed) -> set[str]:
+        """The dataset's shards once this run commits."""
+        gone = {rewrite.old for rewrite in self.rewrites}
+        return (set(committed.shards) - gone) | {r.new for r in self.rewrites if r.new} | {s.name for s in self.shards}
+
+
+def read_committed(out_dir: str | Path) -> Committed:
+    """The dataset in `out_dir` as its manifest lists it; HdiffError when the manifest or a listed shard is damaged
+    (a run does not build on a dataset it cannot read)."""
+    path = layout.manifest_path(out_dir)
+    if not path.is_file():
+        return Committed(None)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        names = [row["shard"] for row in manifest["shards"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise HdiffError(f"{path} is unreadable ({type(exc).__name__}); restore it, or delete the folder to "
+                         "rebuild") from None
+    shards = {}
+    for name in names:
+        stats = read_stats(out_dir, name)
+        if stats is None or not layout.tar_path(out_dir, name).is_file():
+            raise HdiffError(f"{out_dir}: the dataset's shard {name} is missing or damaged; see `hdiff verify "
+                             f"{out_dir}`")
+        shards[name] = tuple(stats.keys)
+    return Committed(manifest, shards)
+
+
+def sample_members(prompt_ids: list[str], copies: int, base_seed: int) -> list[tuple[str, int]]:
+    """(sample key, seed) of every image of the prompts."""
+    return [(sample_key(pid, c), image_seed(pid, c, base_seed)) for pid in prompt_ids for c in range(copies)]
+
+
+def key_members(keys: list[str], base_seed: int) -> list[tuple[str, int]]:
+    """(sample key, seed) of stored samples, the seed by the seed rule."""
+    return [(key, image_seed(*parse_sample_key(key), base_seed)) for key in keys]
+
+
+def corpus_fingerprint(prompt_ids: list[str]) -> str:
+    """sha256 of the ingested corpus as a set of prompt ids: the same prompts give the same fingerprint."""
+    return hashlib.sha256("".join(f"{pid}\n" for pid in sorted(prompt_ids)).encode()).hexdigest()
+
+
+def plan_run(committed: Committed, prompts: list, fresh: list, parts: list[list[int]], *, copies: int,
+             base_seed: int, prune: bool, corpus: dict) -> RunPlan:
+    """The plan against `committed` for the ingested `prompts` (objects with .id and .text).
+
+    `parts` partitions `fresh`, the prompts not yet in the dataset (`new_prompts`), into shards (lists of indices
+    into `fresh`); each becomes a ShardJob named by its members.
+    """
+    have = committed.prompt_ids()
+    shards = []
+    for rows in parts:
+        members = [fresh[r] for r in rows]
+        name = layout.shard_name(sample_members([p.id for p in members], copies, base_seed))
+        shards.append(ShardJob(name, tuple(p.text for p in members)))
+    if shards and not committed.shards:
+        shards[0] = ShardJob(shards[0].name, shards[0].prompts, dendrogram=True)
+
+    wanted = {p.id for p in prompts}
+    left = have - wanted
+    rewrites = []
+    if prune and left:
+        for name, keys in sorted(committed.shards.items()):
+            drop = frozenset(key for key in keys if parse_sample_key(key)[0] in left)
+            if drop:
+                kept = [key for key in keys if key not in drop]
+                rewrites.append(Rewrite(name, drop, layout.shard_name(key_members(kept, base_seed)) if kept else None))
+    expected = frozenset(key for key, _ in sample_members(sorted(wanted), copies, base_seed))
+    return RunPlan(shards, rewrites, corpus, expected, not_in_corpus=0 if prune else len(left),
+                   removed=len(left) if prune else 0)
+
+
+def new_prompts(committed: Committed, prompts: list) -> list:
+    """The prompts not in the dataset yet, in the order given."""
+    have = committed.prompt_ids()
+    return [p for p in prompts if p.id not in have]
+
+
+def version_entry(committed: Committed, plan: RunPlan, final: dict[str, ShardStats], wall_seconds: float) -> dict:
+    """The version a run that changed the dataset appends: when, from what corpus, which shards came and went, the
+    dataset's size after it and the compute of the run (the shards it generated, not those it rewrote)."""
+    generated = [final[s.name] for s in plan.shards]
+    before = set(committed.shards)
+    return {
+        "version": len(committed.versions) + 1,
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "corpus": plan.corpus,
+        "shards_added": sorted(set(final) - before),
+        "shards_removed": sorted(before - set(final)),
+        "prompts_added": sum(len(s.prompts) for s in plan.shards),
+        "prompts_removed": plan.removed,
+        "prompts_not_in_corpus": plan.not_in_corpus,
+        "samples": sum(s.samples for s in final.values()),
+        "unet_rows": sum(s.unet_rows for s in generated),
+        "standard_rows": sum(s.standard_rows for s in generated),
+        "device_seconds": sum(s.device_seconds for s in generated),
+        "wall_seconds": wall_seconds,
+    }
+
+
+def coverage_problems(final: dict[str, ShardStats], expected: frozenset[str], keep_extra: bool) -> list[str]:
+    """Disagreements between the shards' samples and the corpus: a sample in two shards, a corpus sample missing,
+    and (when the dataset may not keep prompts the corpus dropped) a sample the corpus does not ask for."""
+    seen: dict[str, str] = {}
+    problems = []
+    for name in sorted(final):
+        for key in final[name].keys:
+            if key in seen:
+                problems.append(f"sample {key} is in both {seen[key]} and {name}")
+            seen.setdefault(key, name)
+    missing = sorted(expected - seen.keys())
+    if missing:
+        problems.append(f"{len(missing)} sample(s) of the corpus are in no shard, e.g. {missing[0]}")
+    extra = sorted(seen.keys() - expected)
+    if extra and not keep_extra:
+        problems.append(f"{len(extra)} sample(s) are not in the corpus, e.g. {extra[0]}")
+    return problems
