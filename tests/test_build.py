@@ -62,6 +62,11 @@ def all_keys(out: Path) -> list[str]:
     return [key for shard in layout.stats_shards(out) for key in read_stats(out, shard).keys]
 
 
+def listed_shards(out: Path) -> list[str]:
+    """The dataset's shards in the manifest's order."""
+    return [row["shard"] for row in json.loads(layout.manifest_path(out).read_text())["shards"]]
+
+
 @pytest.fixture(scope="module", autouse=True)
 def prefect_api() -> str:
     """One Prefect server with a throwaway database for this module's builds (and the killed build's subprocess).
@@ -175,7 +180,7 @@ def stop_group(process: subprocess.Popen) -> None:
     process.wait(timeout=60)
 
 
-def test_killed_build_resumes_to_the_uninterrupted_dataset(reference, demo_config, prefect_api, capsys):
+def test_killed_build_resumes_to_the_uninterrupted_dataset(reference, demo_config, prefect_api, capfd):
     total = len(layout.stats_shards(reference))
     assert total >= 4
     config, out = demo_config("killed")
@@ -185,7 +190,15 @@ def test_killed_build_resumes_to_the_uninterrupted_dataset(reference, demo_confi
                                    stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
                                    env={**os.environ, "PREFECT_API_URL": prefect_api})
     try:
-        deadline, done = time.monotonic() + KILL_TIMEOUT_S, []
+        lock, deadline = layout.lock_path(out), time.monotonic() + KILL_TIMEOUT_S
+        while not (lock.is_file() and f"pid {process.pid} " in lock.read_text()):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        assert cli.main(["build", str(config)]) == 2  # a second build into the folder stops: one writer at a time
+        in_use = [line for line in capfd.readouterr().err.splitlines() if line.startswith("hdiff: ")]
+        assert len(in_use) == 1 and f"is in use by another run (pid {process.pid} on " in in_use[0], in_use
+
+        done = []
         while not done:
             assert process.poll() is None, f"the build ended before it was killed:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"no shard finished in {KILL_TIMEOUT_S} s:\n{log.read_text()[-3000:]}"
@@ -211,12 +224,14 @@ def test_killed_build_resumes_to_the_uninterrupted_dataset(reference, demo_confi
     assert all_keys(out) == all_keys(reference)
     assert tar_bytes(out) == tar_bytes(reference)  # same keys, same image bytes, nothing lost or duplicated
     assert (out / layout.DENDROGRAM_NAME).is_file()
-    capsys.readouterr()
-    assert cli.main(["verify", str(out)]) == 0, capsys.readouterr().out
+    capfd.readouterr()
+    assert cli.main(["verify", str(out)]) == 0, capfd.readouterr().out
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+    """Every file of a build folder but its lock file (which names the last run's process)."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*"))
+            if path.is_file() and path.name != layout.LOCK_NAME}
 
 
 def test_resuming_with_other_image_settings_stops_before_generating(reference, model, tmp_path, capfd, caplog):
@@ -245,6 +260,72 @@ def test_resuming_with_other_image_settings_stops_before_generating(reference, m
     assert {name: after[name] for name in kept} == {name: before[name] for name in kept}  # every shard skipped
 
 
+# ---------------------------------------------------------------------------------------------- a changing corpus
+
+
+def corpus_keys(lines: list[str]) -> list[str]:
+    from hdiff.prompts import prompt_id, sample_key
+
+    return sorted(sample_key(prompt_id(json.loads(line)["prompt"]), 0) for line in lines)
+
+
+def test_a_growing_and_shrinking_corpus_updates_the_dataset(demo_config, capsys):
+    """The schedule's case: the same command re-run as the corpus file changes. Appended prompts become new shards
+    and nothing else is touched; an unchanged corpus changes nothing; removed prompts stay until pruned, and
+    pruning rewrites only the shards that held them."""
+    lines = DEMO_CORPUS.read_text(encoding="utf-8").splitlines()
+    config, out = demo_config("growing")
+    corpus = config.parent / "corpus.jsonl"
+    config.write_text(config.read_text().replace(str(DEMO_CORPUS), str(corpus)))
+
+    corpus.write_text("\n".join(lines[:64]) + "\n", encoding="utf-8")
+    build(config)
+    first = folder_bytes(out)
+    first_shards = listed_shards(out)
+
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")  # 32 prompts appended
+    capsys.readouterr()
+    build(config)
+    assert capsys.readouterr().out.startswith("version 2: 32 new prompt(s), 0 removed, ")
+    assert sorted(all_keys(out)) == corpus_keys(lines)  # each prompt exactly once
+    grown = folder_bytes(out)
+    assert {name: grown[name] for name in first if name.startswith(layout.DATA_DIR)} == \
+        {name: data for name, data in first.items() if name.startswith(layout.DATA_DIR)}  # no tar rewritten
+    manifest = json.loads(layout.manifest_path(out).read_text())
+    v1, v2 = manifest["versions"]
+    added = [read_stats(out, name) for name in v2["shards_added"]]
+    assert v2["shards_removed"] == [] and set(listed_shards(out)) == set(first_shards) | set(v2["shards_added"])
+    assert sum(stats.samples for stats in added) == v2["prompts_added"] == 32  # compute of run 2: new prompts only
+    assert v2["unet_rows"] == pytest.approx(sum(stats.unet_rows for stats in added))
+    assert v2["standard_rows"] == sum(stats.standard_rows for stats in added)
+    assert v1["corpus"]["fingerprint"] != v2["corpus"]["fingerprint"] and v2["samples"] == 96
+    assert "| v2 |" in (out / layout.CARD_NAME).read_text()
+    assert cli.main(["verify", str(out)]) == 0
+
+    capsys.readouterr()
+    build(config)  # unchanged corpus: nothing written, no version
+    assert capsys.readouterr().out.startswith("nothing changed")
+    assert folder_bytes(out) == grown
+
+    removed = lines[:4]
+    corpus.write_text("\n".join(lines[4:]) + "\n", encoding="utf-8")
+    build(config)
+    assert "4 prompt(s) of the dataset are no longer in the corpus (kept" in capsys.readouterr().out
+    assert folder_bytes(out) == grown
+
+    assert cli.main(["build", str(config), "--set", "update.prune=true"]) == 0
+    assert capsys.readouterr().out.startswith("version 3: 0 new prompt(s), 4 removed, ")
+    assert sorted(all_keys(out)) == corpus_keys(lines[4:])
+    v3 = json.loads(layout.manifest_path(out).read_text())["versions"][-1]
+    touched = {row for row in v3["shards_removed"]}
+    assert 1 <= len(touched) <= len(removed) and v3["unet_rows"] == 0
+    pruned = folder_bytes(out)
+    untouched = [name for name in grown if name.startswith(layout.DATA_DIR) and Path(name).stem not in touched]
+    assert {name: pruned[name] for name in untouched} == {name: grown[name] for name in untouched}
+    assert not any(Path(name).stem in touched for name in pruned)
+    assert cli.main(["verify", str(out)]) == 0
+
+
 # ---------------------------------------------------------------------------------------------- corruption
 
 
@@ -264,7 +345,8 @@ def rewrite_member(path: Path, suffix: str, change) -> str:
 
 def test_verify_names_a_truncated_tar_and_a_bad_record(reference, tmp_path, capsys):
     out = Path(shutil.copytree(reference, tmp_path / "out"))
-    truncated = layout.tar_path(out, layout.shard_name(1))
+    names = listed_shards(out)
+    truncated = layout.tar_path(out, names[1])
     with open(truncated, "r+b") as f:
         f.truncate(truncated.stat().st_size // 2 + 100)  # inside a member's data
 
@@ -273,15 +355,15 @@ def test_verify_names_a_truncated_tar_and_a_bad_record(reference, tmp_path, caps
         record["seed"] = "not a number"
         return json.dumps(record).encode()
 
-    bad_key = rewrite_member(layout.tar_path(out, layout.shard_name(2)), "json", wrong_seed_type)
+    bad_key = rewrite_member(layout.tar_path(out, names[2]), "json", wrong_seed_type)
 
     assert cli.main(["verify", str(out)]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert any(line.startswith(f"data/{layout.shard_name(1)}.tar: unreadable") and "truncated" in line
+    assert any(line.startswith(f"data/{names[1]}.tar: unreadable") and "truncated" in line
                for line in lines), lines
-    assert any(line.startswith(f"data/{layout.shard_name(2)}.tar: {bad_key}") and "seed" in line
+    assert any(line.startswith(f"data/{names[2]}.tar: {bad_key}") and "seed" in line
                for line in lines), lines
-    assert not any(layout.shard_name(s) in line for line in lines for s in (0, 3, 4, 5)), lines
+    assert not any(names[s] in line for line in lines for s in (0, 3, 4, 5)), lines
 
 
 # ---------------------------------------------------------------------------------------------- reading it back

@@ -9,7 +9,7 @@ import pytest
 
 from hdiff.errors import HdiffError
 from hdiff.files import (PARTIAL_SUFFIX, atomic_folder, atomic_path, check_writable_output, disk_errors_as_hdiff,
-                         write_atomically)
+                         exclusive_lock, write_atomically)
 
 
 def test_write_atomically_replaces_the_file_and_leaves_no_partial(tmp_path):
@@ -82,3 +82,38 @@ def test_outputs_that_cannot_be_written_are_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda path, mode: os.fspath(path) != os.fspath(tmp_path))
     with pytest.raises(HdiffError, match=r"^output .*new/out: .* is not writable$"):
         check_writable_output(tmp_path / "new" / "out")
+
+
+def test_a_held_lock_stops_a_second_holder_with_one_line(tmp_path):
+    lock = tmp_path / ".lock"
+    with exclusive_lock(lock, "output folder out"):
+        with pytest.raises(HdiffError) as caught, exclusive_lock(lock, "output folder out"):
+            pass
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("output folder out is in use by another run (pid ")
+    assert f"pid {os.getpid()} on " in message
+    with exclusive_lock(lock, "output folder out"):  # released when the block ends
+        pass
+
+
+def test_a_killed_holder_releases_the_lock(tmp_path):
+    """kill -9 leaves the lock file behind but not the lock: the kernel drops it with the process."""
+    import signal
+    import subprocess
+    import sys
+
+    lock = tmp_path / ".lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom hdiff.files import exclusive_lock\n"
+                               f"with exclusive_lock({str(lock)!r}, 'x'):\n    print('held', flush=True)\n"
+                               "    time.sleep(600)"], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        with pytest.raises(HdiffError, match=f"pid {holder.pid} on "):
+            with exclusive_lock(lock, "x"):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    with exclusive_lock(lock, "x"):
+        assert lock.exists()

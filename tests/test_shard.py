@@ -1,5 +1,7 @@
 """Semantic shards: a bounded, coherent, deterministic partition that does not depend on input order."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -78,5 +80,11 @@ def test_bad_input(args, message):
         semantic_shards(*args)
 
 
-def test_shard_name():
-    assert shard_name(0) == "shard-00000" and shard_name(42) == "shard-00042"
+def test_shard_name_is_its_members_in_any_order():
+    members = [("aa-000", 1), ("bb-000", 2), ("cc-000", 3)]
+    name = shard_name(members)
+    assert re.fullmatch(r"shard-[0-9a-f]{16}", name)
+    assert shard_name(members[::-1]) == name
+    assert shard_name(members[:2]) != name  # one prompt fewer
+    assert shard_name([("aa-000", 1), ("bb-000", 2), ("cc-000", 4)]) != name  # another seed
+    assert shard_name([("aa-000", 1), ("bb-000", 2), ("cc-001", 3)]) != name  # another copy

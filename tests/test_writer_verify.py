@@ -3,7 +3,6 @@ webdataset and real datasets."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -16,20 +15,26 @@ import pytest
 import yaml
 
 from hdiff.dataset import layout
-from hdiff.dataset.finalize import (prefect_summary_markdown, shard_table_rows, write_dataset_card, write_manifest)
+from hdiff.dataset.finalize import commit_run, prefect_summary_markdown, shard_table_rows
+from hdiff.dataset.update import Committed, RunPlan, ShardJob, corpus_fingerprint, sample_members
 from hdiff.dataset.verify import run_verify, verify_build
-from hdiff.dataset.writer import Sample, clean_partials, shard_is_complete, write_shard
+from hdiff.dataset.writer import Sample, clean_partials, file_sha256, read_stats, shard_is_complete, write_shard
 from hdiff.errors import HdiffError
-from hdiff.files import partial_path
+from hdiff.files import partial_path, write_atomically
+from hdiff.prompts import image_seed, prompt_id, sample_key
 
-SHARDS, PER_SHARD, SIZE = 3, 5, 8
-HARDWARE = {"cpu": "test cpu", "cpu_count": 2, "torch": None, "gpu": None, "gpu_count": 0}
+SHARDS, PER_SHARD, SIZE, BASE_SEED = 3, 5, 8, 7
+
+
+def fake_prompts(shard: int) -> list[str]:
+    return [f"a small red square, number {shard}-{i} ✓" for i in range(PER_SHARD)]
 
 
 def fake_record(prompt: str, index: int) -> dict:
     """A valid ImageRecord for a 5-image shard whose first 2 of 4 evaluations were shared by all five."""
+    pid = prompt_id(prompt)
     return {
-        "prompt": prompt, "prompt_id": hashlib.sha256(prompt.encode()).hexdigest()[:16], "seed": index,
+        "prompt": prompt, "prompt_id": pid, "seed": image_seed(pid, 0, BASE_SEED),
         "model": "test/tiny", "scheduler": "ddim", "steps": 4, "evaluations": 4, "guidance_scale": 5.0, "tau": 0.5,
         "schedule": "linear", "height": SIZE, "width": SIZE,
         "cluster_path": [{"node": 2 * PER_SHARD - 2, "size": PER_SHARD, "from_step": 0},
@@ -38,24 +43,32 @@ def fake_record(prompt: str, index: int) -> dict:
     }
 
 
+KEYS = [[sample_key(prompt_id(prompt), 0) for prompt in fake_prompts(s)] for s in range(SHARDS)]
+NAMES = [layout.shard_name(sample_members([prompt_id(p) for p in fake_prompts(s)], 1, BASE_SEED))
+         for s in range(SHARDS)]
+
+
 def fake_samples(shard: int) -> list[Sample]:
     rng = np.random.default_rng(shard)
     samples = []
-    for i in range(PER_SHARD):
-        prompt = f"a small red square, number {shard}-{i} ✓"
+    for i, prompt in enumerate(fake_prompts(shard)):
         image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)  # (H, W, 3)
-        samples.append(Sample(f"s{shard}-{i:03d}", image, prompt, fake_record(prompt, shard * PER_SHARD + i)))
+        samples.append(Sample(KEYS[shard][i], image, prompt, fake_record(prompt, shard * PER_SHARD + i)))
     return samples
 
 
 def build(out: Path, image_format: str = "png") -> dict:
-    stats = [write_shard(out, layout.shard_name(s), fake_samples(s), image_format=image_format)
-             for s in range(SHARDS)]
-    manifest = write_manifest(out, config={"name": "tiny-test", "seed": 0}, wall_seconds=1.5, hardware=HARDWARE,
-                              ingest_report={"read": 20, "kept": 15, "dropped": {"empty": 2, "duplicate": 3}},
-                              shard_stats=stats)
-    write_dataset_card(out, manifest)
-    return manifest
+    """Three shards written and committed as a first run would (hdiff.dataset.finalize.commit_run)."""
+    for s in range(SHARDS):
+        write_shard(out, NAMES[s], fake_samples(s), image_format=image_format)
+    write_atomically(layout.settings_path(out), json.dumps({"generation.seed": BASE_SEED}).encode())
+    ids = [prompt_id(p) for s in range(SHARDS) for p in fake_prompts(s)]
+    plan = RunPlan([ShardJob(NAMES[s], tuple(fake_prompts(s))) for s in range(SHARDS)], [],
+                   corpus={"source": "test", "revision": None, "prompts": len(ids), "fingerprint": corpus_fingerprint(ids)},
+                   expected_keys=frozenset(k for keys in KEYS for k in keys), not_in_corpus=0, removed=0)
+    return commit_run(out, config={"name": "tiny-test", "seed": 0}, committed=Committed(None), plan=plan,
+                      ingest_report={"read": 20, "kept": 15, "dropped": {"empty": 2, "duplicate": 3}},
+                      wall_seconds=1.5, keep_extra=False)
 
 
 @pytest.fixture(scope="module")
@@ -86,21 +99,20 @@ def test_a_clean_build_verifies(built, capsys):
     assert verify_build(built) == []
     assert run_verify(built) == 0
     assert "ok (15 samples in 3 shards)" in capsys.readouterr().out
-    assert sorted(p.name for p in (built / "data").iterdir()) == [f"shard-0000{i}.tar" for i in range(SHARDS)]
-    assert all(shard_is_complete(built, layout.shard_name(s)) for s in range(SHARDS))
+    assert sorted(p.name for p in (built / "data").iterdir()) == sorted(f"{name}.tar" for name in NAMES)
+    assert all(shard_is_complete(built, name) for name in NAMES)
 
 
 def test_tars_are_byte_reproducible(built, tmp_path):
     build(tmp_path / "again")
-    for shard in range(SHARDS):
-        name = layout.shard_name(shard)
+    for name in NAMES:
         assert layout.tar_path(tmp_path / "again", name).read_bytes() == layout.tar_path(built, name).read_bytes()
 
 
 def test_tar_members_have_fixed_metadata(built):
-    with tarfile.open(layout.tar_path(built, "shard-00000")) as tar:
+    with tarfile.open(layout.tar_path(built, NAMES[0])) as tar:
         members = tar.getmembers()
-    assert [m.name for m in members[:3]] == ["s0-000.json", "s0-000.png", "s0-000.txt"]
+    assert [m.name for m in members[:3]] == [f"{KEYS[0][0]}.{ext}" for ext in ("json", "png", "txt")]
     assert {(m.mtime, m.uid, m.gid, m.uname, m.mode) for m in members} == {(0, 0, 0, "hdiff", 0o444)}
 
 
@@ -108,8 +120,8 @@ def test_tar_members_have_fixed_metadata(built):
 def test_lossy_formats_verify(tmp_path, image_format):
     build(tmp_path, image_format)
     assert verify_build(tmp_path) == []
-    with tarfile.open(layout.tar_path(tmp_path, "shard-00001")) as tar:
-        assert f"s1-000.{image_format}" in tar.getnames()
+    with tarfile.open(layout.tar_path(tmp_path, NAMES[1])) as tar:
+        assert f"{KEYS[1][0]}.{image_format}" in tar.getnames()
 
 
 def test_datasets_and_the_cards_snippets_read_every_sample(built, tmp_path, monkeypatch):
@@ -146,7 +158,7 @@ def test_card_front_matter_points_the_viewer_at_the_tars(built):
     header = yaml.safe_load(card.split("---\n")[1])
     assert header["tags"] == ["synthetic"] and header["task_categories"] == ["text-to-image"]
     assert header["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/*.tar"}]}]
-    assert "grid.png" not in card
+    assert "![sample grid](grid.png)" in card
 
 
 def test_manifest_totals_and_artifacts(built):
@@ -157,53 +169,54 @@ def test_manifest_totals_and_artifacts(built):
     assert totals["percent_saved"] == pytest.approx(100 * (1 - 72 / 120))
     assert manifest["ingest"]["dropped"] == {"duplicate": 3, "empty": 2}
     rows = shard_table_rows(manifest)
-    assert [r["shard"] for r in rows] == ["shard-00000", "shard-00001", "shard-00002"]
+    assert [r["shard"] for r in rows] == NAMES
+    assert [v["version"] for v in manifest["versions"]] == [1] and manifest["versions"][0]["shards_added"] == sorted(NAMES)
     summary = prefect_summary_markdown(manifest)
     assert "40.0%" in summary and "| duplicate | 3 |" in summary
 
 
 def test_verify_names_a_truncated_tar_and_a_bad_record(copy, capsys):
-    truncated = layout.tar_path(copy, "shard-00001")
+    truncated = layout.tar_path(copy, NAMES[1])
     truncated.write_bytes(truncated.read_bytes()[:3000])
 
     def break_record(name: str, data: bytes) -> bytes:
-        if name != "s2-003.json":
+        if name != f"{KEYS[2][3]}.json":
             return data
         record = json.loads(data)
         del record["seed"]
         record["steps"] = "many"
         return json.dumps(record).encode()
 
-    rewrite_tar(layout.tar_path(copy, "shard-00002"), break_record)
+    rewrite_tar(layout.tar_path(copy, NAMES[2]), break_record)
     problems = verify_build(copy)
-    assert any(p.startswith("data/shard-00001.tar") and "truncated" in p for p in problems)
-    bad = [p for p in problems if p.startswith("data/shard-00002.tar: s2-003:")]
+    assert any(p.startswith(f"data/{NAMES[1]}.tar") and "truncated" in p for p in problems)
+    bad = [p for p in problems if p.startswith(f"data/{NAMES[2]}.tar: {KEYS[2][3]}:")]
     assert len(bad) == 1 and "seed" in bad[0] and "steps" in bad[0]
-    assert not any("shard-00000" in p for p in problems)
-    assert not shard_is_complete(copy, "shard-00001") and shard_is_complete(copy, "shard-00000")
+    assert not any(NAMES[0] in p for p in problems)
+    assert not shard_is_complete(copy, NAMES[1]) and shard_is_complete(copy, NAMES[0])
     assert run_verify(copy) == 1
-    assert "data/shard-00001.tar" in capsys.readouterr().out
+    assert f"data/{NAMES[1]}.tar" in capsys.readouterr().out
 
 
 def test_verify_checks_prompts_keys_pairs_and_totals(copy):
-    rewrite_tar(layout.tar_path(copy, "shard-00000"),
-                lambda name, data: b"another prompt" if name == "s0-001.txt" else data)
-    rewrite_tar(layout.tar_path(copy, "shard-00001"), lambda name, data: None if name == "s1-004.png" else data)
-    layout.stats_path(copy, "shard-00002").unlink()
+    rewrite_tar(layout.tar_path(copy, NAMES[0]),
+                lambda name, data: b"another prompt" if name == f"{KEYS[0][1]}.txt" else data)
+    rewrite_tar(layout.tar_path(copy, NAMES[1]), lambda name, data: None if name == f"{KEYS[1][4]}.png" else data)
+    layout.stats_path(copy, NAMES[2]).unlink()
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["totals"]["unet_rows"] += 1
     (copy / "manifest.json").write_text(json.dumps(manifest))
     problems = "\n".join(verify_build(copy))
-    assert "data/shard-00000.tar: s0-001: txt differs from the record's prompt" in problems
-    assert "data/shard-00001.tar: s1-004: missing image" in problems
-    assert "data/shard-00002.tar: has no stats file" in problems
+    assert f"data/{NAMES[0]}.tar: {KEYS[0][1]}: txt differs from the record's prompt" in problems
+    assert f"data/{NAMES[1]}.tar: {KEYS[1][4]}: missing image" in problems
+    assert f"data/{NAMES[2]}.tar: has no stats file" in problems
     assert "manifest.json: totals.unet_rows" in problems
 
 
 def test_a_leftover_partial_is_reported_and_cleaned(copy):
-    leftover = partial_path(layout.tar_path(copy, "shard-00003"))
+    leftover = partial_path(layout.tar_path(copy, "shard-0123456789abcdef"))
     leftover.write_bytes(b"half a tar")
-    assert layout.tar_shards(copy) == ["shard-00000", "shard-00001", "shard-00002"]
+    assert layout.tar_shards(copy) == sorted(NAMES)
     problems = verify_build(copy)
     assert problems == [f"data/{leftover.name}: leftover partial file of an interrupted write"]
     assert clean_partials(copy) == [leftover]
@@ -211,10 +224,11 @@ def test_a_leftover_partial_is_reported_and_cleaned(copy):
 
 
 def test_rewriting_a_shard_replaces_it_whole(copy):
-    layout.tar_path(copy, "shard-00001").write_bytes(b"garbage")
-    assert not shard_is_complete(copy, "shard-00001")
-    write_shard(copy, "shard-00001", fake_samples(1))
-    assert shard_is_complete(copy, "shard-00001") and verify_build(copy) == []
+    before = read_stats(copy, NAMES[1])
+    layout.tar_path(copy, NAMES[1]).write_bytes(b"garbage")
+    assert not shard_is_complete(copy, NAMES[1])
+    write_shard(copy, NAMES[1], fake_samples(1), wall_seconds=before.wall_seconds)
+    assert shard_is_complete(copy, NAMES[1]) and verify_build(copy) == []
 
 
 @pytest.mark.parametrize(("key", "message"), [("a.b", "no dots"), ("", "no dots"), ("x" * 91, "longer")])
@@ -239,3 +253,98 @@ def test_bad_samples_are_refused(tmp_path):
     with pytest.raises(HdiffError, match="twice"):
         write_shard(tmp_path, "shard-00000", [good, good])
     assert list((tmp_path / "data").iterdir()) == []
+
+
+def edit_json(path: Path, change) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def edit_record(out: Path, shard: int, sample: int, change) -> None:
+    """Change one record (and its txt when the prompt changes), then re-sync the shard's stats and the manifest's
+    byte counts and digests, as someone covering their tracks would: only the record checks can notice."""
+    key = KEYS[shard][sample]
+    tar = layout.tar_path(out, NAMES[shard])
+    with tarfile.open(tar) as opened:
+        record = json.loads(opened.extractfile(f"{key}.json").read())
+    change(record)
+    edited = {f"{key}.json": json.dumps(record).encode(), f"{key}.txt": record["prompt"].encode()}
+    rewrite_tar(tar, lambda name, data: edited.get(name, data))
+    digest, size = file_sha256(tar), tar.stat().st_size
+
+    def resync(stats: dict) -> None:
+        stats.update(sha256=digest, tar_bytes=size)
+
+    edit_json(layout.stats_path(out, NAMES[shard]), resync)
+
+    def resync_manifest(manifest: dict) -> None:
+        row = next(row for row in manifest["shards"] if row["shard"] == NAMES[shard])
+        resync(row)
+        manifest["totals"]["tar_bytes"] = sum(row["tar_bytes"] for row in manifest["shards"])
+
+    edit_json(layout.manifest_path(out), resync_manifest)
+
+
+def set_in(path: list, value):
+    def change(data: dict) -> None:
+        node = data
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = value(node[path[-1]])
+    return change
+
+
+EDITS = {
+    "percent_saved": (lambda out: edit_json(out / "manifest.json", set_in(["totals", "percent_saved"], lambda v: 60.0)),
+                      "manifest.json: totals.percent_saved=60.0"),
+    "samples": (lambda out: edit_json(out / "manifest.json", set_in(["counts", "samples"], lambda v: v + 1)),
+                "manifest.json: counts.samples=16"),
+    "tar_bytes": (lambda out: edit_json(out / "manifest.json", set_in(["totals", "tar_bytes"], lambda v: v - 512)),
+                  "manifest.json: totals.tar_bytes="),
+    "taus": (lambda out: edit_json(out / "manifest.json", set_in(["counts", "taus"], lambda v: [0.25])),
+             "manifest.json: counts.taus=[0.25]"),
+    "shard row": (lambda out: edit_json(out / "manifest.json", set_in(["shards", 0, "unet_rows"], lambda v: v / 2)),
+                  "manifest.json: shards[{0}].unet_rows="),
+    "version": (lambda out: edit_json(out / "manifest.json", set_in(["versions", 0, "samples"], lambda v: 3)),
+                "manifest.json: versions[-1].samples=3"),
+    "seed": (lambda out: edit_record(out, 1, 2, set_in(["seed"], lambda v: v + 1)),
+             "data/{1}.tar: {key}: record seed"),
+    "prompt": (lambda out: edit_record(out, 1, 2, set_in(["prompt"], lambda v: "a prompt edited afterwards")),
+               "data/{1}.tar: {key}: record prompt_id"),
+    "copy_index": (lambda out: edit_record(out, 1, 2, set_in(["copy_index"], lambda v: 1)),
+                   "data/{1}.tar: {key}: record key"),
+    "settings": (lambda out: layout.settings_path(out).unlink(), "build_settings.json: missing"),
+    "grid": (lambda out: layout.grid_path(out).write_bytes(b""), "grid.png: missing or does not decode"),
+    "card": (lambda out: layout.card_path(out).unlink(), "README.md: missing"),
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_verify_names_each_edited_field(copy, edit):
+    """A good build, one thing edited: verify fails and its message names the file and the field."""
+    change, expected = EDITS[edit]
+    change(copy)
+    problems = verify_build(copy)
+    expected = expected.format(*NAMES, key=KEYS[1][2])
+    assert any(problem.startswith(expected) for problem in problems), problems
+
+
+def test_a_failed_commit_leaves_the_previous_dataset(copy, monkeypatch):
+    """The card is written after the grid and before the manifest: a failure there leaves the committed manifest as
+    it was, and no partial files."""
+    import hdiff.dataset.finalize as finalize
+
+    before = layout.manifest_path(copy).read_bytes()
+    for name in NAMES:
+        layout.stats_path(copy, name).unlink()
+        layout.tar_path(copy, name).unlink()
+
+    def broken_card(out, manifest):
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(finalize, "write_dataset_card", broken_card)
+    with pytest.raises(OSError):
+        build(copy)
+    assert layout.manifest_path(copy).read_bytes() == before
+    assert layout.partial_files(copy) == []

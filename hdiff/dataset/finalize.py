@@ -121,12 +121,18 @@ def commit_run(out_dir: str | Path, *, config: dict, committed: Committed, plan:
     manifest = manifest_for(config=config, ingest_report=ingest_report, shards=list(final.values()),
                             versions=versions, hardware=hardware_info(),
                             created_utc=(committed.manifest or {}).get("created_utc"))
-    with atomic_path(layout.grid_path(out)) as tmp:
-        save_grid(sample_grid_images(out, order), tmp)
-    write_dataset_card(out, manifest)
-    manifest = write_manifest(out, manifest)  # the commit
+    manifest = write_dataset_files(out, manifest, order)
     remove_shards(out, leftovers)
     return manifest
+
+
+def write_dataset_files(out: Path, manifest: dict, shards: list[str]) -> dict:
+    """The grid (of the first images of `shards`), the card and last the manifest, each under a temporary name and
+    renamed; returns the manifest as written."""
+    with atomic_path(layout.grid_path(out)) as tmp:
+        save_grid(sample_grid_images(out, shards), tmp)
+    write_dataset_card(out, manifest)
+    return write_manifest(out, manifest)
 
 
 def remove_shards(out: Path, names: set[str]) -> None:
