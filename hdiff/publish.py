@@ -1,4 +1,9 @@
-"""Publishing a finished build to the Hugging Face Hub as a dataset repo.
+"""Publishing a finished build to the Hugging Face Hub as a dataset repo, one version at a time.
+
+A push compares the build with the branch it goes to and commits only the difference: files that are new or whose
+bytes changed, and deletions of the dataset files (shards, figures) the build no longer has; files hdiff does not
+write are left alone. The commit is tagged with the dataset's version (`v3`, from the manifest); pushing a dataset
+the branch already holds makes no commit.
 
 The token (argument, else HF_TOKEN, else the `hf auth login` token) is handed to huggingface_hub and nowhere
 else: it is never logged, and any failure is re-raised as an HdiffError whose message has it scrubbed out and
@@ -7,6 +12,9 @@ no chained cause (a traceback printed by Prefect or a logger shows only the scru
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
+import json
 import logging
 import os
 import re
@@ -14,9 +22,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from huggingface_hub import HfApi, get_token
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
+from huggingface_hub.hf_api import RepoFile
 
 from hdiff.dataset import layout
+from hdiff.dataset.writer import file_sha256, read_stats
 from hdiff.errors import HdiffError
 
 log = logging.getLogger(__name__)
@@ -40,7 +50,8 @@ def push_dataset(
     revision: str | None = None,
     commit_message: str | None = None,
 ) -> str:
-    """Create the dataset repo if needed and upload the shards, card, manifest and figures; returns the repo URL."""
+    """Create the dataset repo if needed, commit what changed since the branch's last push (shards, card, manifest,
+    figures) and tag it with the dataset's version; returns the repo URL."""
     out = Path(out_dir)
     shards = check_build(out)
     secret = token or get_token()
@@ -48,8 +59,7 @@ def push_dataset(
         raise HdiffError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
     with _redacted_transport_logs(secret):
         try:
-            url = _create_and_upload(HfApi(token=secret), out, repo_id, private, revision,
-                                     commit_message or f"hdiff build: {len(shards)} shards")
+            url = _create_and_upload(HfApi(token=secret), out, repo_id, private, revision, commit_message)
         except Exception as err:  # huggingface_hub/httpx errors may quote the request or the server's echo of it
             raise HdiffError(f"pushing {out} to {repo_id} failed: {scrub(describe(err), secret)}") from None
     log.info("pushed %d shards to %s", len(shards), url)
@@ -57,19 +67,57 @@ def push_dataset(
 
 
 def _create_and_upload(api: HfApi, out: Path, repo_id: str, private: bool, revision: str | None,
-                       commit_message: str) -> str:
+                       commit_message: str | None) -> str:
     url = api.create_repo(repo_id, repo_type="dataset", private=private or None, exist_ok=True)
     if revision is not None:
         api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)
-    api.upload_folder(
-        repo_id=repo_id,
-        repo_type="dataset",
-        folder_path=out,
-        allow_patterns=UPLOAD_PATTERNS,
-        revision=revision,
-        commit_message=commit_message,
-    )
+    remote = {entry.path: entry for entry in api.list_repo_tree(repo_id, repo_type="dataset", revision=revision,
+                                                                recursive=True) if isinstance(entry, RepoFile)}
+    local = published_files(out)
+    operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(file)) for path, file in local.items()
+                  if path not in remote or not same_content(out, path, file, remote[path])]
+    operations += [CommitOperationDelete(path_in_repo=path) for path in sorted(remote)
+                   if path not in local and is_published(path)]
+    tag = version_tag(out)
+    target = revision
+    if operations:
+        default_message = f"hdiff build{f' {tag}' if tag else ''}: {len(layout.tar_shards(out))} shards"
+        commit = api.create_commit(repo_id, operations, repo_type="dataset", revision=revision,
+                                   commit_message=commit_message or default_message)
+        target = commit.oid
+    if tag is not None and tag not in {ref.name for ref in api.list_repo_refs(repo_id, repo_type="dataset").tags}:
+        api.create_tag(repo_id, tag=tag, revision=target, repo_type="dataset")
+    log.info("%s: %d file(s) changed, tag %s", repo_id, len(operations), tag)
     return str(url)
+
+
+def is_published(path: str) -> bool:
+    """True for the repository paths a push manages (UPLOAD_PATTERNS)."""
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in UPLOAD_PATTERNS)
+
+
+def published_files(out: Path) -> dict[str, Path]:
+    """Repository path -> local file, for every file of the build a push publishes."""
+    return {path.relative_to(out).as_posix(): path for pattern in UPLOAD_PATTERNS for path in sorted(out.glob(pattern))
+            if path.is_file()}
+
+
+def same_content(out: Path, path: str, file: Path, remote: RepoFile) -> bool:
+    """Whether the remote file holds the local file's bytes: by sha256 for LFS files (a shard's from its stats),
+    by git blob id otherwise."""
+    if remote.size != file.stat().st_size:
+        return False
+    if remote.lfs is not None:
+        stats = read_stats(out, file.stem) if path.startswith(f"{layout.DATA_DIR}/") else None
+        return remote.lfs.sha256 == (stats.sha256 if stats is not None else file_sha256(file))
+    data = file.read_bytes()
+    return remote.blob_id == hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def version_tag(out: Path) -> str | None:
+    """`v3` for a dataset whose manifest lists three versions; None for a build made before versions."""
+    versions = json.loads(layout.manifest_path(out).read_text(encoding="utf-8")).get("versions") or []
+    return f"v{versions[-1]['version']}" if versions else None
 
 
 def check_build(out: Path) -> list[str]:

@@ -15,7 +15,10 @@ hf_api.py, _commit_api.py and lfs.py):
     PUT  /lfs/{oid}  |  PUT /lfs/{oid}/{part}            object upload, whole or in parts   } presigned: no
     POST /lfs/{oid}                                      multi-part completion              } Authorization
     POST /lfs-verify/{oid}                               LFS verify
-    POST /api/{type}s/{repo}/commit/{revision}           ndjson commit: header, file (base64), lfsFile lines
+    POST /api/{type}s/{repo}/commit/{revision}           ndjson commit: header, file (base64), lfsFile, deletedFile
+    GET  /api/{type}s/{repo}/tree/{revision}              list_repo_tree (recursive): git blob ids, LFS sha256
+    GET  /api/{type}s/{repo}/refs                         list_repo_refs: branches and tags
+    POST /api/{type}s/{repo}/tag/{revision}               create_tag on a branch's head or a commit; 409 when taken
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class Repo:
     repo_type: str
     visibility: str | None
     branches: dict[str, dict[str, bytes]] = field(default_factory=lambda: {"main": {}})
+    heads: dict[str, str] = field(default_factory=lambda: {"main": "0" * 40})  # branch -> commit oid
+    tags: dict[str, str] = field(default_factory=dict)  # tag -> commit oid
 
 
 class HubStandIn:
@@ -130,6 +135,9 @@ class HubStandIn:
             ("POST", r"/lfs/(?P<oid>[0-9a-f]{64})", self._lfs_complete),
             ("POST", r"/lfs-verify/(?P<oid>[0-9a-f]{64})", self._lfs_verify),
             ("POST", rf"/api/{repo}/commit/(?P<revision>[^/?]+)(\?.*)?", self._commit),
+            ("GET", rf"/api/{repo}/tree/(?P<revision>[^/?]+)(\?.*)?", self._tree),
+            ("GET", rf"/api/{repo}/refs(\?.*)?", self._refs),
+            ("POST", rf"/api/{repo}/tag/(?P<revision>[^/?]+)", self._tag),
         ]
 
     def _repo_url(self, repo_type: str, repo_id: str) -> str:
@@ -162,6 +170,7 @@ class HubStandIn:
         if branch in repo.branches:
             return 409, {"error": f"Reference already exists: refs/heads/{branch}"}, {}
         repo.branches[branch] = dict(repo.branches["main"])
+        repo.heads[branch] = repo.heads["main"]
         return 200, {}, {}
 
     def _preupload(self, body: bytes, kind: str, repo_id: str, revision: str):
@@ -250,10 +259,47 @@ class HubStandIn:
                 return 400, {"error": f"stand-in does not handle {op['key']}"}, {}
         repo.branches[revision] = staged
         oid = hashlib.sha1(body).hexdigest()
+        repo.heads[revision] = oid
         self.commits.append({"repo_id": repo_id, "revision": revision, "summary": header["value"]["summary"],
-                             "paths": [op["value"]["path"] for op in operations], "oid": oid})
+                             "paths": [op["value"]["path"] for op in operations], "oid": oid,
+                             "deleted": [op["value"]["path"] for op in operations if op["key"] == "deletedFile"]})
         commit_url = f"{self._repo_url(repo.repo_type, repo_id)}/commit/{oid}"
         return 200, {"success": True, "commitOid": oid, "commitUrl": commit_url}, {}
+
+    def _tree(self, body: bytes, kind: str, repo_id: str, revision: str):
+        repo = self._find_repo(kind, repo_id)
+        if repo is None or revision not in repo.branches:
+            return 404, {"error": "Repository or revision not found"}, {}
+        entries = []
+        for path, data in sorted(repo.branches[revision].items()):
+            entry = {"type": "file", "path": path, "size": len(data), "oid": git_blob_id(data)}
+            if not path.endswith(REGULAR_SUFFIXES):
+                entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+            entries.append(entry)
+        return 200, entries, {}
+
+    def _refs(self, body: bytes, kind: str, repo_id: str):
+        repo = self._find_repo(kind, repo_id)
+        if repo is None:
+            return 404, {"error": "Repository not found"}, {}
+        branches = [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": oid} for b, oid in repo.heads.items()]
+        tags = [{"name": t, "ref": f"refs/tags/{t}", "targetCommit": oid} for t, oid in repo.tags.items()]
+        return 200, {"branches": branches, "tags": tags, "converts": []}, {}
+
+    def _tag(self, body: bytes, kind: str, repo_id: str, revision: str):
+        repo = self._find_repo(kind, repo_id)
+        if repo is None:
+            return 404, {"error": "Repository not found"}, {}
+        tag = json.loads(body)["tag"]
+        if tag in repo.tags:
+            return 409, {"error": f"Tag {tag} already exists"}, {}
+        repo.tags[tag] = repo.heads.get(revision, revision)
+        return 200, {}, {}
+
+
+def git_blob_id(data: bytes) -> str:
+    """The git object id of a file's bytes, as the Hub reports it for files not in LFS."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def _handler_for(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from huggingface_hub import constants
+from huggingface_hub import HfApi, constants
 from hub_standin import HubStandIn
 from test_loaders import write_shards
 
@@ -94,6 +94,42 @@ def test_second_push_to_existing_repo_updates_it(build, hub):
     assert hub.files(REPO) == local_files(build)
     assert [c["summary"] for c in hub.commits] == ["hdiff build: 2 shards", "second"]
     assert hub.repos[REPO].visibility is None  # private applies on creation only
+
+
+def set_versions(out: Path, count: int) -> None:
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["versions"] = [{"version": n} for n in range(1, count + 1)]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_versions_push_only_what_changed_and_are_tagged(build, hub):
+    """v1 pushed whole; the same dataset again makes no commit; v2 (one shard added, one removed) commits the new
+    shard, the manifest and the deletion only, and leaves files hdiff does not manage alone."""
+    set_versions(build, 1)
+    push_dataset(build, REPO)
+    (first,) = hub.commits
+    assert sorted(first["paths"]) == PUSHED and first["summary"] == "hdiff build v1: 2 shards"
+    assert hub.repos[REPO].tags == {"v1": first["oid"]}
+    HfApi(token=TOKEN).upload_file(path_or_fileobj=b"CC-BY-4.0\n", path_in_repo="LICENSE", repo_id=REPO,
+                                   repo_type="dataset")  # the owner's own file
+
+    push_dataset(build, REPO)
+    assert len(hub.commits) == 2 and hub.repos[REPO].tags == {"v1": first["oid"]}  # nothing new: no commit, no tag
+
+    write_shards(build / "extra", n_shards=3, per_shard=2)
+    (build / "extra" / "shard-00002.tar").rename(build / "data" / "shard-00002.tar")
+    (build / "stats" / "shard-00002.json").write_text(json.dumps({"shard": "shard-00002", "images": 2}))
+    for old in ("data/shard-00000.tar", "stats/shard-00000.json"):
+        (build / old).unlink()
+    set_versions(build, 2)
+    push_dataset(build, REPO)
+    second = hub.commits[-1]
+    assert sorted(second["paths"]) == ["data/shard-00000.tar", "data/shard-00002.tar", "manifest.json"]
+    assert second["deleted"] == ["data/shard-00000.tar"] and second["summary"] == "hdiff build v2: 2 shards"
+    assert hub.repos[REPO].tags == {"v1": first["oid"], "v2": second["oid"]}
+    published = {path: (build / path).read_bytes() for path in PUSHED if (build / path).exists()}
+    published["data/shard-00002.tar"] = (build / "data" / "shard-00002.tar").read_bytes()
+    assert hub.files(REPO) == {**published, "LICENSE": b"CC-BY-4.0\n"}
 
 
 def test_push_to_a_branch_and_private_repo(build, hub):
