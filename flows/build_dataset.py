@@ -30,6 +30,7 @@ from hdiff.dataset import layout, pipeline
 from hdiff.dataset.finalize import commit_run, prefect_summary_markdown, shard_table_rows
 from hdiff.dataset.settings import claim_output
 from hdiff.dataset.writer import clean_partials
+from hdiff.devices import visible_devices
 from hdiff.errors import HdiffError
 from hdiff.files import exclusive_lock
 
@@ -116,7 +117,8 @@ def describe_run(run: dict) -> str:
 
 
 def task_runner_for(config: BuildConfig):
-    """Threads on one machine (one shard per GPU slot), or Ray: a given cluster address or a local instance."""
+    """Threads on one machine (runner.gpu_concurrency shards on each device of model.device), or Ray: a given
+    cluster address or a local instance."""
     if config.runner.kind == "ray":
         from prefect_ray import RayTaskRunner
 
@@ -124,7 +126,8 @@ def task_runner_for(config: BuildConfig):
         if address == "auto":  # prefect-ray drops "auto" and starts a local instance when it finds no cluster
             return RayTaskRunner(init_kwargs={"address": "auto"})  # ray.init(address="auto") fails instead
         return RayTaskRunner(address=address, init_kwargs={} if address else {"include_dashboard": False})
-    return ThreadPoolTaskRunner(max_workers=config.runner.gpu_concurrency)
+    devices = visible_devices(config.model.device)
+    return ThreadPoolTaskRunner(max_workers=config.runner.gpu_concurrency * len(devices))
 
 
 @contextlib.contextmanager

@@ -150,6 +150,32 @@ def test_packed_shards_build_the_same_dataset(reference, demo_config, tmp_path):
                 assert np.abs(a - b).max() <= 1, name
 
 
+def test_the_local_runner_builds_on_every_listed_device(reference, demo_config, monkeypatch):
+    """model.device lists two GPUs: shards run on both, one model copy each, and the dataset is the reference's.
+    (No GPU here: the loader records the device it was asked for and loads on the CPU.)"""
+    import functools
+
+    from hdiff.dataset import pipeline
+
+    asked = []
+    load = pipeline._load_adapter.__wrapped__
+
+    def load_on_cpu(model_id, device, *options):
+        asked.append(device)
+        return load(model_id, "cpu", *options)
+
+    monkeypatch.setattr(pipeline, "_load_adapter", functools.lru_cache(maxsize=None)(load_on_cpu))
+    config, out = demo_config("two-devices")
+    settings = yaml.safe_load(config.read_text())
+    settings["model"]["device"] = ["cuda:0", "cuda:1"]
+    config.write_text(yaml.safe_dump(settings))
+    build(config)
+    assert sorted(asked) == ["cuda:0", "cuda:1"]  # one copy per device
+    ran_on = [read_stats(out, shard).device for shard in listed_shards(out)]
+    assert set(ran_on) == {"cuda:0", "cuda:1"}, ran_on
+    assert tar_bytes(out) == tar_bytes(reference)
+
+
 # ---------------------------------------------------------------------------------------------- killed and resumed
 
 

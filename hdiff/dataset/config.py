@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hdiff.errors import HdiffError
-from hdiff.devices import check_device
+from hdiff.devices import check_devices
 from hdiff.models.schedulers import check_scheduler
 from hdiff.planning.schedule import SCHEDULE_CURVES
 from hdiff.records import NoiseDevice
@@ -70,7 +70,8 @@ class ModelConfig(_Section):
     guidance_scale: float | None = Field(None, ge=0)
     height: int | None = Field(None, ge=8)
     width: int | None = Field(None, ge=8)
-    device: str = "auto"
+    device: str | list[str] = Field("auto", description="'auto': every GPU of the machine (else the CPU), one "
+                                    "model copy each; or a device, or a list of them")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     channels_last: bool = Field(False, description="channels_last memory for the UNet and decoder (GPUs)")
     compile: bool = Field(False, description="torch.compile the UNet's forward (pair with generation.batch_multiple)")
@@ -84,8 +85,8 @@ class ModelConfig(_Section):
 
     @field_validator("device")
     @classmethod
-    def _known_device(cls, value: str) -> str:
-        return _checked(check_device, value)
+    def _known_devices(cls, value: str | list[str]) -> str | list[str]:
+        return _checked(check_devices, value)
 
     @field_validator("height", "width")
     @classmethod
@@ -133,7 +134,7 @@ class OutputFormatConfig(_Section):
 class RunnerConfig(_Section):
     kind: Literal["local", "ray"] = "local"
     ray_address: str | None = None
-    gpu_concurrency: int = Field(1, ge=1)
+    gpu_concurrency: int = Field(1, ge=1, description="shards running at once on each device (local runner)")
     retries: int = Field(2, ge=0)
 
 

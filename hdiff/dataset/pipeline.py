@@ -27,6 +27,7 @@ from hdiff.dataset.shard import semantic_shards
 from hdiff.dataset.update import (Committed, Rewrite, RunPlan, ShardJob, corpus_fingerprint, new_prompts, plan_run,
                                   read_committed)
 from hdiff.dataset.writer import Sample, ShardStats, read_stats, shard_is_complete, tar_samples, write_shard
+from hdiff.devices import DevicePool, visible_devices
 from hdiff.files import atomic_path, check_writable_output
 from hdiff.generate import ImageJob, generate_packed
 from hdiff.models.schedulers import count_evaluations
@@ -79,16 +80,24 @@ def prepare(config: BuildConfig, progress: bool = True) -> Prepared:
 
 
 _ADAPTER_LOCK = threading.Lock()
+_DEVICE_POOLS: dict[tuple, DevicePool] = {}
 
 
-def cached_adapter(model: ModelConfig):
-    """One loaded model per worker process, reused by every shard it generates (threads wait for one load)."""
+def device_pool(model: ModelConfig, slots: int) -> DevicePool:
+    """This process's pool of the devices `model.device` names, `slots` tasks per device, shared by its threads."""
+    key = (tuple(visible_devices(model.device)), slots)
     with _ADAPTER_LOCK:
-        return _load_adapter(model.id, model.device, model.scheduler, model.dtype, model.allow_pickle,
+        return _DEVICE_POOLS.setdefault(key, DevicePool(list(key[0]), slots))
+
+
+def cached_adapter(model: ModelConfig, device: str):
+    """One loaded model per device and worker process, reused by every shard run there (threads wait for one load)."""
+    with _ADAPTER_LOCK:
+        return _load_adapter(model.id, device, model.scheduler, model.dtype, model.allow_pickle,
                              model.channels_last, model.compile)
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=16)
 def _load_adapter(model_id: str, device: str, scheduler: str | None, dtype: str, allow_pickle: bool,
                   channels_last: bool, compile: bool):
     from hdiff.models import load_adapter
@@ -103,12 +112,19 @@ def generate_pack(config: BuildConfig, shards: list[ShardJob],
     """Generate a pack of shards sampled together (hdiff.generate.generate_packed) and write the incomplete ones.
 
     When any shard of the pack is missing, the whole pack is sampled again, so that every image is computed in the
-    same batches as in an uninterrupted build; only the missing shards are written. `progress_label` shows a bar of
-    the pack's scheduler evaluations.
+    same batches as in an uninterrupted build; only the missing shards are written. The pack runs on a device of
+    this process's pool (`device_pool`), held for the whole pack. `progress_label` shows a bar of the pack's
+    scheduler evaluations.
     """
     if all(shard_is_complete(config.output, s.name) for s in shards):
         return [(read_stats(config.output, s.name), False) for s in shards]
-    adapter = cached_adapter(config.model)
+    with device_pool(config.model, config.runner.gpu_concurrency).device() as device:
+        return _generate_pack_on(config, shards, device, progress_label)
+
+
+def _generate_pack_on(config: BuildConfig, shards: list[ShardJob], device: str,
+                      progress_label: str | None) -> list[tuple[ShardStats, bool]]:
+    adapter = cached_adapter(config.model, device)
     settings = config.generation_settings().for_model(adapter)
     jobs = [ImageJob.from_prompts(list(s.prompts), images_per_prompt=config.generation.images_per_prompt,
                                   base_seed=config.generation.seed) for s in shards]
@@ -137,7 +153,7 @@ def generate_pack(config: BuildConfig, shards: list[ShardJob],
         stats = write_shard(config.output, shard.name, samples(), image_format=config.output_format.image_format,
                             jpeg_quality=config.output_format.jpeg_quality, unet_rows=generation.unet_rows,
                             wall_seconds=device_seconds + time.perf_counter() - shard_started,
-                            device_seconds=device_seconds)
+                            device_seconds=device_seconds, device=device)
         results.append((stats, True))
     return results
 

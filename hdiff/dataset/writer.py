@@ -62,6 +62,7 @@ class ShardStats(BaseModel):
     standard_rows: int = Field(ge=0, description="UNet rows standard sampling would spend on the same images")
     wall_seconds: float = Field(ge=0)
     device_seconds: float = Field(ge=0)
+    device: str | None = Field(None, description="where the shard was generated (None: written from stored samples)")
     taus: list[float] = Field(default_factory=list, description="the τ values its records were sampled at")
 
 
@@ -146,7 +147,7 @@ def file_sha256(path: Path) -> str:
 
 def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample], *, image_format: ImageFormat = "png",
                 jpeg_quality: int = 95, unet_rows: float | None = None, wall_seconds: float | None = None,
-                device_seconds: float = 0.0) -> ShardStats:
+                device_seconds: float = 0.0, device: str | None = None) -> ShardStats:
     """Write `samples` as OUT/data/<shard_name>.tar, then OUT/stats/<shard_name>.json; returns the stats.
 
     The tar is written under a `.partial` name, fsynced and renamed; the stats file goes last. `unet_rows` defaults
@@ -193,7 +194,7 @@ def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample],
         shard=shard_name, samples=len(keys), keys=keys, sha256=sha256, tar_bytes=tar_bytes, image_format=image_format,
         unet_rows=record_rows if unet_rows is None else unet_rows, standard_rows=standard_rows,
         wall_seconds=time.perf_counter() - started if wall_seconds is None else wall_seconds,
-        device_seconds=device_seconds, taus=sorted(taus),
+        device_seconds=device_seconds, device=device, taus=sorted(taus),
     )
     write_atomically(final_stats, stats_json(stats))
     return stats

@@ -1,0 +1,82 @@
+"""Device settings and the local runner's device pool: every device used, never two tasks on one device at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from hdiff.devices import DevicePool, check_devices, visible_devices
+from hdiff.errors import HdiffError
+
+
+def run_tasks(pool: DevicePool, tasks: int, workers: int) -> list[tuple[str, float, float]]:
+    """`tasks` tasks on `workers` threads, each holding a device for a moment; (device, start, end) of each."""
+    ran: list[tuple[str, float, float]] = []
+    lock = threading.Lock()
+    queue = list(range(tasks))
+
+    def worker():
+        while True:
+            with lock:
+                if not queue:
+                    return
+                queue.pop()
+            with pool.device() as device:
+                start = time.monotonic()
+                time.sleep(0.01)
+                end = time.monotonic()
+            with lock:
+                ran.append((device, start, end))
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return ran
+
+
+def overlaps(ran: list[tuple[str, float, float]], device: str) -> int:
+    """The most tasks that held `device` at the same moment."""
+    events = sorted([(start, 1) for d, start, _ in ran if d == device] + [(end, -1) for d, _, end in ran if d == device])
+    most = held = 0
+    for _, change in events:
+        held += change
+        most = max(most, held)
+    return most
+
+
+def test_every_device_works_and_none_is_shared():
+    devices = ["cuda:0", "cuda:1", "cuda:2"]
+    ran = run_tasks(DevicePool(devices), tasks=24, workers=5)  # more workers than devices: some wait
+    assert len(ran) == 24
+    assert {device for device, _, _ in ran} == set(devices)
+    assert all(overlaps(ran, device) == 1 for device in devices)
+
+
+def test_slots_let_tasks_share_a_device_up_to_the_limit():
+    ran = run_tasks(DevicePool(["cuda:0", "cuda:1"], slots=2), tasks=16, workers=4)
+    assert all(1 <= overlaps(ran, device) <= 2 for device in ("cuda:0", "cuda:1"))
+
+
+def test_auto_is_the_cpu_without_a_gpu_and_lists_pass_through():
+    import torch
+
+    if not torch.cuda.is_available():
+        assert visible_devices("auto") == ["cpu"]
+    assert visible_devices(["cuda:0", "cuda:3"]) == ["cuda:0", "cuda:3"]
+    assert visible_devices("cpu") == ["cpu"]
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ([], "give a device or a list of devices"),
+    (["cuda:0", "gpu1"], "unknown device 'gpu1'; choose one of auto, cpu, cuda, cuda:N, mps"),
+    (["auto", "cuda:0"], "'auto' means every GPU"),
+    (["cuda:1", "cuda:1"], "'cuda:1' is listed twice"),
+])
+def test_bad_device_settings_are_one_line(setting, message):
+    with pytest.raises(HdiffError, match=message) as caught:
+        check_devices(setting)
+    assert "\n" not in str(caught.value)
