@@ -139,38 +139,68 @@ def flow_run_state(api_url: str, flow_run_id: str) -> str:
     return httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=10).json()["state"]["type"]
 
 
-def test_demo_deployment_runs_with_parameter_overrides(tmp_path, prefect_server):
+def write_revision(folder: Path, prompts: list[str], part: int) -> None:
+    """One more parquet file in a local dataset folder: the corpus's next revision."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(exist_ok=True)
+    pq.write_table(pa.table({"prompt": prompts}), folder / f"train-{part:05d}.parquet")
+
+
+def test_demo_deployment_runs_and_reruns_over_a_grown_corpus(tmp_path, prefect_server):
+    """The scheduled path: deploy, run the deployment, add a revision to the corpus, run it again. The dataset ends
+    with every prompt once and the second version's compute covers only the new prompts."""
     env, processes = prefect_server
     api_url = env["PREFECT_API_URL"]
-    out = tmp_path / "out"
-    overrides = {"model.id": tiny_shapes_model(tmp_path / "model"), "output": str(out),
-                 "embedding.cache_dir": str(tmp_path / "embeddings"), "ingest.limit": 12,
-                 "sharding.min_size": 4, "sharding.max_size": 8, "generation.tau": 0.5}
+    out, corpus = tmp_path / "out", tmp_path / "corpus"
+    prompts = [json.loads(line)["prompt"] for line in (REPO / "data/demo_prompts.jsonl").read_text().splitlines()]
+    write_revision(corpus, prompts[:12], 0)
+    overrides = {"model.id": tiny_shapes_model(tmp_path / "model"), "output": str(out), "source.path_or_id": str(corpus),
+                 "embedding.cache_dir": str(tmp_path / "embeddings"), "sharding.min_size": 4,
+                 "sharding.max_size": 8, "generation.tau": 0.5}
 
     prefect(env, "work-pool", "create", POOL, "--type", "process")
     deployed = prefect(env, "--no-prompt", "deploy", "--all", timeout=180)
     assert "build-dataset/demo" in deployed and "build-dataset/kandinsky22" in deployed
     processes.start("worker", "worker", "start", "--pool", POOL)
-    created = prefect(env, "deployment", "run", "build-dataset/demo", "--param", f"overrides={json.dumps(overrides)}")
-    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", created).group(1)
 
-    def finished() -> str | None:
-        state = flow_run_state(api_url, flow_run_id)
-        return state if state in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
+    def run_deployment() -> None:
+        created = prefect(env, "deployment", "run", "build-dataset/demo", "--param",
+                          f"overrides={json.dumps(overrides)}")
+        flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", created).group(1)
 
-    try:
-        state = wait_for(finished, timeout=240, what=f"flow run {flow_run_id} to finish", interval=2)
-    except TimeoutError as exc:
-        raise AssertionError(f"{exc}\n{processes.log_tail('worker')}") from None
-    assert state == "COMPLETED", processes.log_tail("worker")
+        def finished() -> str | None:
+            state = flow_run_state(api_url, flow_run_id)
+            return state if state in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
 
-    tars = sorted((out / "data").glob("*.tar"))
-    assert len(tars) >= 2
-    verified = subprocess.run([str(BIN / "hdiff"), "verify", str(out)], capture_output=True, text=True, env=env)
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+        try:
+            state = wait_for(finished, timeout=240, what=f"flow run {flow_run_id} to finish", interval=2)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{processes.log_tail('worker')}") from None
+        assert state == "COMPLETED", processes.log_tail("worker")
+        verified = subprocess.run([str(BIN / "hdiff"), "verify", str(out)], capture_output=True, text=True, env=env)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+
+    run_deployment()
+    first = {path.name: path.read_bytes() for path in (out / "data").glob("*.tar")}
+    assert len(first) >= 2
+    write_revision(corpus, prompts[12:20], 1)
+    run_deployment()
+
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["generation"]["tau"] == 0.5
-    assert manifest["config"]["ingest"]["limit"] == 12
+    from hdiff.prompts import prompt_id, sample_key
+
+    keys = [key for row in manifest["shards"]
+            for key in json.loads((out / "stats" / f"{row['shard']}.json").read_text())["keys"]]
+    assert sorted(keys) == sorted(sample_key(prompt_id(p), 0) for p in prompts[:20])  # the union, each once
+    v1, v2 = manifest["versions"]
+    assert (v1["prompts_added"], v2["prompts_added"], v2["samples"]) == (12, 8, 20)
+    added = [json.loads((out / "stats" / f"{name}.json").read_text()) for name in v2["shards_added"]]
+    assert sum(s["samples"] for s in added) == 8 and v2["shards_removed"] == []
+    assert v2["standard_rows"] == sum(s["standard_rows"] for s in added)  # run 2's compute: new prompts only
+    assert {name: (out / "data" / name).read_bytes() for name in first} == first  # the first run's tars untouched
 
     demo = httpx.get(f"{api_url}/deployments/name/build-dataset/demo", timeout=10).json()
     assert demo["parameters"] == {"config_path": "configs/demo.yaml", "overrides": {}}

@@ -348,3 +348,29 @@ def test_a_failed_commit_leaves_the_previous_dataset(copy, monkeypatch):
         build(copy)
     assert layout.manifest_path(copy).read_bytes() == before
     assert layout.partial_files(copy) == []
+
+
+def commit_again(out: Path, *, expected_extra: str | None = None) -> dict:
+    """Commit the three shards as a fresh first run would, optionally with one more prompt in the corpus."""
+    prompts = [p for s in range(SHARDS) for p in fake_prompts(s)] + ([expected_extra] if expected_extra else [])
+    ids = [prompt_id(p) for p in prompts]
+    plan = RunPlan([ShardJob(NAMES[s], tuple(fake_prompts(s))) for s in range(SHARDS)], [],
+                   corpus={"source": "test", "revision": None, "prompts": len(ids), "fingerprint": corpus_fingerprint(ids)},
+                   expected_keys=frozenset(sample_key(pid, 0) for pid in ids), not_in_corpus=0, removed=0)
+    return commit_run(out, config={"name": "tiny-test"}, committed=Committed(None), plan=plan,
+                      ingest_report={}, wall_seconds=1.0, keep_extra=False)
+
+
+@pytest.mark.parametrize("fault", ["a corpus prompt in no shard", "a tar that is not its stats"])
+def test_a_commit_refuses_a_dataset_verify_would_reject(copy, fault):
+    """No false success: the commit checks the dataset before writing its manifest, and names the problem."""
+    layout.manifest_path(copy).unlink()
+    if fault == "a corpus prompt in no shard":
+        with pytest.raises(HdiffError, match=r"nothing committed.*1 sample\(s\) of the corpus are in no shard"):
+            commit_again(copy, expected_extra="a prompt that was never generated")
+    else:
+        rewrite_tar(layout.tar_path(copy, NAMES[2]),  # same samples, other bytes
+                    lambda name, data: data + b" " if name.endswith(".json") else data)
+        with pytest.raises(HdiffError, match=f"nothing committed.*{NAMES[2]}: its tar differs from its stats"):
+            commit_again(copy)
+    assert not layout.manifest_path(copy).exists() and layout.partial_files(copy) == []

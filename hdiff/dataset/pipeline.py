@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -153,7 +155,8 @@ def _generate_pack_on(config: BuildConfig, shards: list[ShardJob], device: str,
         stats = write_shard(config.output, shard.name, samples(), image_format=config.output_format.image_format,
                             jpeg_quality=config.output_format.jpeg_quality, unet_rows=generation.unet_rows,
                             wall_seconds=device_seconds + time.perf_counter() - shard_started,
-                            device_seconds=device_seconds, device=device)
+                            device_seconds=device_seconds, device=device,
+                            worker=f"{socket.gethostname()}:{os.getpid()}")
         results.append((stats, True))
     return results
 

@@ -62,7 +62,9 @@ class ShardStats(BaseModel):
     standard_rows: int = Field(ge=0, description="UNet rows standard sampling would spend on the same images")
     wall_seconds: float = Field(ge=0)
     device_seconds: float = Field(ge=0)
-    device: str | None = Field(None, description="where the shard was generated (None: written from stored samples)")
+    device: str | None = Field(None, description="the device the shard was generated on (None: written from stored "
+                               "samples)")
+    worker: str | None = Field(None, description="host:pid of the process that generated it")
     taus: list[float] = Field(default_factory=list, description="the τ values its records were sampled at")
 
 
@@ -147,7 +149,7 @@ def file_sha256(path: Path) -> str:
 
 def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample], *, image_format: ImageFormat = "png",
                 jpeg_quality: int = 95, unet_rows: float | None = None, wall_seconds: float | None = None,
-                device_seconds: float = 0.0, device: str | None = None) -> ShardStats:
+                device_seconds: float = 0.0, device: str | None = None, worker: str | None = None) -> ShardStats:
     """Write `samples` as OUT/data/<shard_name>.tar, then OUT/stats/<shard_name>.json; returns the stats.
 
     The tar is written under a `.partial` name, fsynced and renamed; the stats file goes last. `unet_rows` defaults
@@ -194,7 +196,7 @@ def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample],
         shard=shard_name, samples=len(keys), keys=keys, sha256=sha256, tar_bytes=tar_bytes, image_format=image_format,
         unet_rows=record_rows if unet_rows is None else unet_rows, standard_rows=standard_rows,
         wall_seconds=time.perf_counter() - started if wall_seconds is None else wall_seconds,
-        device_seconds=device_seconds, device=device, taus=sorted(taus),
+        device_seconds=device_seconds, device=device, worker=worker, taus=sorted(taus),
     )
     write_atomically(final_stats, stats_json(stats))
     return stats
