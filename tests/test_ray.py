@@ -154,20 +154,19 @@ def warm_every_node(ray) -> None:
 
 
 def test_a_node_lost_mid_build_is_retried_on_the_other(tmp_path, prefect_api, two_node_cluster):
-    """Shards run on both nodes; once the worker node has finished one, it is killed (its processes SIGKILLed);
-    the shards it held are retried on the head, and the dataset is byte-identical to an uninterrupted build."""
+    """Shards run on both nodes; while the worker node runs one, it is killed (its processes SIGKILLed); the shard
+    is retried on the head, and the dataset is byte-identical to an uninterrupted build."""
     address, nodes = two_node_cluster
     reference = build_on_one_thread(tmp_path)
     out = tmp_path / "ray"
     killed: dict[str, object] = {}
 
-    def kill_the_worker_node_once_it_has_done_a_shard():
+    def kill_the_worker_node_while_it_runs_a_shard():
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and "pids" not in killed:
             pids = node_pids(nodes["worker"])
-            done = layout.stats_shards(out) if (out / layout.STATS_DIR).is_dir() else []
-            if any(worker_pid(out, shard) in pids for shard in done):
-                killed.update(pids=pids, shards_done=len(done))
+            if any(runs_a_shard(pid) for pid in pids):
+                killed.update(pids=pids, shards_done=len(layout.stats_shards(out)))
                 for pid in pids:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
@@ -178,7 +177,7 @@ def test_a_node_lost_mid_build_is_retried_on_the_other(tmp_path, prefect_api, tw
     ray.init(address=address, log_to_driver=False)  # the flow's runner joins this driver, and its warm workers
     try:
         warm_every_node(ray)
-        killer = threading.Thread(target=kill_the_worker_node_once_it_has_done_a_shard, daemon=True)
+        killer = threading.Thread(target=kill_the_worker_node_while_it_runs_a_shard, daemon=True)
         killer.start()
         build(tmp_path, "ray", **{"runner.ray_address": address})
         killer.join(timeout=60)
@@ -186,10 +185,20 @@ def test_a_node_lost_mid_build_is_retried_on_the_other(tmp_path, prefect_api, tw
         ray.shutdown()
 
     total = len(layout.tar_shards(reference))
-    assert "pids" in killed and killed["shards_done"] < total, killed  # killed mid-build
-    ran_on = {worker_pid(out, shard) for shard in layout.stats_shards(out)}
-    assert ran_on & killed["pids"] and ran_on - killed["pids"], "shards should have run on both nodes"
+    assert "pids" in killed and killed["shards_done"] < total, killed  # killed mid-build, mid-shard
     assert nodes["worker"].poll() is not None  # the node is gone
+    on_the_lost_node = [s for s in layout.stats_shards(out) if worker_pid(out, s) in killed["pids"]]
+    assert len(on_the_lost_node) <= killed["shards_done"]  # what it had not finished ran again on the head
     assert {name: layout.tar_path(out, name).read_bytes() for name in layout.tar_shards(out)} == \
         {name: layout.tar_path(reference, name).read_bytes() for name in layout.tar_shards(reference)}
     assert verify_build(out) == []
+
+
+def runs_a_shard(pid: int) -> bool:
+    """Whether a Ray worker is executing a shard task now (Ray titles a busy worker `ray::<task name>`)."""
+    from flows.build_dataset import generate_shards_task
+
+    try:
+        return " ".join(psutil.Process(pid).cmdline()).startswith(f"ray::{generate_shards_task.name}")
+    except psutil.Error:
+        return False

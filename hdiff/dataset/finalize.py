@@ -20,7 +20,8 @@ from pydantic import BaseModel
 import hdiff
 from hdiff.dataset import layout
 from hdiff.dataset.update import Committed, RunPlan, coverage_problems, version_entry
-from hdiff.dataset.writer import IMAGE_ENCODERS, ShardStats, read_stats, shard_is_complete, tar_samples
+from hdiff.dataset.writer import (IMAGE_ENCODERS, ShardStats, clean_partials, read_stats, shard_is_complete,
+                                  tar_samples)
 from hdiff.errors import HdiffError
 from hdiff.figures import save_grid
 from hdiff.files import atomic_path, write_atomically
@@ -100,6 +101,7 @@ def commit_run(out_dir: str | Path, *, config: dict, committed: Committed, plan:
     has. A run that changes nothing writes nothing and adds no version. Returns the manifest; HdiffError (nothing
     committed) when a check fails."""
     out = Path(out_dir)
+    clean_partials(out)  # left by writers killed during the run (a lost Ray node's); none is writing now
     final_names = plan.final_shards(committed)
     leftovers = (set(layout.stats_shards(out)) | set(layout.tar_shards(out))) - final_names
     if committed.manifest is not None and final_names == set(committed.shards):
