@@ -33,7 +33,7 @@ from hdiff.devices import DEVICE_CHOICES, check_device, resolve_device
 from hdiff.errors import CommandParser, run_as_command
 from hdiff.files import write_atomically
 from hdiff.generate import GenerationSettings, ImageJob, encode_job, plan_job
-from hdiff.models.base import Adapter
+from hdiff.models.base import Adapter, denoiser_call_rows
 from hdiff.prompts import read_prompt_file
 from hdiff.records import NOISE_DEVICES
 from hdiff.sampling import sample_plan
@@ -167,8 +167,7 @@ class Profile:
         return now
 
     def before_forward(self, module, args, kwargs) -> None:
-        sample = kwargs.get("sample", args[0] if args else None)
-        self.rows += int(sample.shape[0])
+        self.rows += denoiser_call_rows(args, kwargs)
         self._gap(self.after)
 
     def after_forward(self, module, args, output) -> None:

@@ -71,6 +71,13 @@ def classifier_free_guidance(output: torch.Tensor, guidance_scale: float) -> tor
     return uncond + guidance_scale * (cond - uncond)
 
 
+def denoiser_call_rows(args: tuple, kwargs: dict) -> int:
+    """Rows in one denoiser call, from a forward pre-hook's arguments: UNets take `sample` first, transformers
+    `hidden_states` (FLUX's packed (B, tokens, 4C), the others' (B, C, h, w))."""
+    sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
+    return int(sample.shape[0])
+
+
 def stack_rows(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {name: torch.cat([row[name] for row in rows]) for name in rows[0]}
 
