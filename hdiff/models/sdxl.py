@@ -49,14 +49,14 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
                                                            do_classifier_free_guidance=True)
         return {"prompt_embeds": states, "text_embeds": pooled}  # (1, L, D), (1, P)
 
-    def time_ids(self, latents: torch.Tensor, rows: int, dtype: torch.dtype) -> torch.Tensor:
-        """(rows, 6): original size, crop top-left (0, 0) and target size, all the image's, as the stock call's
-        defaults make them."""
+    def time_ids(self, latents: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """(rows of `pooled`, 6): original size, crop top-left (0, 0) and target size, all the image's, as the stock
+        call's defaults make them."""
         pipeline = self.pipeline
         size = (latents.shape[-2] * pipeline.vae_scale_factor, latents.shape[-1] * pipeline.vae_scale_factor)
-        projection = pipeline.text_encoder_2.config.projection_dim
-        ids = pipeline._get_add_time_ids(size, (0, 0), size, dtype=dtype, text_encoder_projection_dim=projection)
-        return ids.to(latents.device).repeat(rows, 1)
+        ids = pipeline._get_add_time_ids(size, (0, 0), size, dtype=pooled.dtype,
+                                         text_encoder_projection_dim=pooled.shape[-1])  # bigG's projection width
+        return ids.to(latents.device).repeat(len(pooled), 1)
 
     @torch.no_grad()
     def predict(self, scheduler, latents, t, cond, negative, guidance_scale):
@@ -69,7 +69,7 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
         else:
             latent_input = latents
         latent_input = scheduler.scale_model_input(latent_input, t)
-        added = {"text_embeds": pooled, "time_ids": self.time_ids(latents, len(latent_input), states.dtype)}
+        added = {"text_embeds": pooled, "time_ids": self.time_ids(latents, pooled)}
         output = self.pipeline.unet(latent_input, t, encoder_hidden_states=states, added_cond_kwargs=added,
                                     return_dict=False)[0]
         if guided:
