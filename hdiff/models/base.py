@@ -71,6 +71,18 @@ def classifier_free_guidance(output: torch.Tensor, guidance_scale: float) -> tor
     return uncond + guidance_scale * (cond - uncond)
 
 
+def guided_batch(latents: torch.Tensor, cond: dict[str, torch.Tensor], negative: dict[str, torch.Tensor],
+                 guided: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One denoiser call's latents and conditioning: with guidance, the latents twice (2B rows) and each tensor's
+    unconditional row repeated before the B conditional rows, as the stock pipelines batch them."""
+    if not guided:
+        return latents, cond
+    batch = len(latents)
+    rows = {name: torch.cat([negative[name].to(value.dtype).expand(batch, *value.shape[1:]), value])
+            for name, value in cond.items()}
+    return torch.cat([latents] * 2), rows
+
+
 def denoiser_call_rows(args: tuple, kwargs: dict) -> int:
     """Rows in one denoiser call, from a forward pre-hook's arguments: UNets take `sample` first, transformers
     `hidden_states` (FLUX's packed (B, tokens, 4C), the others' (B, C, h, w))."""

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from hdiff.models.base import Conditioning, StockPipelineAdapter, classifier_free_guidance, register
+from hdiff.models.base import (Conditioning, StockPipelineAdapter, classifier_free_guidance, guided_batch,
+                               register)
 
 
 @register
@@ -61,17 +62,12 @@ class PixArtSigmaAdapter(StockPipelineAdapter):
     @torch.no_grad()
     def predict(self, scheduler, latents, t, cond, negative, guidance_scale):
         guided = guidance_scale > 1.0
-        states, mask = cond["prompt_embeds"], cond["prompt_attention_mask"]
-        latent_input = latents
-        if guided:
-            latent_input = torch.cat([latents] * 2)  # (2B, C, h, w): unconditional rows first
-            states = torch.cat([negative["prompt_embeds"].expand(len(latents), -1, -1), states])
-            mask = torch.cat([negative["prompt_attention_mask"].to(mask.dtype).expand(len(latents), -1), mask])
+        latent_input, rows = guided_batch(latents, cond, negative, guided)  # (2B, C, h, w) when guided
         latent_input = scheduler.scale_model_input(latent_input, t)
         timestep = torch.as_tensor(t, device=latents.device).reshape(-1).expand(len(latent_input))
-        output = self.pipeline.transformer(latent_input, encoder_hidden_states=states, encoder_attention_mask=mask,
-                                           timestep=timestep, added_cond_kwargs={"resolution": None,
-                                                                                 "aspect_ratio": None},
+        output = self.pipeline.transformer(latent_input, encoder_hidden_states=rows["prompt_embeds"],
+                                           encoder_attention_mask=rows["prompt_attention_mask"], timestep=timestep,
+                                           added_cond_kwargs={"resolution": None, "aspect_ratio": None},
                                            return_dict=False)[0]
         if guided:
             output = classifier_free_guidance(output, guidance_scale)

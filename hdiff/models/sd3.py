@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from hdiff.models.base import Conditioning, classifier_free_guidance, register
+from hdiff.models.base import Conditioning, classifier_free_guidance, guided_batch, register
 from hdiff.models.flow import FlowMatchingAdapter, dynamic_shift
 
 
@@ -61,15 +61,10 @@ class StableDiffusion3Adapter(FlowMatchingAdapter):
     @torch.no_grad()
     def predict(self, scheduler, latents, t, cond, negative, guidance_scale):
         guided = guidance_scale > 1.0
-        states, pooled = cond["prompt_embeds"], cond["pooled_projections"]
-        latent_input = latents
-        if guided:
-            latent_input = torch.cat([latents] * 2)  # (2B, C, h, w): unconditional rows first
-            states = torch.cat([negative["prompt_embeds"].expand(len(latents), -1, -1), states])
-            pooled = torch.cat([negative["pooled_projections"].expand(len(latents), -1), pooled])
+        latent_input, rows = guided_batch(latents, cond, negative, guided)  # (2B, C, h, w) when guided
         output = self.pipeline.transformer(hidden_states=latent_input, timestep=t.expand(len(latent_input)),
-                                           encoder_hidden_states=states, pooled_projections=pooled,
-                                           return_dict=False)[0]
+                                           encoder_hidden_states=rows["prompt_embeds"],
+                                           pooled_projections=rows["pooled_projections"], return_dict=False)[0]
         if guided:
             output = classifier_free_guidance(output, guidance_scale)
         return output

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from hdiff.models.base import Conditioning, classifier_free_guidance, register
+from hdiff.models.base import Conditioning, classifier_free_guidance, guided_batch, register
 from hdiff.models.stable_diffusion import StableDiffusionAdapter
 
 
@@ -61,17 +61,11 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
     @torch.no_grad()
     def predict(self, scheduler, latents, t, cond, negative, guidance_scale):
         guided = guidance_scale > 1.0
-        states, pooled = cond["prompt_embeds"], cond["text_embeds"]
-        if guided:
-            latent_input = torch.cat([latents] * 2)  # (2B, C, h, w): unconditional rows first
-            states = torch.cat([negative["prompt_embeds"].expand(len(latents), -1, -1), states])
-            pooled = torch.cat([negative["text_embeds"].expand(len(latents), -1), pooled])
-        else:
-            latent_input = latents
+        latent_input, rows = guided_batch(latents, cond, negative, guided)  # (2B, C, h, w) when guided
         latent_input = scheduler.scale_model_input(latent_input, t)
-        added = {"text_embeds": pooled, "time_ids": self.time_ids(latents, pooled)}
-        output = self.pipeline.unet(latent_input, t, encoder_hidden_states=states, added_cond_kwargs=added,
-                                    return_dict=False)[0]
+        added = {"text_embeds": rows["text_embeds"], "time_ids": self.time_ids(latents, rows["text_embeds"])}
+        output = self.pipeline.unet(latent_input, t, encoder_hidden_states=rows["prompt_embeds"],
+                                    added_cond_kwargs=added, return_dict=False)[0]
         if guided:
             output = classifier_free_guidance(output, guidance_scale)
         return output

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from hdiff.models.base import Conditioning, StockPipelineAdapter, classifier_free_guidance, register
+from hdiff.models.base import (Conditioning, StockPipelineAdapter, classifier_free_guidance, guided_batch,
+                               register)
 
 
 @register
@@ -41,14 +42,10 @@ class StableDiffusionAdapter(StockPipelineAdapter):
     @torch.no_grad()
     def predict(self, scheduler, latents, t, cond, negative, guidance_scale):
         guided = guidance_scale > 1.0
-        states = cond["prompt_embeds"]
-        if guided:
-            latent_input = torch.cat([latents] * 2)  # (2B, C, h, w): unconditional rows first
-            states = torch.cat([negative["prompt_embeds"].expand(len(latents), -1, -1), states])
-        else:
-            latent_input = latents
+        latent_input, rows = guided_batch(latents, cond, negative, guided)  # (2B, C, h, w) when guided
         latent_input = scheduler.scale_model_input(latent_input, t)
-        output = self.pipeline.unet(latent_input, t, encoder_hidden_states=states, return_dict=False)[0]
+        output = self.pipeline.unet(latent_input, t, encoder_hidden_states=rows["prompt_embeds"],
+                                    return_dict=False)[0]
         if guided:
             output = classifier_free_guidance(output, guidance_scale)
         return output
