@@ -186,3 +186,12 @@ def test_an_unknown_pipeline_is_refused_naming_what_hdiff_runs(tmp_path):
 def test_flow_matching_models_refuse_noise_prediction_schedulers(twins):
     with pytest.raises(HdiffError, match="cannot step a flow-matching model; choose one of flow-euler, dpm\\+\\+"):
         loaded(twins, "sd3", "ddim")
+
+
+@pytest.mark.parametrize("config, node_condition", [("sdxl", "mean"), ("sd35", "medoid"), ("flux-dev", "medoid"),
+                                                    ("pixart-sigma", "medoid")])
+def test_family_build_configs_are_valid(config, node_condition):
+    from hdiff.dataset.config import load_config
+
+    settings = load_config(f"configs/{config}.yaml").generation_settings()
+    assert settings.budget == 0.5 and settings.tau is None and settings.node_condition == node_condition
