@@ -6,6 +6,7 @@ take; the in-memory stock pipeline with the same weights is the reference.
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,5 +194,5 @@ def test_flow_matching_models_refuse_noise_prediction_schedulers(twins):
 def test_family_build_configs_are_valid(config, node_condition):
     from hdiff.dataset.config import load_config
 
-    settings = load_config(f"configs/{config}.yaml").generation_settings()
+    settings = load_config(Path(__file__).parent.parent / "configs" / f"{config}.yaml").generation_settings()
     assert settings.budget == 0.5 and settings.tau is None and settings.node_condition == node_condition
