@@ -7,8 +7,7 @@ import os
 from pathlib import Path
 
 from hdiff.errors import HdiffError
-from hdiff.models import (flux, kandinsky, pixart, sd3, sdxl, shapes, stable_diffusion,  # noqa: F401  (registers
-                          unclip)  # the adapters)
+from hdiff.models import flux, kandinsky, pixart, sd3, sdxl, shapes, stable_diffusion, unclip  # noqa: F401 (registers)
 from hdiff.devices import resolve_device
 from hdiff.models.base import ADAPTERS, Adapter
 from hdiff.models.schedulers import make_scheduler
