@@ -115,8 +115,8 @@ def pixart_sigma(scheduler=None) -> PixArtSigmaPipeline:
     """T5 states with their attention mask → a DiT with AdaLN-single and learned sigma; DPM-Solver++ by default."""
     transformer = seeded(lambda: PixArtTransformer2DModel(
         sample_size=16, num_layers=2, patch_size=2, attention_head_dim=8, num_attention_heads=3,
-        caption_channels=T5_DIM, in_channels=4, cross_attention_dim=24, out_channels=8, attention_bias=True, activation_fn="gelu-approximate",
-        num_embeds_ada_norm=1000, norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6))
+        caption_channels=T5_DIM, in_channels=4, cross_attention_dim=24, out_channels=8, attention_bias=True,
+        activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6))
     scheduler = scheduler or DPMSolverMultistepScheduler(
         beta_start=0.0001, beta_end=0.02, beta_schedule="linear", algorithm_type="dpmsolver++", solver_order=2,
         prediction_type="epsilon", lower_order_final=True)
