@@ -16,7 +16,7 @@ from hdiff.files import atomic_folder, check_writable_output
 from hdiff.models.schedulers import SCHEDULERS
 from hdiff.planning.schedule import SCHEDULE_CURVES
 from hdiff.prompts import read_prompt_file
-from hdiff.records import NOISE_DEVICES
+from hdiff.records import NODE_CONDITIONS, NOISE_DEVICES
 
 
 def cmd_generate(args) -> int:
@@ -33,7 +33,8 @@ def cmd_generate(args) -> int:
     requested = GenerationSettings(
         steps=args.steps, guidance_scale=args.guidance, height=args.size, width=args.size, tau=args.tau,
         budget=args.budget, schedule=args.schedule, max_batch=args.max_batch, copy_max_shared=args.copy_max_shared,
-        noise_device=args.noise_device, batch_multiple=args.batch_multiple)  # unset: the model's own
+        noise_device=args.noise_device, batch_multiple=args.batch_multiple,
+        node_condition=args.node_condition)  # unset: the model's own
     check_device(args.device)
     check_writable_output(args.out, overwrite=args.overwrite)
     prompts = read_prompt_file(args.prompts)
@@ -143,6 +144,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-batch", type=int, default=64)
     g.add_argument("--noise-device", choices=NOISE_DEVICES, default="cpu",
                    help="where sampling noise is drawn: cpu (the same images on every machine) or the model's device")
+    g.add_argument("--node-condition", choices=NODE_CONDITIONS, default=None,
+                   help="a shared node's conditioning: its members' mean or its medoid member's (default: the model's)")
     g.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}")
     g.add_argument("--allow-pickle", action="store_true",
                    help="also load pickle (.bin/.ckpt) weights, which can run code when loaded (default: safetensors)")

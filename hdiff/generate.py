@@ -20,7 +20,7 @@ from hdiff.models.base import Adapter, Conditioning
 from hdiff.models.schedulers import count_evaluations
 from hdiff.planning import SCHEDULE_CURVES, Plan, Schedule, build_tree, join_trees, make_plan, plan_for_budget
 from hdiff.prompts import image_seed, prompt_id
-from hdiff.records import NOISE_DEVICES, ClusterStep, ImageRecord
+from hdiff.records import NODE_CONDITIONS, NOISE_DEVICES, ClusterStep, ImageRecord
 from hdiff.sampling import sample_plan
 
 
@@ -44,6 +44,7 @@ class GenerationSettings:
     copy_max_shared: float = 0.25
     noise_device: str = "cpu"  # "cpu": the same images on every machine; "device": drawn on the model's device
     batch_multiple: int = 1  # pad micro-batches to a multiple of this many clusters (GPU kernel reuse)
+    node_condition: str | None = None  # "mean" or "medoid" (Conditioning.for_node); None: the model's own
 
     def __post_init__(self):
         problems = settings_problems(self)
@@ -51,11 +52,12 @@ class GenerationSettings:
             raise HdiffError("\n".join(problems))
 
     def for_model(self, adapter: Adapter) -> "GenerationSettings":
-        """These settings with the unset steps, guidance and size taken from the model's defaults."""
+        """These settings with the unset steps, guidance, size and node condition taken from the model's defaults."""
         return dataclasses.replace(
             self, steps=self.steps or adapter.default_steps,
             guidance_scale=adapter.default_guidance if self.guidance_scale is None else self.guidance_scale,
-            height=self.height or adapter.default_size, width=self.width or adapter.default_size)
+            height=self.height or adapter.default_size, width=self.width or adapter.default_size,
+            node_condition=self.node_condition or adapter.default_node_condition)
 
 
 def settings_problems(s: GenerationSettings) -> list[str]:
@@ -88,6 +90,8 @@ def settings_problems(s: GenerationSettings) -> list[str]:
         problems.append(f"copy_max_shared must be a fraction in [0, 1], got {s.copy_max_shared!r}")
     if s.noise_device not in NOISE_DEVICES:
         problems.append(f"noise_device must be one of {', '.join(NOISE_DEVICES)}, got {s.noise_device!r}")
+    if s.node_condition is not None and s.node_condition not in NODE_CONDITIONS:
+        problems.append(f"node_condition must be one of {', '.join(NODE_CONDITIONS)}, got {s.node_condition!r}")
     if not (isinstance(s.batch_multiple, int) and s.batch_multiple >= 1):
         problems.append(f"batch_multiple must be an integer >= 1, got {s.batch_multiple!r}")
     return problems
@@ -183,7 +187,8 @@ def plan_jobs(adapter: Adapter, jobs: list[ImageJob], conds: list[Conditioning],
     job = ImageJob.concat(jobs)
     groups = np.asarray(job.prompt_ids)[np.argsort(tree.leaf_of_row)]  # leaf id -> prompt id
     evaluations = count_evaluations(adapter.scheduler, settings.steps)
-    common = dict(guidance=settings.guidance_scale > 1.0, groups=groups, copy_max_shared=settings.copy_max_shared)
+    guided = adapter.rows_per_cluster(settings.guidance_scale) == 2  # an unconditional row per cluster
+    common = dict(guidance=guided, groups=groups, copy_max_shared=settings.copy_max_shared)
     if settings.budget is not None:
         return plan_for_budget(tree, settings.budget, evaluations, kind=settings.schedule, **common)
     tau = adapter.default_tau if settings.tau is None else settings.tau
@@ -199,7 +204,7 @@ def records_for(adapter: Adapter, job: ImageJob, plan: Plan, settings: Generatio
             seed=job.seeds[row], model=adapter.model_id, scheduler=adapter.scheduler_name, steps=settings.steps,
             evaluations=plan.num_evaluations, guidance_scale=settings.guidance_scale, tau=plan.schedule.tau,
             schedule=plan.schedule.kind, height=settings.height, width=settings.width,
-            noise_device=settings.noise_device,
+            noise_device=settings.noise_device, node_condition=settings.node_condition,
             cluster_path=[ClusterStep(node=n, size=s, from_step=k) for n, s, k in plan.leaf_path(leaf)],
             split_evaluation=int(plan.start[leaf]), shared_evaluations=plan.leaf_shared_evaluations(leaf),
             unet_rows=float(plan.leaf_unet_rows(leaf)),
@@ -224,7 +229,8 @@ def generate_packed(adapter: Adapter, jobs: list[ImageJob], settings: Generation
     latents = sample_plan(plan, adapter, Conditioning.concat(conds), np.asarray(job.seeds), num_steps=settings.steps,
                           guidance_scale=settings.guidance_scale, height=settings.height, width=settings.width,
                           max_batch=settings.max_batch, noise_on_device=settings.noise_device == "device",
-                          batch_multiple=settings.batch_multiple, on_evaluation=on_evaluation)
+                          batch_multiple=settings.batch_multiple, node_condition=settings.node_condition,
+                          on_evaluation=on_evaluation)
     records = records_for(adapter, job, plan, settings)
     out, lo = [], 0
     for part in jobs:

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 NoiseDevice = Literal["cpu", "device"]
 NOISE_DEVICES: tuple[str, ...] = NoiseDevice.__args__
+NodeCondition = Literal["mean", "medoid"]  # a shared node's conditioning: its members' rows averaged, or one member's
+NODE_CONDITIONS: tuple[str, ...] = NodeCondition.__args__
 
 
 class ClusterStep(BaseModel):
@@ -40,6 +42,8 @@ class ImageRecord(BaseModel):
     width: int
     noise_device: NoiseDevice = Field(default="cpu", description="where the sampling noise was drawn: 'cpu' (the same "
                               "image on every machine) or 'device' (the GPU's generator)")
+    node_condition: NodeCondition = Field(default="mean", description="what a shared node was conditioned on: "
+                                          "'mean' of its members' conditioning, or its 'medoid' member's")
     cluster_path: list[ClusterStep]
     split_evaluation: int = Field(ge=0, description="evaluation at which this image's own latent became active")
     shared_evaluations: int = Field(ge=0, description="evaluations spent in a node shared with other images")

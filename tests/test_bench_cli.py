@@ -98,7 +98,7 @@ def test_bench_saved_missing_folder_is_one_line_and_exit_2(tmp_path, capsys):
     (["speed", "--size", "30"], "multiple of 8"),
     (["speed", "--noise-device", "gpu"], "--noise-device"),
     (["speed", "--decode-probe", "3,0"], "--decode-probe"),
-    (["speed", "--kandinsky-arch", "--embeddings", "{tmp}/none.npz"], "none.npz"),
+    (["speed", "--arch", "kandinsky22", "--embeddings", "{tmp}/none.npz"], "none.npz"),
 ])
 def test_bench_flags_are_refused_when_read_with_one_line(tmp_path, capsys, argv, says):
     (tmp_path / "file").write_text("")

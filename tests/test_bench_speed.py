@@ -61,7 +61,7 @@ def test_kandinsky_arch_path_and_decode_probe_with_a_tiny_config(tmp_path, capsy
     assert list(data["prompts"]) == texts[:5]
 
     out = tmp_path / "arch.json"
-    code = speed.main(["--kandinsky-arch", "--tiny-arch", "--embeddings", str(npz), "--prompts", "5",
+    code = speed.main(["--arch", "kandinsky22", "--tiny-arch", "--embeddings", str(npz), "--prompts", "5",
                        "--steps", "2", "--taus", "1", "--max-batch", "4", "--decode-probe", "1,3",
                        "--decode-probe-images", "5", "--json", str(out)])
     assert code == 0
@@ -77,3 +77,22 @@ def test_kandinsky_arch_path_and_decode_probe_with_a_tiny_config(tmp_path, capsy
     fastest = min(probe["timings"], key=lambda t: t["s"])
     assert (probe["chunk"], probe["channels_last"]) == (fastest["chunk"], fastest["channels_last"])
     assert result["decode_chunk"] == probe["chunk"] and result["decoder_channels_last"] == probe["channels_last"]
+
+
+@pytest.mark.parametrize("arch, rows_per_cluster", [("sdxl", 2), ("sd35", 2), ("flux", 1)])
+def test_family_arch_runs_its_tiny_config_and_counts_its_rows(tmp_path, capsys, arch, rows_per_cluster):
+    """The same command as on a GPU, on the shrunken blocks: the hook counts the family's rows per image and step
+    (FLUX [dev]'s guidance is distilled: one row), and hdiff's runs spend what their plans promised."""
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "embeddings.npz"
+    np.savez(npz, prompts=np.array([f"prompt {i}" for i in range(4)]),
+             embeddings=rng.normal(size=(4, 384)).astype(np.float16))
+    out = tmp_path / "arch.json"
+    code = speed.main(["--arch", arch, "--tiny-arch", "--embeddings", str(npz), "--prompts", "4", "--steps", "2",
+                       "--taus", "100", "--max-batch", "4", "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["arch"] == arch and result["height"] == 32
+    baseline, run = result["runs"]
+    assert baseline["unet_rows"] == 4 * 2 * rows_per_cluster
+    assert run["unet_rows"] == run["plan_unet_rows"] < baseline["unet_rows"]

@@ -48,7 +48,7 @@ def test_defaults_and_flow_parameters_round_trip(tmp_path):
     ("generaton: {tau: 1}\n", r"build\.yaml: generaton: unknown key; expected one of: name, output, source,"),
     ("ingest: {max_char: 10}\n", r"ingest\.max_char: unknown key; expected one of: max_chars, long_policy,"),
     ("model: {scheduler: eulr}\n", r"model\.scheduler: unknown scheduler 'eulr'; choose one of ddpm, ddim, euler, "
-                                   r"euler-ancestral, dpm\+\+, unipc, heun$"),
+                                   r"euler-ancestral, dpm\+\+, unipc, heun, flow-euler$"),
     ("generation: {schedule: linera}\n", r"generation\.schedule: unknown schedule 'linera'; choose one of linear, "
                                          r"cosine, quadratic$"),
     ("model: {device: gpu0}\n", r"model\.device: unknown device 'gpu0'; choose one of auto, cpu, cuda, cuda:N, mps$"),
@@ -92,16 +92,17 @@ def test_budget_replaces_the_default_tau(tmp_path):
 
 def test_gpu_keys_reach_the_generation_settings():
     class Defaults:  # what GenerationSettings.for_model reads from an adapter
-        default_steps, default_guidance, default_size, default_tau = 40, 4.0, 32, 1.0
+        default_steps, default_guidance, default_size, default_tau, default_node_condition = 40, 4.0, 32, 1.0, "mean"
 
     config = apply_overrides(load_config(CONFIGS / "demo.yaml"),
                              {"generation.noise_device": "device", "generation.batch_multiple": 8,
                               "generation.schedule": "cosine", "generation.max_batch": 16,
-                              "generation.copy_max_shared": 0.5})
+                              "generation.copy_max_shared": 0.5, "generation.node_condition": "medoid"})
     settings = config.generation_settings().for_model(Defaults())
     assert (settings.steps, settings.guidance_scale, settings.height, settings.width) == (40, 4.0, 32, 32)
     assert (settings.noise_device, settings.batch_multiple) == ("device", 8)
     assert (settings.schedule, settings.max_batch, settings.copy_max_shared) == ("cosine", 16, 0.5)
+    assert settings.node_condition == "medoid"
     with pytest.raises(HdiffError, match="noise_device"):
         apply_overrides(config, {"generation.noise_device": "gpu"})
     with pytest.raises(HdiffError, match="gpu_concurrency"):

@@ -2,7 +2,7 @@
 
 Timings on random weights are valid for speed. The prior is replaced by a fixed random projection of precomputed
 all-MiniLM-L6-v2 prompt embeddings (384-d) to 1280-d image embeddings; the tree clusters those projections.
-Not registered as an adapter: `hdiff bench speed --kandinsky-arch` builds it directly.
+Not registered as an adapter: `hdiff bench speed --arch kandinsky22` builds it directly.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ UNet rows are counted by a forward hook on `adapter.denoiser`; the same hooks ti
 synchronize), and the sampler's per-evaluation callback splits the rest of sampling into its parts.
 
     hdiff bench speed                                   # CPU, embedded shapes model, 256 clustered prompts
-    hdiff bench speed --kandinsky-arch --embeddings E.npz --prompts 256 --taus 1,2   # GPU, real-size decoder
+    hdiff bench speed --arch flux --embeddings E.npz --prompts 256 --taus 1,2   # GPU, real-size denoiser + VAE
     hdiff bench speed --write-embeddings E.npz --from prompts.jsonl --n 256     # MiniLM, float16
 """
 
@@ -28,12 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hdiff.bench.arch import ARCH_CHOICES
 from hdiff.bench.common import check_output_file, comma_list, integer, number
 from hdiff.devices import DEVICE_CHOICES, check_device, resolve_device
 from hdiff.errors import CommandParser, run_as_command
 from hdiff.files import write_atomically
 from hdiff.generate import GenerationSettings, ImageJob, encode_job, plan_job
-from hdiff.models.base import Adapter
+from hdiff.models.base import Adapter, denoiser_call_rows
 from hdiff.prompts import read_prompt_file
 from hdiff.records import NOISE_DEVICES
 from hdiff.sampling import sample_plan
@@ -46,10 +47,10 @@ GAP_KINDS = ("prepare", "glue", "step")  # before a step's first forward, betwee
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = CommandParser(prog="hdiff bench speed", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="hdiff/shapes", help="model id or folder (default: the embedded model)")
-    p.add_argument("--kandinsky-arch", action="store_true",
-                   help="real-size Kandinsky 2.2 decoder UNet + MoVQ with random weights (needs --embeddings or "
-                        "--set FILE)")
-    p.add_argument("--tiny-arch", action="store_true", help="with --kandinsky-arch: a shrunken config (tests)")
+    p.add_argument("--arch", choices=ARCH_CHOICES, default=None,
+                   help="a family's real-size denoiser and decoder with random weights, from its published config "
+                        "(needs --embeddings or --set FILE)")
+    p.add_argument("--tiny-arch", action="store_true", help="with --arch: the same blocks shrunk (CPU tests)")
     p.add_argument("--embeddings", default=None, help=".npz with 'prompts' and 'embeddings' (MiniLM, 384-d)")
     p.add_argument("--prompts", type=integer(1), default=256, help="number of prompts (default 256)")
     p.add_argument("--set", default="clustered", help="'clustered' (shapes world) or a .jsonl/.txt prompt file")
@@ -90,12 +91,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--from", dest="source", default=None, help="prompt file for --write-embeddings")
     p.add_argument("--n", type=integer(1), default=256, help="prompts for --write-embeddings")
     args = p.parse_args(argv)
-    if args.tiny_arch and not args.kandinsky_arch:
-        p.error("--tiny-arch needs --kandinsky-arch")
+    if args.tiny_arch and not args.arch:
+        p.error("--tiny-arch needs --arch")
     if args.write_embeddings and not args.source:
         p.error("--write-embeddings needs --from FILE")
-    if args.kandinsky_arch and args.embeddings is None and args.set == "clustered":
-        p.error("--kandinsky-arch needs --embeddings FILE.npz or --set FILE.jsonl")
+    if args.arch and args.embeddings is None and args.set == "clustered":
+        p.error("--arch needs --embeddings FILE.npz or --set FILE.jsonl")
     for flag in ("json", "write_embeddings"):
         if getattr(args, flag) is not None:
             setattr(args, flag, check_output_file(getattr(args, flag), f"--{flag.replace('_', '-')}"))
@@ -127,7 +128,7 @@ def prompt_set(name: str, n: int, seed: int) -> tuple[list[str], str]:
 
 
 def write_embeddings(out: Path, source: str, n: int) -> None:
-    """MiniLM embeddings of the first n distinct prompts of `source`, float16: what --kandinsky-arch reads."""
+    """MiniLM embeddings of the first n distinct prompts of `source`, float16: what --arch reads."""
     from hdiff.embedding import embed_texts
 
     prompts = distinct(read_prompt_file(source))[:n]
@@ -167,8 +168,7 @@ class Profile:
         return now
 
     def before_forward(self, module, args, kwargs) -> None:
-        sample = kwargs.get("sample", args[0] if args else None)
-        self.rows += int(sample.shape[0])
+        self.rows += denoiser_call_rows(args, kwargs)
         self._gap(self.after)
 
     def after_forward(self, module, args, output) -> None:
@@ -238,7 +238,7 @@ def baseline_latents(adapter: Adapter, job: ImageJob, cond, settings: Generation
         noise_device = adapter.noise_generator_device(settings.noise_device == "device")
         generators = [torch.Generator(noise_device).manual_seed(s) for s in seeds]
         scheduler = copy.deepcopy(adapter.scheduler)
-        scheduler.set_timesteps(settings.steps, device=adapter.device)
+        adapter.set_timesteps(scheduler, settings.steps, settings.height, settings.width)
         extra = {"generator": generators} if step_accepts_generator(scheduler) else {}
         batch_cond = {name: value[lo:lo + settings.max_batch].to(adapter.device, adapter.dtype)
                       for name, value in cond.tensors.items()}
@@ -275,6 +275,7 @@ def timed_run(adapter: Adapter, job: ImageJob, settings: GenerationSettings, *, 
                                       width=settings.width, max_batch=settings.max_batch,
                                       noise_on_device=settings.noise_device == "device",
                                       batch_multiple=settings.batch_multiple,
+                                      node_condition=settings.node_condition,
                                       on_evaluation=profile.end_evaluation)
         synchronize(device)
         t3 = time.perf_counter()
@@ -330,19 +331,23 @@ def compare(run: dict, baseline: dict | None) -> None:
 
 def build_adapter(args, device: torch.device, prompts: list[str],
                   embeddings: dict[str, np.ndarray] | None) -> Adapter:
-    """--model's adapter, or with --kandinsky-arch the random-weight arch on `embeddings` (MiniLM embeddings of
-    `prompts` when --embeddings gave none)."""
-    if not args.kandinsky_arch:
+    """--model's adapter, or with --arch the random-weight arch on `embeddings` (MiniLM embeddings of `prompts`
+    when --embeddings gave none)."""
+    if not args.arch:
         from hdiff.models import load_adapter
 
         return load_adapter(args.model, device=str(device))
-    from hdiff.bench.kandinsky_arch import KandinskyArchAdapter
-
     if embeddings is None:
         from hdiff.embedding import embed_texts
 
         embeddings = dict(zip(prompts, embed_texts(prompts)))
-    return KandinskyArchAdapter.build(embeddings, device=str(device), tiny=args.tiny_arch)
+    if args.arch == "kandinsky22":
+        from hdiff.bench.kandinsky_arch import KandinskyArchAdapter
+
+        return KandinskyArchAdapter.build(embeddings, device=str(device), tiny=args.tiny_arch)
+    from hdiff.bench.arch import build_arch
+
+    return build_arch(args.arch, embeddings, device=str(device), tiny=args.tiny_arch)
 
 
 def warm_up(adapter: Adapter, settings: GenerationSettings, prompts: list[str], decode_chunk: int) -> None:
@@ -373,7 +378,7 @@ def probe_forwards(adapter: Adapter, settings: GenerationSettings, prompts: list
     cond = {name: value.to(adapter.device, adapter.dtype) for name, value in encode_job(adapter, job).tensors.items()}
     negative = {name: value.to(adapter.device) for name, value in adapter.negative().items()}
     scheduler = copy.deepcopy(adapter.scheduler)
-    scheduler.set_timesteps(settings.steps, device=adapter.device)
+    adapter.set_timesteps(scheduler, settings.steps, settings.height, settings.width)
     t = scheduler.timesteps[0]
     generator = torch.Generator("cpu").manual_seed(0)
     latents = torch.randn((clusters, *adapter.latent_shape(settings.height, settings.width)), generator=generator)
@@ -501,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     requested = requested_settings(args)
     embeddings = None
-    if args.kandinsky_arch and args.embeddings is not None:
+    if args.arch and args.embeddings is not None:
         from hdiff.bench.kandinsky_arch import load_embeddings
 
         embeddings = load_embeddings(args.embeddings)
@@ -517,11 +522,11 @@ def main(argv: list[str] | None = None) -> int:
     adapter = build_adapter(args, device, prompts, embeddings)
     adapter.accelerate(channels_last=args.channels_last, compile=args.compile)
     load_s = time.perf_counter() - t_load
-    taus = args.taus or [m * adapter.default_tau for m in ((1, 2) if args.kandinsky_arch else (0.5, 1, 2))]
+    taus = args.taus or [m * adapter.default_tau for m in ((1, 2) if args.arch else (0.5, 1, 2))]
     if len(prompts) < args.prompts:
         print(f"note: only {len(prompts)} prompts available", file=sys.stderr)
     base = requested.for_model(adapter)
-    decode_chunk = args.decode_chunk or (16 if args.kandinsky_arch else args.max_batch)
+    decode_chunk = args.decode_chunk or (16 if args.arch else args.max_batch)
 
     def settings(tau: float, batch_multiple: int = 1) -> GenerationSettings:
         return dataclasses.replace(base, tau=tau, batch_multiple=batch_multiple)
@@ -568,7 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         "decoder_channels_last": decode_probe["channels_last"] if decode_probe else args.channels_last,
         "cudnn_benchmark": bool(args.cudnn_benchmark and device.type == "cuda"),
         "baseline_method": "plain batch loop of adapter.predict + scheduler.step (the stock pipelines' loop)",
-        "decoder": ("random-weight MoVQ, real Kandinsky 2.2 config" if args.kandinsky_arch and not args.tiny_arch
+        "arch": args.arch, "node_condition": base.node_condition,
+        "decoder": (f"random-weight decoder, the real {args.arch} config" if args.arch and not args.tiny_arch
                     else "the adapter's decode"),
         "load_s": load_s, "warm_up_s": warm_s, "torch": torch.__version__, "runs": runs,
         "forward_probe": forward_probe, "decode_probe": decode_probe,

@@ -16,7 +16,7 @@ from hdiff.errors import HdiffError
 from hdiff.devices import check_devices
 from hdiff.models.schedulers import check_scheduler
 from hdiff.planning.schedule import SCHEDULE_CURVES
-from hdiff.records import NoiseDevice
+from hdiff.records import NodeCondition, NoiseDevice
 
 
 def _checked(check, value):
@@ -109,6 +109,8 @@ class GenerationConfig(_Section):
                                 "(8 on GPUs: reused kernels; the padding rows are not counted as compute)")
     noise_device: NoiseDevice = Field("cpu", description="'cpu': the same images on every machine; "
                                                    "'device': sampling noise drawn on the GPU (no host work)")
+    node_condition: NodeCondition | None = Field(None, description="a shared node's conditioning: 'mean' of its "
+                                                 "members' or its 'medoid' member's; unset: the model's own")
     pack_shards: int = Field(1, ge=1, description="shards sampled together, their active clusters batched as one "
                              "(keeps GPU batches full while clusters are few)")
 
@@ -171,7 +173,7 @@ class BuildConfig(_Section):
         return GenerationSettings(
             steps=m.steps, guidance_scale=m.guidance_scale, height=m.height, width=m.width, tau=g.tau, budget=g.budget,
             schedule=g.schedule, max_batch=g.max_batch, copy_max_shared=g.copy_max_shared, noise_device=g.noise_device,
-            batch_multiple=g.batch_multiple)
+            batch_multiple=g.batch_multiple, node_condition=g.node_condition)
 
     def to_flow_parameters(self) -> dict[str, Any]:
         """A JSON-able dict of every setting, defaults included (Prefect flow parameters)."""

@@ -21,7 +21,8 @@ IMAGE_SETTINGS: dict[str, tuple[str, ...]] = {  # section -> fields that decide 
     "embedding": ("model",),
     "sharding": ("min_size", "max_size"),
     "model": ("id", "scheduler", "steps", "guidance_scale", "height", "width", "dtype"),
-    "generation": ("tau", "budget", "schedule", "seed", "images_per_prompt", "copy_max_shared", "noise_device"),
+    "generation": ("tau", "budget", "schedule", "seed", "images_per_prompt", "copy_max_shared", "noise_device",
+                   "node_condition"),
     "output_format": ("image_format", "jpeg_quality"),
 }
 

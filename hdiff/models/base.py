@@ -21,10 +21,14 @@ from hdiff.errors import HdiffError
 
 @dataclass
 class Conditioning:
-    """Per-image conditioning, batch-first. `features` (N, D) are what the cluster tree is built from."""
+    """Per-image conditioning, batch-first. `features` (N, D) are what the cluster tree is built from.
+
+    `masks` names the attention masks among `tensors`: a node's mask attends wherever one of its members' does.
+    """
 
     tensors: dict[str, torch.Tensor]  # each (N, ...)
     features: np.ndarray  # (N, D)
+    masks: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.features)
@@ -34,18 +38,56 @@ class Conditioning:
         if len(parts) == 1:
             return parts[0]
         return cls({name: torch.cat([p.tensors[name] for p in parts]) for name in parts[0].tensors},
-                   np.concatenate([p.features for p in parts]))
+                   np.concatenate([p.features for p in parts]), parts[0].masks)
 
-    def mean(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
-        """The cluster's conditioning: each tensor averaged over `rows`, keeping a batch dim of 1."""
-        index = torch.as_tensor(np.asarray(rows), dtype=torch.long)
-        return {name: value[index].mean(dim=0, keepdim=True) for name, value in self.tensors.items()}
+    def for_node(self, rows: np.ndarray, how: str) -> dict[str, torch.Tensor]:
+        """A node's conditioning from its members' `rows` (in the tree's canonical leaf order), batch dim 1.
+
+        "mean": each tensor averaged position by position over the members (masks: their union);
+        "medoid": the rows of the member whose features are closest in cosine to the members' mean direction.
+        """
+        rows = np.asarray(rows)
+        if how == "medoid":
+            index = torch.as_tensor(rows[[medoid(self.features[rows])]], dtype=torch.long)
+            return {name: value[index] for name, value in self.tensors.items()}
+        if how != "mean":
+            raise ValueError(f"unknown node condition {how!r}")
+        index = torch.as_tensor(rows, dtype=torch.long)
+        return {name: value[index].amax(dim=0, keepdim=True) if name in self.masks
+                else value[index].mean(dim=0, keepdim=True) for name, value in self.tensors.items()}
+
+
+def medoid(features: np.ndarray) -> int:
+    """The index of the row (N, D) with the largest cosine similarity to the mean of the rows' unit vectors; the
+    first such row on ties (rows come in the tree's canonical order, so the choice is order-independent)."""
+    unit = features.astype(np.float64)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True).clip(1e-12)
+    return int(np.argmax(unit @ unit.mean(axis=0)))
 
 
 def classifier_free_guidance(output: torch.Tensor, guidance_scale: float) -> torch.Tensor:
     """A guided batch (unconditional rows first, then conditional) combined: u + s · (c − u) (Ho & Salimans 2022)."""
     uncond, cond = output.chunk(2)  # each (B, ...)
     return uncond + guidance_scale * (cond - uncond)
+
+
+def guided_batch(latents: torch.Tensor, cond: dict[str, torch.Tensor], negative: dict[str, torch.Tensor],
+                 guided: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One denoiser call's latents and conditioning: with guidance, the latents twice (2B rows) and each tensor's
+    unconditional row repeated before the B conditional rows, as the stock pipelines batch them."""
+    if not guided:
+        return latents, cond
+    batch = len(latents)
+    rows = {name: torch.cat([negative[name].to(value.dtype).expand(batch, *value.shape[1:]), value])
+            for name, value in cond.items()}
+    return torch.cat([latents] * 2), rows
+
+
+def denoiser_call_rows(args: tuple, kwargs: dict) -> int:
+    """Rows in one denoiser call, from a forward pre-hook's arguments: UNets take `sample` first, transformers
+    `hidden_states` (FLUX's packed (B, tokens, 4C), the others' (B, C, h, w))."""
+    sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
+    return int(sample.shape[0])
 
 
 def stack_rows(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -63,6 +105,9 @@ class Adapter(ABC):
     default_guidance: float = 4.0
     default_tau: float = 1.0  # the paper's τ on its cluster features' cosine-distance scale
     default_size: int = 512
+    default_node_condition: ClassVar[str] = "mean"  # hdiff.records.NODE_CONDITIONS
+    cluster_features: ClassVar[str] = ""  # what the tree clusters, in words (docs/models.md)
+    cuda_dtype: ClassVar[torch.dtype] = torch.float16  # the dtype the family runs in on CUDA
 
     def __init__(self, model_id: str, scheduler, device: torch.device, dtype: torch.dtype):
         self.model_id = model_id
@@ -127,17 +172,61 @@ class Adapter(ABC):
         """Where per-latent noise generators live: the model's device, or the CPU (the same images everywhere)."""
         return self.device if on_device else torch.device("cpu")
 
+    def set_timesteps(self, scheduler, num_steps: int, height: int, width: int) -> None:
+        """`scheduler`'s timesteps for `num_steps` steps at this image size, as the stock pipeline sets them."""
+        scheduler.set_timesteps(num_steps, device=self.device)
+
     def initial_latents(self, scheduler, shape: tuple[int, ...], generators: list[torch.Generator]) -> torch.Tensor:
         """Starting noise, one generator per row, scaled as the stock pipelines' prepare_latents does."""
         latents = randn_tensor(shape, generator=generators, device=self.device, dtype=self.dtype)
         return latents * scheduler.init_noise_sigma
 
     def rows_per_cluster(self, guidance_scale: float) -> int:
+        """Denoiser rows per cluster and evaluation: 2 with classifier-free guidance (an unconditional row)."""
         return 2 if guidance_scale > 1.0 else 1
 
     @property
     def scheduler_name(self) -> str:
         return type(self.scheduler).__name__
+
+
+class StockPipelineAdapter(Adapter):
+    """An adapter driving one stock diffusers pipeline (`stock_pipeline`): its encoders, denoiser, VAE and image
+    postprocessing are used as loaded; subclasses write out its denoising loop's model call."""
+
+    stock_pipeline: ClassVar[str]  # the diffusers class loaded and driven
+    stock_pipeline_kwargs: ClassVar[dict] = {}
+    denoiser_name: ClassVar[str] = "unet"  # the pipeline's denoiser component
+
+    def __init__(self, model_id: str, pipeline, *, device="cpu", dtype=torch.float32):
+        super().__init__(model_id, pipeline.scheduler, device, dtype)
+        self.pipeline = pipeline
+
+    @classmethod
+    def from_pretrained(cls, source: str, *, device: str = "cpu", dtype=None, allow_pickle: bool = False,
+                        scheduler=None, **options) -> "StockPipelineAdapter":
+        """The stock pipeline from a Hub id or folder, on `device` in the family's dtype, progress bar off."""
+        import diffusers
+
+        dtype = dtype or default_dtype(device, cls.cuda_dtype)
+        kwargs = {"scheduler": scheduler} if scheduler is not None else {}
+        pipeline = load_component(getattr(diffusers, cls.stock_pipeline), source, torch_dtype=dtype,
+                                  allow_pickle=allow_pickle, **cls.stock_pipeline_kwargs, **kwargs).to(device)
+        pipeline.set_progress_bar_config(disable=True)
+        return cls(source, pipeline, device=device, dtype=dtype, **options)
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return getattr(self.pipeline, self.denoiser_name)
+
+    @property
+    def decoder(self) -> torch.nn.Module:
+        return self.pipeline.vae
+
+    def postprocess(self, image: torch.Tensor) -> torch.Tensor:
+        """The VAE's output (B, 3, H, W) in [-1, 1] as images (B, H, W, 3) in [0, 1] on the CPU."""
+        image = self.pipeline.image_processor.postprocess(image, output_type="pt")  # (B, 3, H, W) in [0, 1]
+        return image.cpu().permute(0, 2, 3, 1).float()
 
 
 ADAPTERS: dict[str, type[Adapter]] = {}
@@ -148,9 +237,9 @@ def register(cls: type[Adapter]) -> type[Adapter]:
     return cls
 
 
-def default_dtype(device: torch.device | str) -> torch.dtype:
-    """fp16 on CUDA, fp32 elsewhere."""
-    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+def default_dtype(device: torch.device | str, cuda_dtype: torch.dtype = torch.float16) -> torch.dtype:
+    """`cuda_dtype` (fp16 unless the family runs in bf16) on CUDA, fp32 elsewhere."""
+    return cuda_dtype if torch.device(device).type == "cuda" else torch.float32
 
 
 def load_component(loader, source: str, subfolder: str | None = None, *, allow_pickle: bool = False, **kwargs):

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from hdiff.errors import HdiffError
-from hdiff.models import kandinsky, shapes, stable_diffusion, unclip  # noqa: F401  (registers the adapters)
+from hdiff.models import flux, kandinsky, pixart, sd3, sdxl, shapes, stable_diffusion, unclip  # noqa: F401 (registers)
 from hdiff.devices import resolve_device
 from hdiff.models.base import ADAPTERS, Adapter
 from hdiff.models.schedulers import make_scheduler
@@ -41,17 +41,38 @@ def _class_name(index: Path) -> str | None:
         raise HdiffError(f"{index} is not a readable model_index.json ({exc})") from None
 
 
+def _adapter_by_class() -> dict[str, str]:
+    return {cls_name: name for name, adapter in ADAPTERS.items() for cls_name in adapter.pipeline_classes}
+
+
+def _supported() -> str:
+    return ", ".join(f"{cls_name} ({name})" for cls_name, name in sorted(_adapter_by_class().items()))
+
+
 def adapter_name_for(source: str) -> str:
+    """The registered adapter for a model: by alias, the shapes model's marker file, or model_index.json's class."""
     if source in ALIASES:
         return ALIASES[source]
     if Path(source).is_dir() and (Path(source) / "hdiff_shapes.json").exists():
         return "shapes"
-    by_class = {cls_name: name for name, adapter in ADAPTERS.items() for cls_name in adapter.pipeline_classes}
     class_name = _pipeline_class(source)
-    if class_name not in by_class:
-        raise HdiffError(f"no adapter for {source!r} (pipeline class {class_name}); pass --adapter, one of "
-                         f"{', '.join(sorted(ADAPTERS))}")
-    return by_class[class_name]
+    if class_name not in _adapter_by_class():
+        raise HdiffError(f"no adapter for {source!r} (pipeline class {class_name}); hdiff runs {_supported()}")
+    return _adapter_by_class()[class_name]
+
+
+def check_forced_adapter(name: str, source: str) -> None:
+    """A forced adapter must fit the model: when model_index.json names a pipeline class, the adapter loads it."""
+    if source in ALIASES or not ADAPTERS[name].pipeline_classes:
+        return
+    try:
+        class_name = _pipeline_class(source)
+    except HdiffError:
+        return  # no readable index here: the adapter's own loader reports what is missing
+    if class_name is not None and class_name not in ADAPTERS[name].pipeline_classes:
+        fits = _adapter_by_class().get(class_name)
+        raise HdiffError(f"the {name} adapter runs {', '.join(ADAPTERS[name].pipeline_classes)}, not {source!r} "
+                         f"({class_name}); " + (f"its adapter is {fits}" if fits else f"hdiff runs {_supported()}"))
 
 
 def load_adapter(source: str = shapes.SHAPES_MODEL_ID, *, adapter: str | None = None, device: str = "auto",
@@ -64,6 +85,8 @@ def load_adapter(source: str = shapes.SHAPES_MODEL_ID, *, adapter: str | None = 
     name = adapter or adapter_name_for(source)
     if name not in ADAPTERS:
         raise HdiffError(f"unknown adapter {name!r}; choose one of {', '.join(sorted(ADAPTERS))}")
+    if adapter is not None:
+        check_forced_adapter(name, source)
     cls = ADAPTERS[name]
     unknown = sorted(set(options) - set(cls.options))
     if unknown:

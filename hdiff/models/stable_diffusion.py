@@ -7,50 +7,23 @@ Kandinsky 2.2, whose conditioning is one image-embedding vector.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 
-from hdiff.models.base import (Adapter, Conditioning, classifier_free_guidance, default_dtype, load_component,
+from hdiff.models.base import (Conditioning, StockPipelineAdapter, classifier_free_guidance, guided_batch,
                                register)
 
 
 @register
-class StableDiffusionAdapter(Adapter):
+class StableDiffusionAdapter(StockPipelineAdapter):
     name = "stable-diffusion"
     pipeline_classes = ("StableDiffusionPipeline",)
     options = ()
+    stock_pipeline = "StableDiffusionPipeline"
+    stock_pipeline_kwargs = {"safety_checker": None, "requires_safety_checker": False}
+    cluster_features = "the CLIP text states averaged over token positions"
     default_steps = 40
     default_guidance = 7.5
     default_size = 512
-
-    def __init__(self, model_id: str, pipeline, *, device="cpu", dtype=torch.float32):
-        super().__init__(model_id, pipeline.scheduler, device, dtype)
-        self.pipeline = pipeline  # the stock pipeline: its own encode_prompt, VAE and postprocessing are used
-
-    stock_pipeline: ClassVar[str] = "StableDiffusionPipeline"  # the diffusers class loaded and driven
-    stock_pipeline_kwargs: ClassVar[dict] = {"safety_checker": None, "requires_safety_checker": False}
-
-    @classmethod
-    def from_pretrained(cls, source: str, *, device: str = "cpu", dtype=None, allow_pickle: bool = False,
-                        scheduler=None, **options) -> "StableDiffusionAdapter":
-        """The stock pipeline (`stock_pipeline`) from a Hub id or folder, on `device`, progress bar off."""
-        import diffusers
-
-        dtype = dtype or default_dtype(device)
-        kwargs = {"scheduler": scheduler} if scheduler is not None else {}
-        pipeline = load_component(getattr(diffusers, cls.stock_pipeline), source, torch_dtype=dtype,
-                                  allow_pickle=allow_pickle, **cls.stock_pipeline_kwargs, **kwargs).to(device)
-        pipeline.set_progress_bar_config(disable=True)
-        return cls(source, pipeline, device=device, dtype=dtype, **options)
-
-    @property
-    def denoiser(self) -> torch.nn.Module:
-        return self.pipeline.unet
-
-    @property
-    def decoder(self) -> torch.nn.Module:
-        return self.pipeline.vae
 
     @torch.no_grad()
     def encode(self, prompts, generators) -> Conditioning:
@@ -69,14 +42,10 @@ class StableDiffusionAdapter(Adapter):
     @torch.no_grad()
     def predict(self, scheduler, latents, t, cond, negative, guidance_scale):
         guided = guidance_scale > 1.0
-        states = cond["prompt_embeds"]
-        if guided:
-            latent_input = torch.cat([latents] * 2)  # (2B, C, h, w): unconditional rows first
-            states = torch.cat([negative["prompt_embeds"].expand(len(latents), -1, -1), states])
-        else:
-            latent_input = latents
+        latent_input, rows = guided_batch(latents, cond, negative, guided)  # (2B, C, h, w) when guided
         latent_input = scheduler.scale_model_input(latent_input, t)
-        output = self.pipeline.unet(latent_input, t, encoder_hidden_states=states, return_dict=False)[0]
+        output = self.pipeline.unet(latent_input, t, encoder_hidden_states=rows["prompt_embeds"],
+                                    return_dict=False)[0]
         if guided:
             output = classifier_free_guidance(output, guidance_scale)
         return output
@@ -84,6 +53,4 @@ class StableDiffusionAdapter(Adapter):
     @torch.no_grad()
     def decode(self, latents):
         vae = self.pipeline.vae
-        image = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
-        image = self.pipeline.image_processor.postprocess(image, output_type="pt")  # (B, 3, H, W) in [0, 1]
-        return image.cpu().permute(0, 2, 3, 1).float()
+        return self.postprocess(vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0])

@@ -22,7 +22,7 @@ import copy
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from hdiff.models.base import Conditioning, classifier_free_guidance, register
+from hdiff.models.base import Conditioning, classifier_free_guidance, guided_batch, register
 from hdiff.models.stable_diffusion import StableDiffusionAdapter
 
 
@@ -103,16 +103,10 @@ class StableUnCLIPAdapter(StableDiffusionAdapter):
     @torch.no_grad()
     def predict(self, scheduler, latents, t, cond, negative, guidance_scale):
         guided = guidance_scale > 1.0
-        states, labels = cond["prompt_embeds"], cond["class_labels"]
-        if guided:
-            latent_input = torch.cat([latents] * 2)  # (2B, C, h, w): unconditional rows first
-            states = torch.cat([negative["prompt_embeds"].expand(len(latents), -1, -1), states])
-            labels = torch.cat([negative["class_labels"].expand(len(latents), -1), labels])
-        else:
-            latent_input = latents
+        latent_input, rows = guided_batch(latents, cond, negative, guided)  # (2B, C, h, w) when guided
         latent_input = scheduler.scale_model_input(latent_input, t)
-        output = self.pipeline.unet(latent_input, t, encoder_hidden_states=states, class_labels=labels,
-                                    return_dict=False)[0]
+        output = self.pipeline.unet(latent_input, t, encoder_hidden_states=rows["prompt_embeds"],
+                                    class_labels=rows["class_labels"], return_dict=False)[0]
         if guided:
             output = classifier_free_guidance(output, guidance_scale)
         return output

@@ -3,7 +3,7 @@
 Legend (Decatur et al. 2025, Alg. 1):
     k          scheduler evaluation index, 0 ≤ k < K
     A_k        active nodes at k (plan.active[k]); |A_k| latents x_k, one per node
-    c_n        conditioning of node n: the mean of its members' conditioning rows
+    c_n        conditioning of node n: its members' conditioning rows averaged ("mean"), or its medoid member's
     π_k        parent index (plan.parent_index[k]): x_k's rows continue from x_{k-1}[π_k]
     g_n        node n's noise generator, seeded by hdiff.planning.seeds.node_seed over its members
 
@@ -27,8 +27,11 @@ from hdiff.sampling.state import gather_scheduler_history, step_accepts_generato
 
 def sample_plan(plan: Plan, adapter: Adapter, cond: Conditioning, seeds: np.ndarray, *, num_steps: int,
                 guidance_scale: float, height: int, width: int, max_batch: int = 64, noise_on_device: bool = False,
-                batch_multiple: int = 1, on_evaluation: Callable[[int, int], None] | None = None) -> torch.Tensor:
+                batch_multiple: int = 1, node_condition: str = "mean",
+                on_evaluation: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Final latents (N, C, h, w), row i for input row i. `seeds[i]` is input row i's seed.
+
+    `node_condition` forms a shared node's conditioning (`Conditioning.for_node`: "mean" or "medoid").
 
     `batch_multiple` pads each micro-batch to a multiple of that many clusters (repeating its last row, whose
     extra outputs are dropped): GPU kernels for a few batch sizes are reused and run at full speed."""
@@ -36,7 +39,7 @@ def sample_plan(plan: Plan, adapter: Adapter, cond: Conditioning, seeds: np.ndar
     row_of_leaf = np.argsort(tree.leaf_of_row)  # leaf id -> input row
     leaf_seeds = np.asarray(seeds)[row_of_leaf]
     scheduler = copy.deepcopy(adapter.scheduler)
-    scheduler.set_timesteps(num_steps, device=adapter.device)
+    adapter.set_timesteps(scheduler, num_steps, height, width)
     timesteps = scheduler.timesteps
     if len(timesteps) != plan.num_evaluations:
         raise ValueError(f"plan has {plan.num_evaluations} evaluations, scheduler {len(timesteps)}")
@@ -55,7 +58,7 @@ def sample_plan(plan: Plan, adapter: Adapter, cond: Conditioning, seeds: np.ndar
 
     def conditioning(node: int) -> dict[str, torch.Tensor]:  # c_n
         if node not in node_cond:
-            node_cond[node] = cond.mean(row_of_leaf[tree.members(node)])
+            node_cond[node] = cond.for_node(row_of_leaf[tree.members(node)], node_condition)
         return node_cond[node]
 
     def cluster_rows(active: np.ndarray) -> dict[str, torch.Tensor]:  # c_n for n in A_k, (|A_k|, ...)
