@@ -27,6 +27,7 @@ from hdiff.dataset.config import BuildConfig, apply_overrides, load_config
 from hdiff.dataset.finalize import (hardware_info, prefect_summary_markdown, shard_table_rows, write_dataset_card,
                                   write_manifest)
 from hdiff.dataset.settings import claim_output
+from hdiff.dataset.sources import build_provenance
 from hdiff.dataset.writer import clean_partials, read_all_stats
 from hdiff.errors import HdiffError
 
@@ -69,13 +70,18 @@ def retry_unless_bad_input(task, task_run, state) -> bool:
 
 
 @task(name="finalize")
-def finalize_task(config: BuildConfig, ingest_report: dict, wall_seconds: float) -> dict:
+def finalize_task(config: BuildConfig, ingest_report: dict, wall_seconds: float,
+                  source_revision: str | None = None) -> dict:
+    from hdiff.dataset.card import portable
     from hdiff.dataset.layout import grid_path
+    from hdiff.dataset.sidecars import write_sidecars
     from hdiff.figures import save_grid
 
-    manifest = write_manifest(config.output, config=config.to_flow_parameters(), ingest_report=ingest_report,
-                              shard_stats=read_all_stats(config.output), wall_seconds=wall_seconds,
-                              hardware=hardware_info())
+    shard_stats = read_all_stats(config.output)
+    write_sidecars(config.output, shard_stats)
+    manifest = write_manifest(config.output, config=portable(config.to_flow_parameters()), ingest_report=ingest_report,
+                              shard_stats=shard_stats, wall_seconds=wall_seconds, hardware=hardware_info(),
+                              provenance=portable(build_provenance(config, source_revision)))
     save_grid(pipeline.sample_grid_images(config.output), grid_path(config.output))
     write_dataset_card(config.output, manifest)
     create_markdown_artifact(prefect_summary_markdown(manifest), key="hdiff-build-summary",
@@ -157,7 +163,7 @@ def build_dataset(config: dict[str, Any] | None = None, config_path: str | None 
             update_progress_artifact(progress, 100.0 * done / len(futures))
     report = {"read": prepared.ingest_report.read, "kept": prepared.ingest_report.kept,
               "dropped": prepared.ingest_report.dropped, "truncated": prepared.ingest_report.truncated}
-    return finalize_task(cfg, report, time.perf_counter() - started)
+    return finalize_task(cfg, report, time.perf_counter() - started, prepared.source_revision)
 
 
 class _BadInputLogged(logging.Filter):

@@ -38,8 +38,9 @@ def cmd_generate(args) -> int:
     check_writable_output(args.out, overwrite=args.overwrite)
     prompts = read_prompt_file(args.prompts)
     job = ImageJob.from_prompts(prompts, images_per_prompt=args.images_per_prompt, base_seed=args.seed)
+    options = {"prior": args.prior} if args.prior else {}
     adapter = load_adapter(args.model, adapter=args.adapter, device=args.device, scheduler=args.scheduler,
-                           allow_pickle=args.allow_pickle)
+                           allow_pickle=args.allow_pickle, **options)
     adapter.accelerate(channels_last=args.channels_last, compile=args.compile)
     settings = requested.for_model(adapter)
     out = Path(args.out)
@@ -121,6 +122,8 @@ def parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="images for a prompt file, sharing early denoising steps")
     g.add_argument("--model", default="hdiff/shapes", help="Hub id or local folder (default: the embedded model)")
+    g.add_argument("--prior", default=None, help="Kandinsky 2.2: the prior's Hub id or local folder "
+                   "(default: kandinsky-community/kandinsky-2-2-prior)")
     g.add_argument("--adapter", default=None, help="adapter name when it cannot be inferred")
     g.add_argument("--prompts", required=True, help=".txt (one a line) or .jsonl ({\"prompt\": ...})")
     share = g.add_mutually_exclusive_group()

@@ -191,7 +191,10 @@ def build_model_repos(mirrors: Path) -> dict[str, str]:
     """The four model repositories; returns repo id -> commit sha."""
     import tiny_models
 
-    pipelines = {KANDINSKY_PRIOR: tiny_models.kandinsky_prior, KANDINSKY_DECODER: tiny_models.kandinsky_decoder,
+    def decoder():  # its UNet's sample_size sets its default image size, as the real one's (64 × 8 = 512 px)
+        return tiny_models.kandinsky_decoder(sample_size=8)
+
+    pipelines = {KANDINSKY_PRIOR: tiny_models.kandinsky_prior, KANDINSKY_DECODER: decoder,
                  STABLE_UNCLIP: tiny_models.stable_unclip, STABLE_DIFFUSION: tiny_models.stable_diffusion}
     commits = {}
     for repo_id, make in pipelines.items():

@@ -144,8 +144,11 @@ def test_datasets_and_the_cards_snippets_read_every_sample(built, tmp_path, monk
 def test_card_front_matter_points_the_viewer_at_the_tars(built):
     card = (built / "README.md").read_text(encoding="utf-8")
     header = yaml.safe_load(card.split("---\n")[1])
-    assert header["tags"] == ["synthetic"] and header["task_categories"] == ["text-to-image"]
-    assert header["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/*.tar"}]}]
+    assert header["tags"] == ["synthetic", "hdiff"] and header["task_categories"] == ["text-to-image"]
+    assert header["pretty_name"] == "tiny-test" and header["license"] == "other"
+    assert header["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/*.tar"}]},
+                                 {"config_name": "metadata",
+                                  "data_files": [{"split": "train", "path": "data/*.parquet"}]}]
     assert "grid.png" not in card
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 import hdiff
 from hdiff.machine import cpu_model
-from hdiff.dataset import layout
+from hdiff.dataset import card, layout, sidecars
 from hdiff.files import write_atomically
 from hdiff.dataset.writer import ShardStats
 from hdiff.records import ClusterStep, DatasetRecord
@@ -44,11 +44,12 @@ def percent_saved(unet_rows: float, standard_rows: float) -> float:
 
 
 def write_manifest(out_dir: str | Path, *, config: dict, ingest_report: dict, shard_stats: list[ShardStats | dict],
-                   wall_seconds: float, hardware: dict) -> dict:
+                   wall_seconds: float, hardware: dict, provenance: dict | None = None) -> dict:
     """Write OUT/manifest.json from the finished shards' stats and return it.
 
     `ingest_report` is the ingest task's counts, stored as given; its `dropped` mapping (reason → count), when
-    present, is shown in the card and the summary. `wall_seconds` is the whole build's wall time.
+    present, is shown in the card and the summary. `wall_seconds` is the whole build's wall time. `provenance`: the
+    corpus and models with their revisions (hdiff.dataset.card.provenance_section shows it).
     """
     shards = sorted((ShardStats.model_validate(s) for s in shard_stats), key=lambda s: s.shard)
     unet_rows = sum(s.unet_rows for s in shards)
@@ -74,6 +75,7 @@ def write_manifest(out_dir: str | Path, *, config: dict, ingest_report: dict, sh
             "tar_bytes": sum(s.tar_bytes for s in shards),
         },
         "hardware": hardware,
+        "provenance": provenance,
     }
     data = json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=False, default=str) + "\n"
     write_atomically(layout.manifest_path(out_dir), data.encode("utf-8"))
@@ -121,24 +123,6 @@ def prefect_summary_markdown(manifest: dict) -> str:
     if drops := _drops_table(manifest):
         parts += ["## Ingest drops", drops]
     return "\n\n".join(parts) + "\n"
-
-
-def _size_category(samples: int) -> str:
-    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
-        if samples < limit:
-            return name
-    return "1M<n<10M"
-
-
-def card_front_matter(manifest: dict) -> dict:
-    """The card's YAML header: the `configs` block points the Hub viewer at the tars."""
-    return {
-        "tags": ["synthetic"],
-        "task_categories": ["text-to-image"],
-        "size_categories": [_size_category(manifest["totals"]["samples"])],
-        "configs": [{"config_name": "default",
-                     "data_files": [{"split": "train", "path": layout.DATA_FILES_GLOB}]}],
-    }
 
 
 def _type_name(annotation: Any) -> str:
@@ -193,7 +177,6 @@ def dataset_card(out_dir: str | Path, manifest: dict) -> str:
     totals, image_format = manifest["totals"], (manifest["counts"]["image_formats"] or ["png"])[0]
     title = manifest["config"].get("name") or out.resolve().name
     sections = [
-        f"---\n{yaml.safe_dump(card_front_matter(manifest), sort_keys=False)}---",
         f"# {title}",
         f"{totals['samples']:,} synthetic images, each with its prompt and a full generation record, built by "
         f"hdiff {manifest['hdiff_version']}, which shares the early denoising steps of similar prompts "
@@ -208,6 +191,8 @@ def dataset_card(out_dir: str | Path, manifest: dict) -> str:
         _compute_table(manifest),
         f"Hardware: {_hardware_line(manifest['hardware'])}.",
     ]
+    if provenance := card.provenance_section(manifest):
+        sections.append(provenance)
     if layout.dendrogram_path(out).is_file():
         sections.append(f"One shard's prompt tree, cut where images stop sharing latents:\n\n"
                         f"![dendrogram]({layout.DENDROGRAM_NAME})")
@@ -215,6 +200,9 @@ def dataset_card(out_dir: str | Path, manifest: dict) -> str:
         "## Files",
         f"- `{layout.DATA_FILES_GLOB}`: WebDataset shards; each sample is `<key>.{image_format}` (the image), "
         "`<key>.txt` (the prompt) and `<key>.json` (the record below). Keys have no dots.\n"
+        f"- `{sidecars.METADATA_GLOB}`: one table per shard, a row per sample (key, prompt, seed, τ, UNet rows, "
+        "cluster path length, source row and columns): `pandas.read_parquet`, or the `metadata` subset.\n"
+        f"- `{layout.DATA_DIR}/{sidecars.SIZES_NAME}`: samples per tar, for webdataset loaders.\n"
         f"- `{layout.STATS_DIR}/<shard>.json`: per-shard counts, sha256 and compute.\n"
         f"- `{layout.MANIFEST_NAME}`: the build's configuration, counts, per-shard table, totals and hardware.",
         "## Fields of the json record",
@@ -227,7 +215,7 @@ def dataset_card(out_dir: str | Path, manifest: dict) -> str:
         sections += ["## Prompts dropped at ingest", drops]
     sections += ["## Build configuration",
                  f"```yaml\n{yaml.safe_dump(manifest['config'], sort_keys=True, allow_unicode=True)}```"]
-    return "\n\n".join(sections) + "\n"
+    return card.card_text(manifest, "\n\n".join(sections) + "\n")
 
 
 def write_dataset_card(out_dir: str | Path, manifest: dict) -> Path:

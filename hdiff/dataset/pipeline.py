@@ -23,7 +23,8 @@ from tqdm import tqdm
 from hdiff.dataset import layout
 from hdiff.dataset.config import BuildConfig, ModelConfig
 from hdiff.dataset.embed_cache import embed_with_cache
-from hdiff.dataset.ingest import IngestReport, ingest, local_files, read_corpus
+from hdiff.dataset.ingest import IngestReport, ingest_rows
+from hdiff.dataset.sources import check_inputs
 from hdiff.dataset.shard import semantic_shards
 from hdiff.dataset.writer import Sample, ShardStats, read_stats, shard_is_complete, write_shard
 from hdiff.files import atomic_path, check_writable_output
@@ -38,38 +39,38 @@ class ShardJob:
 
     name: str
     prompts: tuple[str, ...]
+    sources: tuple[dict, ...] = ()  # each prompt's source row (hdiff.records.SourceRow), in the same order
 
 
 @dataclass
 class Prepared:
     shards: list[ShardJob]
     ingest_report: IngestReport
+    source_revision: str | None = None  # the commit sha the corpus resolved to, or a hash of local files
 
 
 def preflight(config: BuildConfig) -> None:
     """What can be checked before any work: the output folder can be written, the model can be found, a local
     corpus exists. Raises HdiffError with one line."""
-    from hdiff.models import adapter_name_for
-
     check_writable_output(config.output)
-    local_files(config.source.path_or_id)
-    adapter_name_for(config.model.id)
+    check_inputs(config)
 
 
 def prepare(config: BuildConfig, progress: bool = True) -> Prepared:
     """Read, clean, embed and partition the corpus into shards."""
-    source = config.source
-    raw = read_corpus(source.path_or_id, split=source.split, column=source.column, data_files=source.data_files)
+    corpus = config.source.open()
     embed = functools.partial(embed_with_cache, cache_dir=config.embedding.cache_dir,
                               model_name=config.embedding.model, batch_size=config.embedding.batch_size,
                               progress=progress)
-    prompts, report = ingest(raw, max_chars=config.ingest.max_chars, long_policy=config.ingest.long_policy,
+    prompts, report = ingest_rows(corpus.rows(), max_chars=config.ingest.max_chars, long_policy=config.ingest.long_policy,
                              near_dedupe=config.ingest.near_dedupe, embed_fn=embed, limit=config.ingest.limit,
-                             sample_seed=config.ingest.sample_seed, source=source.path_or_id)
+                             sample_seed=config.ingest.sample_seed, source=corpus.label)
     vectors = embed([p.text for p in prompts])
     parts = semantic_shards(vectors, [p.id for p in prompts], config.sharding.min_size, config.sharding.max_size)
-    shards = [ShardJob(layout.shard_name(i), tuple(prompts[r].text for r in rows)) for i, rows in enumerate(parts)]
-    return Prepared(shards, report)
+    shards = [ShardJob(layout.shard_name(i), tuple(prompts[r].text for r in rows),
+                       tuple(corpus.source_row(prompts[r].row, prompts[r].columns) for r in rows))
+              for i, rows in enumerate(parts)]
+    return Prepared(shards, report, corpus.revision)
 
 
 _ADAPTER_LOCK = threading.Lock()
@@ -78,17 +79,18 @@ _ADAPTER_LOCK = threading.Lock()
 def cached_adapter(model: ModelConfig):
     """One loaded model per worker process, reused by every shard it generates (threads wait for one load)."""
     with _ADAPTER_LOCK:
-        return _load_adapter(model.id, model.device, model.scheduler, model.dtype, model.allow_pickle,
+        return _load_adapter(model.id, model.prior, model.device, model.scheduler, model.dtype, model.allow_pickle,
                              model.channels_last, model.compile)
 
 
 @functools.lru_cache(maxsize=2)
-def _load_adapter(model_id: str, device: str, scheduler: str | None, dtype: str, allow_pickle: bool,
-                  channels_last: bool, compile: bool):
+def _load_adapter(model_id: str, prior: str | None, device: str, scheduler: str | None, dtype: str,
+                  allow_pickle: bool, channels_last: bool, compile: bool):
     from hdiff.models import load_adapter
 
+    options = {"prior": prior} if prior else {}
     adapter = load_adapter(model_id, device=device, scheduler=scheduler, allow_pickle=allow_pickle,
-                           dtype=None if dtype == "auto" else getattr(torch, dtype))
+                           dtype=None if dtype == "auto" else getattr(torch, dtype), **options)
     return adapter.accelerate(channels_last=channels_last, compile=compile)
 
 
@@ -121,9 +123,11 @@ def generate_pack(config: BuildConfig, shards: list[ShardJob],
             continue
         shard_started = time.perf_counter()
 
-        def samples(job=job, generation=generation):
+        def samples(job=job, generation=generation, sources=dict(zip(shard.prompts, shard.sources))):
             for row, image in generation.images():
                 record = generation.records[row].model_dump(mode="json")
+                if sources:
+                    record["source"] = sources[job.prompts[row]]
                 yield Sample(sample_key(job.prompt_ids[row], job.copy_index[row]), image, job.prompts[row], record)
 
         if shard.name == layout.shard_name(0):

@@ -17,11 +17,11 @@ from hdiff.dataset.config import BuildConfig
 from hdiff.errors import HdiffError
 
 IMAGE_SETTINGS: dict[str, tuple[str, ...]] = {  # section -> fields that decide which images are built, and how
-    "source": ("path_or_id", "split", "column", "data_files"),
+    "source": ("path_or_id", "revision", "name", "split", "column", "data_files", "keep_columns"),
     "ingest": ("max_chars", "long_policy", "near_dedupe", "limit", "sample_seed"),
     "embedding": ("model",),
     "sharding": ("min_size", "max_size"),
-    "model": ("id", "scheduler", "steps", "guidance_scale", "height", "width", "dtype"),
+    "model": ("id", "prior", "scheduler", "steps", "guidance_scale", "height", "width", "dtype"),
     "generation": ("tau", "budget", "schedule", "seed", "images_per_prompt", "copy_max_shared", "noise_device"),
     "output_format": ("image_format", "jpeg_quality"),
 }
