@@ -37,6 +37,8 @@ KANDINSKY_DECODER = "kandinsky-community/kandinsky-2-2-decoder"
 STABLE_UNCLIP = "fusing/stable-unclip-2-1-l"
 STABLE_DIFFUSION = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 PROMPT_DATASET = "hdiff-test/prompt-corpus"
+PARTI_PROMPTS = "nateraw/parti-prompts"  # the corpus configs/kandinsky22.yaml names, as a tiny copy
+PICKLE_DECOY = "unet/diffusion_pytorch_model.bin"  # real repos carry pickle copies of their weights; never fetched
 SUBSETS = ("animals", "objects")
 FIRST_REVISION = "v1"  # a tag on the corpus's first commit; `main` is the second
 
@@ -200,6 +202,8 @@ def build_model_repos(mirrors: Path) -> dict[str, str]:
     for repo_id, make in pipelines.items():
         folder = model_folder(mirrors, repo_id)
         make().save_pretrained(folder)
+        if repo_id == KANDINSKY_DECODER:
+            (folder / PICKLE_DECOY).write_bytes(b"not loaded: hdiff reads safetensors unless allow_pickle")
         commits[repo_id] = commit_all(folder, f"tiny random-weight {repo_id}")
     return commits
 
@@ -244,6 +248,21 @@ def build_corpus_repo(mirrors: Path, sizes: tuple[int, int] = (6, 10)) -> dict[s
         commits[revision] = commit_all(folder, f"{count} prompts a subset",
                                        tag=FIRST_REVISION if revision == FIRST_REVISION else None)
     return commits
+
+
+def build_parti_repo(mirrors: Path, count: int = 12) -> str:
+    """A tiny nateraw/parti-prompts: its columns (Prompt, Category, Challenge, Note) in one parquet file, no subsets."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = mirrors / "datasets" / PARTI_PROMPTS
+    (folder / "data").mkdir(parents=True)
+    categories = ("Animals", "Artifacts", "Outdoor Scenes")
+    rows = {"Prompt": [f"a {c.lower()} scene, picture {i}" for i, c in enumerate(categories * (count // 3))],
+            "Category": list(categories * (count // 3)), "Challenge": ["Basic"] * count, "Note": [""] * count}
+    pq.write_table(pa.table(rows), folder / "data" / "train-00000-of-00001.parquet")
+    (folder / "README.md").write_text("---\nlicense: apache-2.0\n---\n# PartiPrompts (a tiny copy for tests)\n")
+    return commit_all(folder, "parti prompts")
 
 
 if __name__ == "__main__":

@@ -146,9 +146,7 @@ def test_card_front_matter_points_the_viewer_at_the_tars(built):
     header = yaml.safe_load(card.split("---\n")[1])
     assert header["tags"] == ["synthetic", "hdiff"] and header["task_categories"] == ["text-to-image"]
     assert header["pretty_name"] == "tiny-test" and header["license"] == "other"
-    assert header["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/*.tar"}]},
-                                 {"config_name": "metadata",
-                                  "data_files": [{"split": "train", "path": "data/*.parquet"}]}]
+    assert header["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/*.tar"}]}]
     assert "grid.png" not in card
 
 

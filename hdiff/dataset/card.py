@@ -1,8 +1,9 @@
 """The dataset card's metadata, built with huggingface_hub's DatasetCard / DatasetCardData, and the build's settings
 and provenance as the card and the manifest show them: without local absolute paths.
 
-The `configs` block points `datasets.load_dataset(folder_or_repo)` and the Hub's viewer at the tars (the default
-subset) and at the per-shard metadata tables (the `metadata` subset, hdiff.dataset.sidecars).
+The `configs` block points `datasets.load_dataset(folder_or_repo)` and the Hub's viewer at the tars. The per-shard
+metadata tables beside them (hdiff.dataset.sidecars) are not a second subset: `datasets` reads every subset of a
+folder with one builder, so they are read as parquet files (`load_dataset("parquet", data_files=...)`, pandas).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from hdiff.dataset import layout
-from hdiff.dataset.sidecars import METADATA_GLOB
 
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                    (10_000_000, "1M<n<10M"))
@@ -45,8 +45,7 @@ def card_data(manifest: dict) -> Any:
         tags=["synthetic", "hdiff"],
         size_categories=[size_category(manifest["totals"]["samples"])],
         source_datasets=[hub_source] if hub_source else None,
-        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": layout.DATA_FILES_GLOB}]},
-                 {"config_name": "metadata", "data_files": [{"split": "train", "path": METADATA_GLOB}]}],
+        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": layout.DATA_FILES_GLOB}]}],
     )
 
 

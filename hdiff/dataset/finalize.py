@@ -201,7 +201,8 @@ def dataset_card(out_dir: str | Path, manifest: dict) -> str:
         f"- `{layout.DATA_FILES_GLOB}`: WebDataset shards; each sample is `<key>.{image_format}` (the image), "
         "`<key>.txt` (the prompt) and `<key>.json` (the record below). Keys have no dots.\n"
         f"- `{sidecars.METADATA_GLOB}`: one table per shard, a row per sample (key, prompt, seed, τ, UNet rows, "
-        "cluster path length, source row and columns): `pandas.read_parquet`, or the `metadata` subset.\n"
+        "cluster path length, source row and columns): `pandas.read_parquet`, or `load_dataset(\"parquet\", "
+        f"data_files=\"{sidecars.METADATA_GLOB}\")`.\n"
         f"- `{layout.DATA_DIR}/{sidecars.SIZES_NAME}`: samples per tar, for webdataset loaders.\n"
         f"- `{layout.STATS_DIR}/<shard>.json`: per-shard counts, sha256 and compute.\n"
         f"- `{layout.MANIFEST_NAME}`: the build's configuration, counts, per-shard table, totals and hardware.",

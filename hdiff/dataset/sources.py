@@ -224,16 +224,19 @@ def _fetched_files(dataset: HubDataset) -> tuple[str, list[str]]:
     try:
         info = HfApi().dataset_info(dataset.repo_id, revision=dataset.revision)
         files = [s.rfilename for s in info.siblings or []]
-        if CARD in files:  # kept in the cache, so that an offline run finds the subsets
-            hf_hub_download(dataset.repo_id, CARD, repo_type="dataset", revision=info.sha)
         patterns = subset_patterns(dataset, info.card_data.to_dict() if info.card_data else None)
         wanted = matching(files, patterns)
         if not wanted:
             raise HdiffError(f"dataset {dataset}: no files match {', '.join(patterns)}")
-        paths = [hf_hub_download(dataset.repo_id, f, repo_type="dataset", revision=info.sha) for f in wanted]
+        # by the revision's name, so that the cache records what it resolved to (an offline run reads that); the
+        # card too, so that it finds the subsets
+        paths = [hf_hub_download(dataset.repo_id, f, repo_type="dataset", revision=dataset.revision)
+                 for f in ([CARD] if CARD in files else []) + wanted]
     except (HfHubHTTPError, OSError) as exc:
         raise HdiffError(f"could not fetch dataset {dataset} from the Hub: {_first_line(exc)}") from None
-    return info.sha, paths
+    if any(Path(p).parents[len(Path(f).parts) - 1].name != info.sha for p, f in zip(paths[-len(wanted):], wanted)):
+        raise HdiffError(f"dataset {dataset} changed on the Hub while its files were fetched; run again")
+    return info.sha, paths[-len(wanted):]
 
 
 def resolve_hub_files(dataset: HubDataset) -> tuple[str, list[str]]:
