@@ -76,6 +76,7 @@ def cmd_generate(args) -> int:
 
 def cmd_build(args) -> int:
     from hdiff.dataset.config import apply_overrides, load_config
+    from hdiff.dataset.pipeline import preflight
     from flows.build_dataset import build_dataset_from_config
 
     config = load_config(args.config)
@@ -87,6 +88,7 @@ def cmd_build(args) -> int:
                 raise HdiffError(f"--set expects KEY=VALUE, got {item!r}")
             overrides[key] = value
         config = apply_overrides(config, overrides)
+    preflight(config)  # before the flow (and a temporary Prefect server) starts; the flow checks again
     manifest = build_dataset_from_config(config)
     totals = manifest["totals"]
     print(f"{totals['samples']} images in {config.output}: {totals['percent_saved']:.1f}% of UNet rows saved "

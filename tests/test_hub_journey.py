@@ -37,13 +37,16 @@ def readme_commands() -> dict[str, list[str]]:
     return {words[1]: words for words in commands if words}
 
 
-def run(words: list[str], *, cwd: Path, home: Path, hub, offline: bool) -> subprocess.CompletedProcess:
+def run(words: list[str], *, cwd: Path, home: Path, hub, offline: bool,
+        prefect_api: str | None = None) -> subprocess.CompletedProcess:
     """`hdiff ...` or `hf ...` as a user's shell finds them, with this HF cache, online or offline."""
     flag = "1" if offline else "0"
     env = {**os.environ, "HF_HOME": str(home), "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": flag,
            "HF_DATASETS_OFFLINE": flag, "TRANSFORMERS_OFFLINE": flag, "PYTHONPATH": str(REPO),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # this venv's hdiff and hf
            "OMP_NUM_THREADS": "1"}  # tiny models: threads only add overhead on a shared machine
+    if prefect_api:
+        env["PREFECT_API_URL"] = prefect_api
     return subprocess.run(words, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=RUN_TIMEOUT_S)
 
@@ -81,6 +84,16 @@ def cached_files(home: Path, kind: str, repo_id: str) -> set[str]:
 @pytest.fixture(scope="module")
 def commands() -> dict[str, list[str]]:
     return readme_commands()
+
+
+@pytest.fixture(scope="module")
+def prefect_api() -> str:
+    """One Prefect server for the builds' subprocesses (each would start a temporary one)."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()
 
 
 @pytest.fixture(scope="module")
@@ -134,10 +147,10 @@ def test_generate_offline_cold_names_the_command_that_fetches_what_it_needs(hub_
 
 
 @pytest.fixture(scope="module")
-def built_online(hub_server, commands, tmp_path_factory) -> tuple[Path, Path, Path]:
+def built_online(hub_server, commands, prefect_api, tmp_path_factory) -> tuple[Path, Path, Path]:
     """`hdiff build configs/kandinsky22.yaml` online, from an empty cache: (work folder, HF home, output)."""
     root, home = workdir(tmp_path_factory.mktemp("build")), tmp_path_factory.mktemp("hf-home")
-    succeeded(run(commands["build"], cwd=root, home=home, hub=hub_server, offline=False))
+    succeeded(run(commands["build"], cwd=root, home=home, hub=hub_server, offline=False, prefect_api=prefect_api))
     return root, home, root / "out" / "parti-kandinsky22"
 
 
@@ -168,10 +181,10 @@ def test_build_online_records_provenance_and_writes_sidecars(hub_server, built_o
     assert sorted(metadata["key"]) == sorted(records["__key__"])
 
 
-def test_build_offline_warm_gives_the_same_tars(hub_server, commands, built_online):
+def test_build_offline_warm_gives_the_same_tars(hub_server, commands, prefect_api, built_online):
     root, home, out = built_online
     online = folder_bytes(out.rename(out.with_name("online")), "data/*")
-    succeeded(run(commands["build"], cwd=root, home=home, hub=hub_server, offline=True))
+    succeeded(run(commands["build"], cwd=root, home=home, hub=hub_server, offline=True, prefect_api=prefect_api))
     assert folder_bytes(out, "data/*") == online
 
 
