@@ -62,9 +62,10 @@ def prepare(config: BuildConfig, progress: bool = True) -> Prepared:
     embed = functools.partial(embed_with_cache, cache_dir=config.embedding.cache_dir,
                               model_name=config.embedding.model, batch_size=config.embedding.batch_size,
                               progress=progress)
-    prompts, report = ingest_rows(corpus.rows(), max_chars=config.ingest.max_chars, long_policy=config.ingest.long_policy,
-                             near_dedupe=config.ingest.near_dedupe, embed_fn=embed, limit=config.ingest.limit,
-                             sample_seed=config.ingest.sample_seed, source=corpus.label)
+    prompts, report = ingest_rows(corpus.rows(), max_chars=config.ingest.max_chars,
+                                  long_policy=config.ingest.long_policy, near_dedupe=config.ingest.near_dedupe,
+                                  embed_fn=embed, limit=config.ingest.limit, sample_seed=config.ingest.sample_seed,
+                                  source=corpus.label)
     vectors = embed([p.text for p in prompts])
     parts = semantic_shards(vectors, [p.id for p in prompts], config.sharding.min_size, config.sharding.max_size)
     shards = [ShardJob(layout.shard_name(i), tuple(prompts[r].text for r in rows),
