@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# the Hub-compatible test server (olah) lives in its own venv: it pins packages the project's venv must not get
+OLAH := .venv-olah/bin/olah-cli
 export HF_HUB_OFFLINE ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
@@ -22,11 +24,14 @@ demo: setup
 	$(BIN)/hdiff build configs/demo.yaml
 	$(BIN)/hdiff verify out/demo
 
-test: setup
+$(OLAH): | $(BIN)/hdiff
+	$(BIN)/python tests/hub_server.py install
+
+test: setup $(OLAH)
 	$(BIN)/pytest -q
 
 bench-saved: setup
 	$(BIN)/hdiff bench saved --prompts-dir data/prompts
 
 clean:
-	rm -rf out .cache
+	rm -rf out .cache .venv-olah

@@ -29,6 +29,8 @@ from hdiff.dataset.config import BuildConfig, apply_overrides, load_config
 from hdiff.dataset import layout, pipeline
 from hdiff.dataset.finalize import commit_run, prefect_summary_markdown, shard_table_rows
 from hdiff.dataset.settings import claim_output
+from hdiff.dataset.card import portable
+from hdiff.dataset.sources import build_provenance
 from hdiff.dataset.writer import clean_partials
 from hdiff.devices import visible_devices
 from hdiff.errors import HdiffError
@@ -81,10 +83,11 @@ def rewrite_task(config: BuildConfig, rewrite) -> None:
 def commit_task(config: BuildConfig, prepared: pipeline.Prepared, wall_seconds: float) -> dict:
     """Commit the run; returns the manifest with `run`: what this run changed (not stored in the file)."""
     report = prepared.ingest_report
-    manifest = commit_run(config.output, config=config.to_flow_parameters(), committed=prepared.committed,
+    manifest = commit_run(config.output, config=portable(config.to_flow_parameters()), committed=prepared.committed,
                           plan=prepared.plan, wall_seconds=wall_seconds, keep_extra=not config.update.prune,
                           ingest_report={"read": report.read, "kept": report.kept, "dropped": report.dropped,
-                                         "truncated": report.truncated})
+                                         "truncated": report.truncated},
+                          provenance=portable(build_provenance(config, prepared.source_revision)))
     run = run_report(prepared, manifest)
     get_run_logger().info("%s: %s", config.output, describe_run(run))
     if run["version"] is not None:

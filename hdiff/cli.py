@@ -39,8 +39,9 @@ def cmd_generate(args) -> int:
     check_writable_output(args.out, overwrite=args.overwrite)
     prompts = read_prompt_file(args.prompts)
     job = ImageJob.from_prompts(prompts, images_per_prompt=args.images_per_prompt, base_seed=args.seed)
+    options = {"prior": args.prior} if args.prior else {}
     adapter = load_adapter(args.model, adapter=args.adapter, device=args.device, scheduler=args.scheduler,
-                           allow_pickle=args.allow_pickle)
+                           allow_pickle=args.allow_pickle, **options)
     adapter.accelerate(channels_last=args.channels_last, compile=args.compile)
     settings = requested.for_model(adapter)
     out = Path(args.out)
@@ -76,6 +77,7 @@ def cmd_generate(args) -> int:
 
 def cmd_build(args) -> int:
     from hdiff.dataset.config import apply_overrides, load_config
+    from hdiff.dataset.pipeline import preflight
     from flows.build_dataset import build_dataset_from_config, describe_run
 
     config = load_config(args.config)
@@ -87,6 +89,7 @@ def cmd_build(args) -> int:
                 raise HdiffError(f"--set expects KEY=VALUE, got {item!r}")
             overrides[key] = value
         config = apply_overrides(config, overrides)
+    preflight(config)  # before the flow (and a temporary Prefect server) starts; the flow checks again
     manifest = build_dataset_from_config(config)
     totals, run = manifest["totals"], manifest["run"]
     compute = ""
@@ -127,6 +130,8 @@ def parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="images for a prompt file, sharing early denoising steps")
     g.add_argument("--model", default="hdiff/shapes", help="Hub id or local folder (default: the embedded model)")
+    g.add_argument("--prior", default=None, help="Kandinsky 2.2: the prior's Hub id or local folder "
+                   "(default: kandinsky-community/kandinsky-2-2-prior)")
     g.add_argument("--adapter", default=None, help="adapter name when it cannot be inferred")
     g.add_argument("--prompts", required=True, help=".txt (one a line) or .jsonl ({\"prompt\": ...})")
     share = g.add_mutually_exclusive_group()
@@ -175,8 +180,8 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--revision", default=None)
     u.set_defaults(func=cmd_push)
 
-    bench = sub.add_parser("bench", help="benchmarks that print figures: saved, quality, speed, plan")
-    bench.add_argument("which", choices=["saved", "quality", "speed", "plan"])
+    bench = sub.add_parser("bench", help="benchmarks that print figures: saved, quality, speed, plan, ingest")
+    bench.add_argument("which", choices=["saved", "quality", "speed", "plan", "ingest"])
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_bench)
     return p

@@ -201,7 +201,8 @@ def records_for(adapter: Adapter, job: ImageJob, plan: Plan, settings: Generatio
         leaf = int(plan.tree.leaf_of_row[row])
         records.append(ImageRecord(
             prompt=job.prompts[row], prompt_id=job.prompt_ids[row], copy_index=job.copy_index[row],
-            seed=job.seeds[row], model=adapter.model_id, scheduler=adapter.scheduler_name, steps=settings.steps,
+            seed=job.seeds[row], model=adapter.model_id, **adapter.provenance, scheduler=adapter.scheduler_name,
+            steps=settings.steps,
             evaluations=plan.num_evaluations, guidance_scale=settings.guidance_scale, tau=plan.schedule.tau,
             schedule=plan.schedule.kind, height=settings.height, width=settings.width,
             noise_device=settings.noise_device, node_condition=settings.node_condition,

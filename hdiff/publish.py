@@ -25,13 +25,14 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
 from huggingface_hub.hf_api import RepoFile
 
-from hdiff.dataset import layout
+from hdiff.dataset import layout, sidecars
 from hdiff.dataset.writer import file_sha256, read_stats
 from hdiff.errors import HdiffError
 
 log = logging.getLogger(__name__)
 
-UPLOAD_PATTERNS = [layout.DATA_FILES_GLOB, layout.CARD_NAME, layout.MANIFEST_NAME, layout.GRID_NAME,
+UPLOAD_PATTERNS = [layout.DATA_FILES_GLOB, sidecars.METADATA_GLOB, f"{layout.DATA_DIR}/{sidecars.SIZES_NAME}",
+                   layout.CARD_NAME, layout.MANIFEST_NAME, layout.GRID_NAME,
                    layout.DENDROGRAM_NAME]  # not stats/, nor partial files of interrupted writes
 HTTP_LOGGERS = {"httpx", "httpx2", "httpcore", "httpcore2", "urllib3", "huggingface_hub"}
 _NOISE = re.compile(r"For more information check: \S+")  # httpx's link to MDN's page on the status code

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,7 +31,13 @@ class ImageRecord(BaseModel):
     prompt_id: str = Field(description="stable id: a hash of the normalized prompt text")
     copy_index: int = Field(default=0, ge=0, description="which of several images of the same prompt")
     seed: int = Field(ge=0)
-    model: str
+    model: str = Field(description="the model's Hub id or folder, as given")
+    model_revision: str | None = Field(default=None, description="the commit sha its Hub id resolved to, or "
+                                       "sha256:<hex> of a local folder's files")
+    pipeline_class: str | None = Field(default=None, description="the diffusers pipeline class it was made with "
+                                       "(model_index.json's _class_name)")
+    prior: str | None = Field(default=None, description="the prior's Hub id or folder, for models that load one")
+    prior_revision: str | None = Field(default=None, description="the prior's revision, as model_revision")
     scheduler: str
     steps: int = Field(ge=1, description="denoising steps requested")
     evaluations: int = Field(ge=1, description="scheduler evaluations (steps, or more for 2nd-order schedulers)")
@@ -51,9 +57,21 @@ class ImageRecord(BaseModel):
     standard_unet_rows: int = Field(ge=0, description="UNet rows standard sampling would spend on it")
 
 
+class SourceRow(BaseModel):
+    """Where a prompt came from: its corpus, the corpus's revision, its row there and the columns kept from it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(description="the source as named in the config (Hub id or local file name)")
+    revision: str | None = Field(description="the commit sha the source resolved to, or sha256:<hex> of local files")
+    row: int = Field(ge=0, description="the prompt's row in the source (the first one, for a repeated prompt)")
+    columns: dict[str, Any] = Field(default_factory=dict, description="source.keep_columns of that row")
+
+
 class DatasetRecord(ImageRecord):
     """An ImageRecord as stored in a dataset shard, with the sample key and the shard it belongs to."""
 
+    source: SourceRow | None = Field(default=None, description="the prompt's source row (builds from a corpus)")
     key: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="WebDataset key, no dots")
     shard: str
     image_format: str

@@ -30,3 +30,21 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def hub_server(tmp_path_factory):
+    """The Hub-compatible server (tests/hub_server.py) with the tiny model repositories and the prompt corpus, one
+    per session; `commits` maps each repo id (and the corpus's revisions) to its commit sha."""
+    from hub_server import (PARTI_PROMPTS, PROMPT_DATASET, HubServer, build_corpus_repo, build_model_repos,
+                            build_parti_repo)
+
+    root = tmp_path_factory.mktemp("hub")
+    mirrors = root / "mirrors"
+    commits = build_model_repos(mirrors)
+    commits.update({f"{PROMPT_DATASET}@{rev}": sha for rev, sha in build_corpus_repo(mirrors).items()})
+    commits[PARTI_PROMPTS] = build_parti_repo(mirrors)
+    server = HubServer(mirrors, root).start()
+    server.commits = commits
+    yield server
+    server.stop()

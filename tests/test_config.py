@@ -25,8 +25,9 @@ def test_shipped_configs_load():
     assert demo.source.path_or_id == "data/demo_prompts.jsonl" and demo.output == "out/demo"
     kandinsky = load_config(CONFIGS / "kandinsky22.yaml")
     assert kandinsky.model.id == "kandinsky-community/kandinsky-2-2-decoder"
-    assert (kandinsky.model.steps, kandinsky.model.guidance_scale, kandinsky.model.height) == (40, 4.0, 512)
+    assert (kandinsky.model.steps, kandinsky.model.guidance_scale, kandinsky.model.height) == (40, 4.0, None)
     assert kandinsky.source.column == "Prompt" and kandinsky.runner.kind == "local"
+    assert kandinsky.source.keep_columns == ["Category", "Challenge"] and kandinsky.model.prior is None
 
 
 def test_defaults_and_flow_parameters_round_trip(tmp_path):

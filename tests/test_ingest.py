@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from hdiff.dataset.embed_cache import embed_with_cache, model_cache_dir
-from hdiff.dataset.ingest import Prompt, ingest, near_duplicate_mask, normalize, read_corpus
+from hdiff.dataset.ingest import Prompt, ingest, near_duplicate_mask, normalize
+from hdiff.dataset.sources import read_corpus
 from hdiff.prompts import prompt_id
 from hdiff.errors import HdiffError
 
@@ -49,7 +50,8 @@ BAD_INPUT = [
     ("unsupported extension", lambda tmp: str(Path(tmp / "p.xlsx").write_bytes(b"x") and tmp / "p.xlsx"), "prompt",
      {}, r"unsupported file type \.xlsx"),
     ("hub id while offline", lambda tmp: "someone/uncached-prompts", "prompt", {},
-     r"dataset 'someone/uncached-prompts' is not in the local cache .*hf download --repo-type dataset"),
+     r"dataset someone/uncached-prompts is not in the local Hugging Face cache and the Hub is offline .*"
+     r"`hf download someone/uncached-prompts --repo-type dataset --include README.md --include '\*.parquet'"),
     ("malformed JSON line", lambda tmp: str(Path(tmp / "p.jsonl").write_bytes(b'{"prompt": "a"}\n{"prompt": "b"\n')
                                             and tmp / "p.jsonl"), "prompt", {},
      r"p\.jsonl:2: not a JSON object \(Expecting ',' delimiter, column 15\)$"),
@@ -276,7 +278,9 @@ def test_loading_the_sentence_model_leaves_the_process_and_later_hub_loads_alone
 
     import sentence_transformers  # noqa: F401  (its own import sets KMP_* variables: not hdiff's doing)
 
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # as huggingface_hub reads it on a connected machine
     load_sentence_model.cache_clear()
     before = dict(os.environ)
     assert load_sentence_model().get_sentence_embedding_dimension() == 384

@@ -99,7 +99,8 @@ def test_a_clean_build_verifies(built, capsys):
     assert verify_build(built) == []
     assert run_verify(built) == 0
     assert "ok (15 samples in 3 shards)" in capsys.readouterr().out
-    assert sorted(p.name for p in (built / "data").iterdir()) == sorted(f"{name}.tar" for name in NAMES)
+    assert sorted(p.name for p in (built / "data").glob("*.tar")) == sorted(f"{name}.tar" for name in NAMES)
+    assert sorted(p.name for p in (built / "data").glob("*.parquet")) == sorted(f"{name}.parquet" for name in NAMES)
     assert all(shard_is_complete(built, name) for name in NAMES)
 
 
@@ -156,7 +157,8 @@ def test_datasets_and_the_cards_snippets_read_every_sample(built, tmp_path, monk
 def test_card_front_matter_points_the_viewer_at_the_tars(built):
     card = (built / "README.md").read_text(encoding="utf-8")
     header = yaml.safe_load(card.split("---\n")[1])
-    assert header["tags"] == ["synthetic"] and header["task_categories"] == ["text-to-image"]
+    assert header["tags"] == ["synthetic", "hdiff"] and header["task_categories"] == ["text-to-image"]
+    assert header["pretty_name"] == "tiny-test" and header["license"] == "other"
     assert header["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/*.tar"}]}]
     assert "![sample grid](grid.png)" in card
 

@@ -88,7 +88,7 @@ def kandinsky_prior() -> KandinskyV22PriorPipeline:
     return pipe
 
 
-def kandinsky_decoder_unet(out_channels: int = 8) -> UNet2DConditionModel:
+def kandinsky_decoder_unet(out_channels: int = 8, sample_size: int | None = None) -> UNet2DConditionModel:
     torch.manual_seed(0)
     return UNet2DConditionModel(
         in_channels=4, out_channels=out_channels, addition_embed_type="image",
@@ -96,7 +96,8 @@ def kandinsky_decoder_unet(out_channels: int = 8) -> UNet2DConditionModel:
         up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
         mid_block_type="UNetMidBlock2DSimpleCrossAttn", block_out_channels=(32, 64), layers_per_block=1,
         encoder_hid_dim=TEXT_DIM, encoder_hid_dim_type="image_proj", cross_attention_dim=TEXT_DIM,
-        attention_head_dim=4, resnet_time_scale_shift="scale_shift", class_embed_type=None, norm_num_groups=8).eval()
+        attention_head_dim=4, resnet_time_scale_shift="scale_shift", class_embed_type=None, norm_num_groups=8,
+        sample_size=sample_size).eval()
 
 
 def movq() -> VQModel:
@@ -107,8 +108,9 @@ def movq() -> VQModel:
                    vq_embed_dim=4).eval()
 
 
-def kandinsky_decoder(scheduler=None) -> KandinskyV22Pipeline:
-    pipe = KandinskyV22Pipeline(unet=kandinsky_decoder_unet(), scheduler=scheduler or ddpm_scheduler(),
+def kandinsky_decoder(scheduler=None, sample_size: int | None = None) -> KandinskyV22Pipeline:
+    """`sample_size` set: the model's default image is sample_size × 2 pixels square (the MoVQ's scale)."""
+    pipe = KandinskyV22Pipeline(unet=kandinsky_decoder_unet(sample_size=sample_size), scheduler=scheduler or ddpm_scheduler(),
                                 movq=movq())
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -32,10 +32,31 @@ class _Section(BaseModel):
 
 
 class SourceConfig(_Section):
-    path_or_id: str = Field(min_length=1, description="a Hub dataset id, or a local file / glob / folder")
-    split: str = "train"
-    column: str = "prompt"
-    data_files: str | list[str] | None = None
+    path_or_id: str = Field(min_length=1, description="a Hub dataset id, an hf://datasets/OWNER/NAME[@REV][/PATH] "
+                            "path, or a local file / glob / folder")
+    revision: str | None = Field(None, min_length=1, description="Hub datasets: a branch, tag or commit sha")
+    name: str | None = Field(None, min_length=1, description="Hub datasets: the subset (config name)")
+    split: str = Field("train", min_length=1)
+    column: str = Field("prompt", min_length=1)
+    data_files: str | list[str] | None = Field(None, description="Hub datasets: file patterns in the repository")
+    streaming: bool = Field(False, description="read the corpus in batches, never whole (corpora larger than memory)")
+    keep_columns: list[str] | Literal["all"] = Field(default_factory=list, description="source columns carried into "
+                                                      "each record's `source`; 'all': every column")
+
+    def open(self):
+        """The opened corpus (hdiff.dataset.sources.Corpus)."""
+        from hdiff.dataset.sources import open_corpus
+
+        return open_corpus(self.path_or_id, column=self.column, split=self.split, revision=self.revision,
+                           name=self.name, data_files=self.data_files, streaming=self.streaming,
+                           keep_columns=self.keep_columns)
+
+    def missing_offline(self) -> str | None:
+        """Offline, the command that fetches what the cache lacks of a Hub source; a local source must exist."""
+        from hdiff.dataset.sources import missing_source_command
+
+        return missing_source_command(self.path_or_id, revision=self.revision, name=self.name, split=self.split,
+                                      data_files=self.data_files)
 
 
 class IngestConfig(_Section):
@@ -65,6 +86,8 @@ class ShardingConfig(_Section):
 
 class ModelConfig(_Section):
     id: str = Field("hdiff/shapes", min_length=1, description="a registered model id, Hub id or local folder")
+    prior: str | None = Field(None, min_length=1, description="Kandinsky 2.2: the prior's Hub id or local folder "
+                              "(unset: kandinsky-community/kandinsky-2-2-prior)")
     scheduler: str | None = Field(None, description="a name in hdiff.models.schedulers.SCHEDULERS; None: the model's")
     steps: int | None = Field(None, ge=1)
     guidance_scale: float | None = Field(None, ge=0)
@@ -82,6 +105,10 @@ class ModelConfig(_Section):
     @classmethod
     def _registered_scheduler(cls, value: str | None) -> str | None:
         return value if value is None else _checked(check_scheduler, value)
+
+    def adapter_options(self) -> dict[str, str]:
+        """The adapter's own options this section sets (the prior), for hdiff.models.load_adapter."""
+        return {"prior": self.prior} if self.prior else {}
 
     @field_validator("device")
     @classmethod

@@ -18,7 +18,7 @@ from PIL import Image
 from pydantic import BaseModel
 
 import hdiff
-from hdiff.dataset import layout
+from hdiff.dataset import card, layout, sidecars
 from hdiff.dataset.update import Committed, RunPlan, coverage_problems, version_entry
 from hdiff.dataset.writer import (IMAGE_ENCODERS, ShardStats, clean_partials, read_stats, shard_is_complete,
                                   tar_samples)
@@ -52,11 +52,12 @@ def percent_saved(unet_rows: float, standard_rows: float) -> float:
 
 
 def manifest_for(*, config: dict, ingest_report: dict, shards: list[ShardStats], versions: list[dict],
-                 hardware: dict, created_utc: str | None = None) -> dict:
+                 hardware: dict, created_utc: str | None = None, provenance: dict | None = None) -> dict:
     """The manifest of a dataset of `shards` (in listing order) whose history is `versions`.
 
     `ingest_report` is the last run's ingest counts, stored as given; its `dropped` mapping (reason → count), when
-    present, is shown in the card and the summary.
+    present, is shown in the card and the summary. `provenance`: the corpus and models with their revisions
+    (hdiff.dataset.card.provenance_section shows it).
     """
     unet_rows = sum(s.unet_rows for s in shards)
     standard_rows = sum(s.standard_rows for s in shards)
@@ -84,6 +85,7 @@ def manifest_for(*, config: dict, ingest_report: dict, shards: list[ShardStats],
         },
         "versions": versions,
         "hardware": hardware,
+        "provenance": provenance,
     }
 
 
@@ -95,10 +97,11 @@ def write_manifest(out_dir: str | Path, manifest: dict) -> dict:
 
 
 def commit_run(out_dir: str | Path, *, config: dict, committed: Committed, plan: RunPlan, ingest_report: dict,
-               wall_seconds: float, keep_extra: bool) -> dict:
+               wall_seconds: float, keep_extra: bool, provenance: dict | None = None) -> dict:
     """Commit what the run wrote: check the dataset it leaves (every corpus sample in exactly one shard, every new
-    shard's tar equal to its stats), write grid, card and manifest, then remove the shards the dataset no longer
-    has. A run that changes nothing writes nothing and adds no version. Returns the manifest; HdiffError (nothing
+    shard's tar equal to its stats), write the sidecars, grid, card and manifest, then remove the shards the dataset
+    no longer has. A run that changes nothing writes nothing and adds no version. `config` and `provenance` are
+    stored as given (pass them through hdiff.dataset.card.portable). Returns the manifest; HdiffError (nothing
     committed) when a check fails."""
     out = Path(out_dir)
     clean_partials(out)  # left by writers killed during the run (a lost Ray node's); none is writing now
@@ -121,8 +124,9 @@ def commit_run(out_dir: str | Path, *, config: dict, committed: Committed, plan:
                          f"{'; '.join(problems[:3])}{more}")
     versions = committed.versions + [version_entry(committed, plan, final, wall_seconds)]
     manifest = manifest_for(config=config, ingest_report=ingest_report, shards=list(final.values()),
-                            versions=versions, hardware=hardware_info(),
+                            versions=versions, hardware=hardware_info(), provenance=provenance,
                             created_utc=(committed.manifest or {}).get("created_utc"))
+    sidecars.write_sidecars(out, list(final.values()))
     manifest = write_dataset_files(out, manifest, order)
     remove_shards(out, leftovers)
     return manifest
@@ -138,10 +142,11 @@ def write_dataset_files(out: Path, manifest: dict, shards: list[str]) -> dict:
 
 
 def remove_shards(out: Path, names: set[str]) -> None:
-    """Delete shards' stats (their done-markers) and then their tars."""
+    """Delete shards' stats (their done-markers), then their tars and metadata tables."""
     for name in sorted(names):
         layout.stats_path(out, name).unlink(missing_ok=True)
         layout.tar_path(out, name).unlink(missing_ok=True)
+        sidecars.metadata_path(out, name).unlink(missing_ok=True)
 
 
 def sample_grid_images(out_dir: str | Path, shards: list[str], limit: int = 64) -> list[np.ndarray]:
@@ -213,24 +218,6 @@ def prefect_summary_markdown(manifest: dict) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def _size_category(samples: int) -> str:
-    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
-        if samples < limit:
-            return name
-    return "1M<n<10M"
-
-
-def card_front_matter(manifest: dict) -> dict:
-    """The card's YAML header: the `configs` block points the Hub viewer at the tars."""
-    return {
-        "tags": ["synthetic"],
-        "task_categories": ["text-to-image"],
-        "size_categories": [_size_category(manifest["totals"]["samples"])],
-        "configs": [{"config_name": "default",
-                     "data_files": [{"split": "train", "path": layout.DATA_FILES_GLOB}]}],
-    }
-
-
 def _type_name(annotation: Any) -> str:
     name = str(annotation) if get_origin(annotation) else getattr(annotation, "__name__", str(annotation))
     return name.replace("hdiff.records.", "")
@@ -283,7 +270,6 @@ def dataset_card(out_dir: str | Path, manifest: dict) -> str:
     totals, image_format = manifest["totals"], (manifest["counts"]["image_formats"] or ["png"])[0]
     title = manifest["config"].get("name") or out.resolve().name
     sections = [
-        f"---\n{yaml.safe_dump(card_front_matter(manifest), sort_keys=False)}---",
         f"# {title}",
         f"{totals['samples']:,} synthetic images, each with its prompt and a full generation record, built by "
         f"hdiff {manifest['hdiff_version']}, which shares the early denoising steps of similar prompts "
@@ -298,6 +284,8 @@ def dataset_card(out_dir: str | Path, manifest: dict) -> str:
         _compute_table(manifest),
         f"Hardware: {_hardware_line(manifest['hardware'])}.",
     ]
+    if provenance := card.provenance_section(manifest):
+        sections.append(provenance)
     if layout.dendrogram_path(out).is_file():
         sections.append(f"One shard's prompt tree, cut where images stop sharing latents:\n\n"
                         f"![dendrogram]({layout.DENDROGRAM_NAME})")
@@ -305,8 +293,13 @@ def dataset_card(out_dir: str | Path, manifest: dict) -> str:
         "## Files",
         f"- `{layout.DATA_FILES_GLOB}`: WebDataset shards; each sample is `<key>.{image_format}` (the image), "
         "`<key>.txt` (the prompt) and `<key>.json` (the record below). Keys have no dots.\n"
+        f"- `{sidecars.METADATA_GLOB}`: one table per shard, a row per sample (key, prompt, seed, τ, UNet rows, "
+        "cluster path length, source row and columns): `pandas.read_parquet`, or `load_dataset(\"parquet\", "
+        f"data_files=\"{sidecars.METADATA_GLOB}\")`.\n"
+        f"- `{layout.DATA_DIR}/{sidecars.SIZES_NAME}`: samples per tar, for webdataset loaders.\n"
         f"- `{layout.STATS_DIR}/<shard>.json`: per-shard counts, sha256 and compute.\n"
-        f"- `{layout.MANIFEST_NAME}`: the build's configuration, counts, per-shard table, totals and hardware.",
+        f"- `{layout.MANIFEST_NAME}`: the build's configuration, counts, per-shard table, totals, versions and "
+        "hardware.",
         "## Fields of the json record",
         _fields_table(DatasetRecord),
         "Each entry of `cluster_path`:",
@@ -320,7 +313,7 @@ def dataset_card(out_dir: str | Path, manifest: dict) -> str:
         sections += ["## Prompts dropped at ingest", drops]
     sections += ["## Build configuration",
                  f"```yaml\n{yaml.safe_dump(manifest['config'], sort_keys=True, allow_unicode=True)}```"]
-    return "\n\n".join(sections) + "\n"
+    return card.card_text(manifest, "\n\n".join(sections) + "\n")
 
 
 def write_dataset_card(out_dir: str | Path, manifest: dict) -> Path:

@@ -10,6 +10,7 @@ planned shards whose tar and stats verify and redoes the rest; hdiff.dataset.upd
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -24,7 +25,8 @@ from tqdm import tqdm
 from hdiff.dataset import layout
 from hdiff.dataset.config import BuildConfig, ModelConfig
 from hdiff.dataset.embed_cache import embed_with_cache
-from hdiff.dataset.ingest import IngestReport, ingest, local_files, read_corpus
+from hdiff.dataset.ingest import IngestReport, ingest_rows
+from hdiff.dataset.sources import check_inputs
 from hdiff.dataset.shard import semantic_shards
 from hdiff.dataset.update import (Committed, Rewrite, RunPlan, ShardJob, corpus_fingerprint, new_prompts, plan_run,
                                   read_committed)
@@ -43,6 +45,7 @@ class Prepared:
     committed: Committed
     plan: RunPlan
     ingest_report: IngestReport
+    source_revision: str | None = None  # the commit sha the corpus resolved to, or a hash of local files
 
     @property
     def shards(self) -> list[ShardJob]:
@@ -52,33 +55,33 @@ class Prepared:
 def preflight(config: BuildConfig) -> None:
     """What can be checked before any work: the output folder can be written, the model can be found, a local
     corpus exists. Raises HdiffError with one line."""
-    from hdiff.models import adapter_name_for
-
     check_writable_output(config.output)
-    local_files(config.source.path_or_id)
-    adapter_name_for(config.model.id)
+    check_inputs(config)
 
 
 def prepare(config: BuildConfig, progress: bool = True) -> Prepared:
     """Read and clean the corpus, and plan the run against the dataset already in the output folder: only prompts
     not yet in it are embedded and partitioned into new shards."""
-    source = config.source
     committed = read_committed(config.output)
-    raw = read_corpus(source.path_or_id, split=source.split, column=source.column, data_files=source.data_files)
+    corpus = config.source.open()
     embed = functools.partial(embed_with_cache, cache_dir=config.embedding.cache_dir,
                               model_name=config.embedding.model, batch_size=config.embedding.batch_size,
                               progress=progress)
-    prompts, report = ingest(raw, max_chars=config.ingest.max_chars, long_policy=config.ingest.long_policy,
-                             near_dedupe=config.ingest.near_dedupe, embed_fn=embed, limit=config.ingest.limit,
-                             sample_seed=config.ingest.sample_seed, source=source.path_or_id)
+    prompts, report = ingest_rows(corpus.rows(), max_chars=config.ingest.max_chars,
+                                  long_policy=config.ingest.long_policy, near_dedupe=config.ingest.near_dedupe,
+                                  embed_fn=embed, limit=config.ingest.limit, sample_seed=config.ingest.sample_seed,
+                                  source=corpus.label)
     fresh = new_prompts(committed, prompts)
     parts = semantic_shards(embed([p.text for p in fresh]), [p.id for p in fresh], config.sharding.min_size,
                             config.sharding.max_size) if fresh else []
-    corpus = {"source": source.path_or_id, "revision": None, "prompts": len(prompts),
-              "fingerprint": corpus_fingerprint([p.id for p in prompts])}
+    fingerprint = {"source": corpus.label, "revision": corpus.revision, "prompts": len(prompts),
+                   "fingerprint": corpus_fingerprint([p.id for p in prompts])}
     plan = plan_run(committed, prompts, fresh, parts, copies=config.generation.images_per_prompt,
-                    base_seed=config.generation.seed, prune=config.update.prune, corpus=corpus)
-    return Prepared(committed, plan, report)
+                    base_seed=config.generation.seed, prune=config.update.prune, corpus=fingerprint)
+    by_text = {p.text: p for p in fresh}
+    plan.shards = [dataclasses.replace(job, sources=tuple(corpus.source_row(by_text[t].row, by_text[t].columns)
+                                                          for t in job.prompts)) for job in plan.shards]
+    return Prepared(committed, plan, report, corpus.revision)
 
 
 _ADAPTER_LOCK = threading.Lock()
@@ -95,17 +98,18 @@ def device_pool(model: ModelConfig, slots: int) -> DevicePool:
 def cached_adapter(model: ModelConfig, device: str):
     """One loaded model per device and worker process, reused by every shard run there (threads wait for one load)."""
     with _ADAPTER_LOCK:
-        return _load_adapter(model.id, device, model.scheduler, model.dtype, model.allow_pickle,
+        return _load_adapter(model.id, model.prior, device, model.scheduler, model.dtype, model.allow_pickle,
                              model.channels_last, model.compile)
 
 
 @functools.lru_cache(maxsize=16)
-def _load_adapter(model_id: str, device: str, scheduler: str | None, dtype: str, allow_pickle: bool,
-                  channels_last: bool, compile: bool):
+def _load_adapter(model_id: str, prior: str | None, device: str, scheduler: str | None, dtype: str,
+                  allow_pickle: bool, channels_last: bool, compile: bool):
     from hdiff.models import load_adapter
 
+    options = {"prior": prior} if prior else {}
     adapter = load_adapter(model_id, device=device, scheduler=scheduler, allow_pickle=allow_pickle,
-                           dtype=None if dtype == "auto" else getattr(torch, dtype))
+                           dtype=None if dtype == "auto" else getattr(torch, dtype), **options)
     return adapter.accelerate(channels_last=channels_last, compile=compile)
 
 
@@ -145,9 +149,11 @@ def _generate_pack_on(config: BuildConfig, shards: list[ShardJob], device: str,
             continue
         shard_started = time.perf_counter()
 
-        def samples(job=job, generation=generation):
+        def samples(job=job, generation=generation, sources=dict(zip(shard.prompts, shard.sources))):
             for row, image in generation.images():
                 record = generation.records[row].model_dump(mode="json")
+                if sources:
+                    record["source"] = sources[job.prompts[row]]
                 yield Sample(sample_key(job.prompt_ids[row], job.copy_index[row]), image, job.prompts[row], record)
 
         if shard.dendrogram:

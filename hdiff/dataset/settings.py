@@ -20,7 +20,7 @@ from hdiff.errors import HdiffError
 IMAGE_SETTINGS: dict[str, tuple[str, ...]] = {  # section -> fields that decide which images are built, and how
     "embedding": ("model",),
     "sharding": ("min_size", "max_size"),
-    "model": ("id", "scheduler", "steps", "guidance_scale", "height", "width", "dtype"),
+    "model": ("id", "prior", "scheduler", "steps", "guidance_scale", "height", "width", "dtype"),
     "generation": ("tau", "budget", "schedule", "seed", "images_per_prompt", "copy_max_shared", "noise_device",
                    "node_condition"),
     "output_format": ("image_format", "jpeg_quality"),

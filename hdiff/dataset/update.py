@@ -28,11 +28,13 @@ from hdiff.prompts import image_seed, parse_sample_key, sample_key
 
 @dataclass(frozen=True)
 class ShardJob:
-    """One shard to generate: its content name, its prompts (id order), and whether its tree is drawn."""
+    """One shard to generate: its content name, its prompts (id order), whether its tree is drawn, and each
+    prompt's source row (hdiff.records.SourceRow as a dict, in the same order; empty: none recorded)."""
 
     name: str
     prompts: tuple[str, ...]
     dendrogram: bool = False
+    sources: tuple[dict, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from hdiff.dataset import layout
 from hdiff.dataset.finalize import percent_saved
+from hdiff.dataset.sidecars import is_sidecar
 from hdiff.dataset.writer import (IMAGE_ENCODERS, ShardStats, file_sha256, read_all_stats, tar_samples,
                                   validation_summary)
 from hdiff.prompts import image_seed, prompt_id, sample_key
@@ -173,6 +174,8 @@ def layout_problems(out: Path) -> list[str]:
                 for path in layout.partial_files(out)]
     for folder, suffix in ((layout.DATA_DIR, ".tar"), (layout.STATS_DIR, ".json")):
         for path in sorted((out / folder).iterdir()) if (out / folder).is_dir() else []:
+            if folder == layout.DATA_DIR and path.is_file() and is_sidecar(path):  # hdiff.dataset.sidecars
+                continue
             if not path.name.endswith(layout.PARTIAL_SUFFIX) and not (path.is_file() and path.suffix == suffix):
                 problems.append(f"{folder}/{path.name}: unexpected entry (only *{suffix} files belong here)")
     if not (out / layout.DATA_DIR).is_dir():

@@ -7,7 +7,6 @@ lives in the adapter; the sampler (hdiff.sampling) knows none of it.
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from hdiff import hub
 from hdiff.errors import HdiffError
 
 
@@ -101,6 +101,8 @@ class Adapter(ABC):
     pipeline_classes: ClassVar[tuple[str, ...]] = ()  # model_index.json `_class_name`s this adapter loads
     options: ClassVar[tuple[str, ...]] = ()  # keyword options of from_pretrained beyond device, dtype, allow_pickle
 
+    hub_ids: ClassVar[tuple[str, ...]] = ()  # real Hub repos of this family, known without their model_index.json
+
     default_steps: int = 40
     default_guidance: float = 4.0
     default_tau: float = 1.0  # the paper's τ on its cluster features' cosine-distance scale
@@ -114,6 +116,12 @@ class Adapter(ABC):
         self.scheduler = scheduler
         self.device = torch.device(device)
         self.dtype = dtype
+        self.provenance: dict[str, str | None] = {}  # what the records name: revisions, pipeline class (load_adapter)
+
+    @classmethod
+    def companion_sources(cls, options: dict) -> dict[str, str]:
+        """Other models this adapter loads besides its own (role -> Hub id or folder), given its `options`."""
+        return {}
 
     @classmethod
     @abstractmethod
@@ -242,27 +250,36 @@ def default_dtype(device: torch.device | str, cuda_dtype: torch.dtype = torch.fl
     return cuda_dtype if torch.device(device).type == "cuda" else torch.float32
 
 
-def load_component(loader, source: str, subfolder: str | None = None, *, allow_pickle: bool = False, **kwargs):
-    """`loader.from_pretrained(source)` (safetensors weights only unless `allow_pickle`), turning a missing local
-    cache into a one-line message."""
+def load_component(loader, source: str, subfolder: str | None = None, *, allow_pickle: bool = False,
+                   method: str = "from_pretrained", **kwargs):
+    """`loader.from_pretrained(source)`, or another of its loading `method`s (safetensors weights only unless `allow_pickle`; local files only when the
+    Hub is offline), turning a missing model into a one-line message that names the command to fetch it."""
     from diffusers import SchedulerMixin
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     if subfolder is not None:
         kwargs["subfolder"] = subfolder
     if not issubclass(loader, SchedulerMixin):  # schedulers have no weights
         kwargs["use_safetensors"] = not allow_pickle or None  # None: safetensors where present, else pickle
     try:
-        return loader.from_pretrained(source, local_files_only=offline or kwargs.pop("local_files_only", False),
-                                      **kwargs)
+        return getattr(loader, method)(source, local_files_only=hub.offline(), **kwargs)
     except (OSError, ValueError) as exc:
         where = f"{source}{'/' + subfolder if subfolder else ''}"
         if not allow_pickle and "safetensors" in str(exc).lower():
             raise HdiffError(f"{where} has no safetensors weights; pass --allow-pickle (model.allow_pickle: true) "
                              "to load pickle files, which can run code when loaded") from exc
-        if os.path.isabs(source) or source.startswith(".") or os.path.isdir(source):
+        if not hub.looks_like_hub_id(source):
             raise HdiffError(f"cannot load {loader.__name__} from {where}: {str(exc).splitlines()[0]}") from exc
-        raise HdiffError(f"model {source!r} is not in the local Hugging Face cache"
-                         f"{' and the Hub is offline (HF_HUB_OFFLINE=1)' if offline else ' and could not be fetched'};"
-                         f" fetch it on a connected machine with `hf download {source}`"
-                         " or pass a local folder") from exc
+        raise hub.missing_model_error(source, allow_pickle) from exc
+
+
+def load_scheduler(source: str, subfolder: str = "scheduler"):
+    """The scheduler the model's own scheduler_config.json names (its `_class_name`), configured from that file."""
+    import diffusers
+
+    config = load_component(diffusers.DDPMScheduler, source, subfolder, method="load_config")
+    name = config.get("_class_name")
+    found = getattr(diffusers, name, None) if isinstance(name, str) else None
+    if not (isinstance(found, type) and issubclass(found, diffusers.SchedulerMixin)):
+        raise HdiffError(f"{source}/{subfolder}/scheduler_config.json names {name!r}, which is not a diffusers "
+                         "scheduler; pass --scheduler (model.scheduler) to choose one")
+    return found.from_config(config)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from hdiff.models.base import Adapter, Conditioning, default_dtype, load_component, register
+from hdiff.models.base import Adapter, Conditioning, default_dtype, load_component, load_scheduler, register
 from hdiff.models.image_embeds import predict_with_image_embeds
 
 DEFAULT_PRIOR = "kandinsky-community/kandinsky-2-2-prior"
@@ -18,6 +18,7 @@ class Kandinsky22Adapter(Adapter):
     name = "kandinsky22"
     pipeline_classes = ("KandinskyV22Pipeline", "KandinskyV22CombinedPipeline")
     options = ("prior", "prior_steps", "prior_guidance")
+    hub_ids = ("kandinsky-community/kandinsky-2-2-decoder",)
     default_steps = 40
     default_guidance = 4.0
     default_size = 512
@@ -31,21 +32,29 @@ class Kandinsky22Adapter(Adapter):
         self.prior_steps = prior_steps
         self.prior_guidance = prior_guidance
         self.movq_scale_factor = 2 ** (len(movq.config.block_out_channels) - 1)
+        if isinstance(unet.config.get("sample_size"), int):  # the model's own size: 64 × 8 = 512 px for the real one
+            self.default_size = unet.config.sample_size * self.movq_scale_factor
 
     @classmethod
     def from_pretrained(cls, source: str, *, device: str = "cpu", dtype=None, allow_pickle: bool = False,
-                        prior: str = DEFAULT_PRIOR, scheduler=None, **options) -> "Kandinsky22Adapter":
-        from diffusers import DDPMScheduler, KandinskyV22PriorPipeline, UNet2DConditionModel, VQModel
+                        prior: str | None = None, scheduler=None, **options) -> "Kandinsky22Adapter":
+        """The decoder from `source` and the prior from `prior` (a Hub id or a folder); the scheduler the decoder's
+        scheduler_config.json names unless `scheduler` is given."""
+        from diffusers import KandinskyV22PriorPipeline, UNet2DConditionModel, VQModel
 
         dtype = dtype or default_dtype(device)
-        prior_pipeline = load_component(KandinskyV22PriorPipeline, prior, torch_dtype=dtype,
+        prior_pipeline = load_component(KandinskyV22PriorPipeline, prior or DEFAULT_PRIOR, torch_dtype=dtype,
                                         allow_pickle=allow_pickle).to(device)
         prior_pipeline.set_progress_bar_config(disable=True)
         unet = load_component(UNet2DConditionModel, source, "unet", torch_dtype=dtype,
                               allow_pickle=allow_pickle).to(device)
         movq = load_component(VQModel, source, "movq", torch_dtype=dtype, allow_pickle=allow_pickle).to(device)
-        scheduler = scheduler or load_component(DDPMScheduler, source, "scheduler")
+        scheduler = scheduler or load_scheduler(source)
         return cls(source, prior_pipeline, unet, movq, scheduler, device=device, dtype=dtype, **options)
+
+    @classmethod
+    def companion_sources(cls, options: dict) -> dict[str, str]:
+        return {"prior": options.get("prior") or DEFAULT_PRIOR}
 
     @property
     def denoiser(self) -> torch.nn.Module:

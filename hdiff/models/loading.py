@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from hdiff import hub
 from hdiff.errors import HdiffError
 from hdiff.models import flux, kandinsky, pixart, sd3, sdxl, shapes, stable_diffusion, unclip  # noqa: F401 (registers)
 from hdiff.devices import resolve_device
@@ -16,21 +16,18 @@ ALIASES = {shapes.SHAPES_MODEL_ID: "shapes", "shapes": "shapes"}
 
 
 def _pipeline_class(source: str) -> str | None:
-    """The `_class_name` in the model's model_index.json, from a local folder or the local Hub cache."""
+    """The `_class_name` in the model's model_index.json, from a local folder, the local Hub cache or the Hub."""
     if Path(source).is_dir():
         index = Path(source) / "model_index.json"
         return _class_name(index) if index.exists() else None
-    if source.startswith(("/", "./", "../", "~")) or len(Path(source).parts) > 2:  # a Hub id is `owner/name`
+    if not hub.looks_like_hub_id(source):
         raise HdiffError(f"model folder {source} does not exist")
     from huggingface_hub import hf_hub_download
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     try:
-        path = hf_hub_download(source, "model_index.json", local_files_only=offline)
-    except Exception:  # noqa: BLE001 - any failure here means "not available locally"
-        raise HdiffError(f"model {source!r} is not in the local Hugging Face cache"
-                         f"{' and the Hub is offline' if offline else ' and could not be fetched'}; fetch it on a "
-                         f"connected machine with `hf download {source}` or pass a local folder") from None
+        path = hf_hub_download(source, "model_index.json", local_files_only=hub.offline())
+    except Exception:  # noqa: BLE001 - any failure here means "not available"
+        raise hub.missing_model_error(source) from None
     return _class_name(Path(path))
 
 
@@ -55,6 +52,9 @@ def adapter_name_for(source: str) -> str:
         return ALIASES[source]
     if Path(source).is_dir() and (Path(source) / "hdiff_shapes.json").exists():
         return "shapes"
+    known = [name for name, adapter in ADAPTERS.items() if source in adapter.hub_ids]
+    if known:
+        return known[0]
     class_name = _pipeline_class(source)
     if class_name not in _adapter_by_class():
         raise HdiffError(f"no adapter for {source!r} (pipeline class {class_name}); hdiff runs {_supported()}")
@@ -92,8 +92,58 @@ def load_adapter(source: str = shapes.SHAPES_MODEL_ID, *, adapter: str | None = 
     if unknown:
         raise HdiffError(f"the {name} adapter has no option {', '.join(map(repr, unknown))}; "
                          f"its options: {', '.join(cls.options) or 'none'}")
+    require_fetchable(source, adapter=name, allow_pickle=allow_pickle, **options)
+    sources = {"model": source, **cls.companion_sources(options)}
     loaded = cls.from_pretrained(source, device=str(resolve_device(device)), dtype=dtype, allow_pickle=allow_pickle,
                                  **options)
     if scheduler is not None:
         loaded.scheduler = make_scheduler(scheduler, loaded.scheduler.config)
+    loaded.provenance = provenance(sources, cls)
     return loaded
+
+
+def missing_model_commands(source: str, *, adapter: str | None = None, allow_pickle: bool = False,
+                           **options) -> list[str]:
+    """Offline: the `hf download` commands for the model and its companions (a prior) not in the local cache; empty
+    online or when all are there. A missing local folder is an HdiffError."""
+    if not hub.offline():
+        return []
+    try:
+        cls = ADAPTERS.get(adapter or adapter_name_for(source))
+    except hub.NotCached as exc:  # its model_index.json is not cached: its family is unknown
+        return [exc.command]
+    sources = [source, *(cls.companion_sources(options).values() if cls else ())]
+    return [hub.model_download_command(s, allow_pickle) for s in sources
+            if s not in ALIASES and hub.looks_like_hub_id(s) and hub.cached_commit(s) is None]
+
+
+def require_fetchable(source: str, **settings) -> None:
+    """Offline, the model and its companions must be in the local cache, or one line names the command that fetches
+    the missing ones (before anything loads)."""
+    if commands := missing_model_commands(source, **settings):
+        raise hub.offline_error(f"model {source!r} (or a model it needs) is", commands)
+
+
+def provenance(sources: dict[str, str], adapter: type[Adapter]) -> dict[str, str | None]:
+    """What a record names about the loaded models: each one's revision (a commit sha from the cache, or a local
+    folder's fingerprint) and the pipeline class. Companions (a prior) are named with their ids."""
+    model = sources["model"]
+    folder = str(shapes.WEIGHTS_DIR) if model in ALIASES else model
+    cached_class = None if model in ALIASES else _pipeline_class(model)
+    named = {"model_revision": hub.model_revision(folder),
+             "pipeline_class": cached_class or adapter.pipeline_classes[0]}
+    for role, source in sources.items():
+        if role != "model":
+            named.update({role: source, f"{role}_revision": hub.model_revision(source)})
+    return named
+
+
+def model_provenance(source: str, *, adapter: str | None = None, **options) -> dict[str, dict]:
+    """The manifest's entries for a model and its companions: {"model": {"id", "revision", "pipeline_class"},
+    "prior": {"id", "revision"}}."""
+    cls = ADAPTERS[adapter or adapter_name_for(source)]
+    named = provenance({"model": source, **cls.companion_sources(options)}, cls)
+    entries = {"model": {"id": source, "revision": named["model_revision"], "pipeline_class": named["pipeline_class"]}}
+    for role, companion in cls.companion_sources(options).items():
+        entries[role] = {"id": companion, "revision": named[f"{role}_revision"]}
+    return entries

@@ -1,0 +1,77 @@
+"""Files beside the tars that other tools expect: a metadata parquet per shard (one row per sample, as img2dataset
+writes them: read with pandas or `datasets` without opening a tar) and data/sizes.json (sample count per tar, as
+OpenCLIP-style webdataset loaders read it).
+
+Both are made from the finished tars at the end of a build; a shard's parquet records its tar's sha256, so a
+re-run rewrites exactly the tables whose tar changed.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from hdiff.dataset import layout
+from hdiff.files import atomic_path, write_atomically
+
+METADATA_GLOB = f"{layout.DATA_DIR}/*.parquet"
+SIZES_NAME = "sizes.json"
+TAR_SHA256_KEY = b"hdiff.tar_sha256"
+SIDECAR_SUFFIXES = (".parquet",)
+SIDECAR_NAMES = (SIZES_NAME,)
+
+
+def metadata_path(out_dir: str | Path, shard: str) -> Path:
+    return Path(out_dir) / layout.DATA_DIR / f"{shard}.parquet"
+
+
+def sizes_path(out_dir: str | Path) -> Path:
+    return Path(out_dir) / layout.DATA_DIR / SIZES_NAME
+
+
+def is_sidecar(path: Path) -> bool:
+    """True for a file under data/ that this module writes (not a tar)."""
+    return path.suffix in SIDECAR_SUFFIXES or path.name in SIDECAR_NAMES
+
+
+def metadata_row(record: dict[str, Any]) -> dict[str, Any]:
+    """One sample's row: key, prompt, seed, τ, UNet rows, cluster path length, and the source row and columns."""
+    source = record.get("source") or {}
+    return {"key": record["key"], "prompt": record["prompt"], "seed": record["seed"], "tau": record["tau"],
+            "unet_rows": record["unet_rows"], "standard_unet_rows": record["standard_unet_rows"],
+            "cluster_path_length": len(record["cluster_path"]), "model": record["model"],
+            "model_revision": record.get("model_revision"), "source_row": source.get("row"),
+            **{f"source_{name}": value for name, value in (source.get("columns") or {}).items()}}
+
+
+def tar_records(path: Path) -> list[dict[str, Any]]:
+    """The json record of every sample in a tar, in order."""
+    with tarfile.open(path, "r:") as tar:
+        return [json.loads(tar.extractfile(m).read()) for m in tar if m.name.endswith(".json")]
+
+
+def write_metadata(out_dir: str | Path, shard: str, tar_sha256: str) -> Path:
+    """data/<shard>.parquet from the shard's tar, unless it is already there for this tar's bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = metadata_path(out_dir, shard)
+    if path.is_file() and pq.read_schema(path).metadata.get(TAR_SHA256_KEY) == tar_sha256.encode():
+        return path
+    rows = [metadata_row(r) for r in tar_records(layout.tar_path(out_dir, shard))]
+    columns = list(dict.fromkeys(name for row in rows for name in row))
+    table = pa.Table.from_pylist(rows, schema=None).select(columns)
+    table = table.replace_schema_metadata({TAR_SHA256_KEY: tar_sha256.encode()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
+def write_sidecars(out_dir: str | Path, shard_stats: list) -> None:
+    """A metadata parquet for every finished shard (`ShardStats`), and data/sizes.json."""
+    for stats in shard_stats:
+        write_metadata(out_dir, stats.shard, stats.sha256)
+    sizes = {f"{stats.shard}.tar": stats.samples for stats in sorted(shard_stats, key=lambda s: s.shard)}
+    write_atomically(sizes_path(out_dir), (json.dumps(sizes, indent=1, sort_keys=True) + "\n").encode())
