@@ -168,10 +168,11 @@ def test_build_online_records_provenance_and_writes_sidecars(hub_server, built_o
     assert provenance["prior"]["revision"] == hub_server.commits[KANDINSKY_PRIOR]
     for name in (layout.MANIFEST_NAME, layout.CARD_NAME):  # no local absolute paths
         assert str(root) not in (out / name).read_text(), name
-    table = pd.read_parquet(out / "data" / "shard-00000.parquet")
+    (shard,) = [row["shard"] for row in manifest["shards"]]
+    table = pd.read_parquet(out / "data" / f"{shard}.parquet")
     assert len(table) == 12 and {"key", "prompt", "seed", "tau", "unet_rows", "cluster_path_length",
                                  "source_row", "source_Category", "source_Challenge"} <= set(table.columns)
-    assert json.loads((out / "data" / "sizes.json").read_text()) == {"shard-00000.tar": 12}
+    assert json.loads((out / "data" / "sizes.json").read_text()) == {f"{shard}.tar": 12}
     records = datasets.load_dataset(str(out), split="train", cache_dir=str(root / "datasets-cache"))
     record = records[0]["json"]
     assert record["source"]["revision"] == hub_server.commits[PARTI_PROMPTS]
