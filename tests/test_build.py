@@ -29,7 +29,7 @@ from hdiff.dataset.writer import file_sha256, read_stats
 from tiny_models import tiny_shapes_model
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_CORPUS = REPO / "data" / "demo_prompts.jsonl"
+DEMO_CORPUS = REPO / "tests" / "data" / "prompts96.jsonl"  # 96 prompts: 6 shards here
 SHARDING = {"min_size": 8, "max_size": 24}  # 96 prompts → 6 shards
 KILL_TIMEOUT_S = 300
 

@@ -46,7 +46,7 @@ def build(tmp_path: Path, runner: str, **overrides) -> Path:
 
     out = tmp_path / runner
     config = apply_overrides(load_config(REPO / "configs/demo.yaml"), {
-        "output": str(out), "source.path_or_id": str(REPO / "data/demo_prompts.jsonl"),
+        "output": str(out), "source.path_or_id": str(REPO / "tests/data/prompts96.jsonl"),
         "embedding.cache_dir": str(tmp_path / "embeddings"), "model.id": tiny_shapes_model(tmp_path / "model"),
         "ingest.limit": 48, "sharding.min_size": 4, "sharding.max_size": 8, "runner.kind": runner, **overrides})
     build_dataset_from_config(config)
