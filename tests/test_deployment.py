@@ -156,8 +156,8 @@ def test_demo_deployment_runs_and_reruns_over_a_grown_corpus(tmp_path, prefect_s
     out, corpus = tmp_path / "out", tmp_path / "corpus"
     prompts = [json.loads(line)["prompt"] for line in (REPO / "tests/data/prompts96.jsonl").read_text().splitlines()]
     write_revision(corpus, prompts[:12], 0)
-    overrides = {"model.id": tiny_shapes_model(tmp_path / "model"), "output": str(out), "source.path_or_id": str(corpus),
-                 "embedding.cache_dir": str(tmp_path / "embeddings"), "sharding.min_size": 4,
+    overrides = {"model.id": tiny_shapes_model(tmp_path / "model"), "output": str(out),
+                 "source.path_or_id": str(corpus), "embedding.cache_dir": str(tmp_path / "embeddings"), "sharding.min_size": 4,
                  "sharding.max_size": 8, "generation.tau": 0.5}
 
     prefect(env, "work-pool", "create", POOL, "--type", "process")

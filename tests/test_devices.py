@@ -40,7 +40,8 @@ def run_tasks(pool: DevicePool, tasks: int, workers: int) -> list[tuple[str, flo
 
 def overlaps(ran: list[tuple[str, float, float]], device: str) -> int:
     """The most tasks that held `device` at the same moment."""
-    events = sorted([(start, 1) for d, start, _ in ran if d == device] + [(end, -1) for d, _, end in ran if d == device])
+    spans = [(start, end) for d, start, end in ran if d == device]
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
     most = held = 0
     for _, change in events:
         held += change

@@ -105,7 +105,8 @@ def test_a_version_counts_the_compute_of_the_shards_it_generated():
                               image_format="png", unet_rows=5.0, standard_rows=8, wall_seconds=1, device_seconds=0.5)}
     version = version_entry(Committed(None), run, final, wall_seconds=2.0)
     assert version["version"] == 1 and version["shards_added"] == [name] and version["shards_removed"] == []
-    assert (version["prompts_added"], version["samples"], version["unet_rows"], version["standard_rows"]) == (2, 2, 5, 8)
+    counts = (version["prompts_added"], version["samples"], version["unet_rows"], version["standard_rows"])
+    assert counts == (2, 2, 5, 8)
     assert corpus_fingerprint([p.id for p in corpus]) == corpus_fingerprint([p.id for p in corpus[::-1]])
 
 

@@ -57,18 +57,27 @@ def fake_samples(shard: int) -> list[Sample]:
     return samples
 
 
+def fake_plan(extra_prompt: str | None = None) -> RunPlan:
+    """A first run's plan for the three shards; `extra_prompt`: one more corpus prompt that no shard holds."""
+    prompts = [p for s in range(SHARDS) for p in fake_prompts(s)] + ([extra_prompt] if extra_prompt else [])
+    ids = [prompt_id(p) for p in prompts]
+    corpus = {"source": "test", "revision": None, "prompts": len(ids), "fingerprint": corpus_fingerprint(ids)}
+    return RunPlan([ShardJob(NAMES[s], tuple(fake_prompts(s))) for s in range(SHARDS)], [], corpus=corpus,
+                   expected_keys=frozenset(sample_key(pid, 0) for pid in ids), not_in_corpus=0, removed=0)
+
+
+def commit(out: Path, plan: RunPlan) -> dict:
+    return commit_run(out, config={"name": "tiny-test", "seed": 0}, committed=Committed(None), plan=plan,
+                      ingest_report={"read": 20, "kept": 15, "dropped": {"empty": 2, "duplicate": 3}},
+                      wall_seconds=1.5, keep_extra=False)
+
+
 def build(out: Path, image_format: str = "png") -> dict:
     """Three shards written and committed as a first run would (hdiff.dataset.finalize.commit_run)."""
     for s in range(SHARDS):
         write_shard(out, NAMES[s], fake_samples(s), image_format=image_format)
     write_atomically(layout.settings_path(out), json.dumps({"generation.seed": BASE_SEED}).encode())
-    ids = [prompt_id(p) for s in range(SHARDS) for p in fake_prompts(s)]
-    plan = RunPlan([ShardJob(NAMES[s], tuple(fake_prompts(s))) for s in range(SHARDS)], [],
-                   corpus={"source": "test", "revision": None, "prompts": len(ids), "fingerprint": corpus_fingerprint(ids)},
-                   expected_keys=frozenset(k for keys in KEYS for k in keys), not_in_corpus=0, removed=0)
-    return commit_run(out, config={"name": "tiny-test", "seed": 0}, committed=Committed(None), plan=plan,
-                      ingest_report={"read": 20, "kept": 15, "dropped": {"empty": 2, "duplicate": 3}},
-                      wall_seconds=1.5, keep_extra=False)
+    return commit(out, fake_plan())
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +181,8 @@ def test_manifest_totals_and_artifacts(built):
     assert manifest["ingest"]["dropped"] == {"duplicate": 3, "empty": 2}
     rows = shard_table_rows(manifest)
     assert [r["shard"] for r in rows] == NAMES
-    assert [v["version"] for v in manifest["versions"]] == [1] and manifest["versions"][0]["shards_added"] == sorted(NAMES)
+    assert [v["version"] for v in manifest["versions"]] == [1]
+    assert manifest["versions"][0]["shards_added"] == sorted(NAMES)
     summary = prefect_summary_markdown(manifest)
     assert "40.0%" in summary and "| duplicate | 3 |" in summary
 
@@ -352,27 +362,16 @@ def test_a_failed_commit_leaves_the_previous_dataset(copy, monkeypatch):
     assert layout.partial_files(copy) == []
 
 
-def commit_again(out: Path, *, expected_extra: str | None = None) -> dict:
-    """Commit the three shards as a fresh first run would, optionally with one more prompt in the corpus."""
-    prompts = [p for s in range(SHARDS) for p in fake_prompts(s)] + ([expected_extra] if expected_extra else [])
-    ids = [prompt_id(p) for p in prompts]
-    plan = RunPlan([ShardJob(NAMES[s], tuple(fake_prompts(s))) for s in range(SHARDS)], [],
-                   corpus={"source": "test", "revision": None, "prompts": len(ids), "fingerprint": corpus_fingerprint(ids)},
-                   expected_keys=frozenset(sample_key(pid, 0) for pid in ids), not_in_corpus=0, removed=0)
-    return commit_run(out, config={"name": "tiny-test"}, committed=Committed(None), plan=plan,
-                      ingest_report={}, wall_seconds=1.0, keep_extra=False)
-
-
 @pytest.mark.parametrize("fault", ["a corpus prompt in no shard", "a tar that is not its stats"])
 def test_a_commit_refuses_a_dataset_verify_would_reject(copy, fault):
     """No false success: the commit checks the dataset before writing its manifest, and names the problem."""
     layout.manifest_path(copy).unlink()
     if fault == "a corpus prompt in no shard":
         with pytest.raises(HdiffError, match=r"nothing committed.*1 sample\(s\) of the corpus are in no shard"):
-            commit_again(copy, expected_extra="a prompt that was never generated")
+            commit(copy, fake_plan(extra_prompt="a prompt that was never generated"))
     else:
         rewrite_tar(layout.tar_path(copy, NAMES[2]),  # same samples, other bytes
                     lambda name, data: data + b" " if name.endswith(".json") else data)
         with pytest.raises(HdiffError, match=f"nothing committed.*{NAMES[2]}: its tar differs from its stats"):
-            commit_again(copy)
+            commit(copy, fake_plan())
     assert not layout.manifest_path(copy).exists() and layout.partial_files(copy) == []
