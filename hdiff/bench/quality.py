@@ -1,7 +1,7 @@
 """`hdiff bench quality`: compute saved against exact accuracy in the shapes world, by τ and at equal compute.
 
-For each prompt set (clustered: few backgrounds and shapes; diverse: spread over all attributes; both of
-held-out attribute combinations) it sweeps τ, at the model's step count and at a few lower ones, and reports the
+For each prompt set (clustered: few backgrounds and shapes; paraphrased: the clustered set's scenes in held-out
+phrasings, as people write; diverse: spread over all attributes; all of held-out attribute combinations) it sweeps τ, at the model's step count and at a few lower ones, and reports the
 UNet rows spent, the oracle's all-attribute and per-attribute accuracy, the error against the exact render, and
 diversity; then the paper's fixed-budget comparison: each point against standard sampling at the fewest steps that
 cost at least as many UNet rows. Writes quality.json, quality.md and quality.png.
@@ -225,7 +225,7 @@ def parse_args(argv: list[str] | None):
 
 def main(argv: list[str] | None = None) -> int:
     from hdiff.models import load_adapter
-    from hdiff.shapes.prompts import clustered_set, diverse_set
+    from hdiff.shapes.prompts import clustered_set, diverse_set, paraphrased_set
 
     args = parse_args(argv)
     requested = GenerationSettings(steps=args.steps, guidance_scale=args.guidance,
@@ -259,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     base_steps = [steps, *sorted({k for k in args.low_steps if k < steps}, reverse=True)]
     results = {}
     for name, pairs in (("clustered", clustered_set(args.prompts, seed=21)),
+                        ("paraphrased", paraphrased_set(args.prompts, seed=21)),
                         ("diverse", diverse_set(args.prompts, seed=22))):
         results[name] = compare_at_equal_compute(adapter, pairs, base_steps=base_steps, taus=taus,
                                                  guidance=guidance, schedule=args.schedule)

@@ -17,8 +17,10 @@ import hdiff
 from hdiff.machine import cpu_model
 from hdiff.dataset import layout
 from hdiff.files import write_atomically
+from hdiff.dataset.verify import tar_samples
 from hdiff.dataset.writer import ShardStats
 from hdiff.records import ClusterStep, DatasetRecord
+from hdiff.shapes.built import built_accuracy
 
 MANIFEST_FORMAT = 1
 
@@ -75,6 +77,10 @@ def write_manifest(out_dir: str | Path, *, config: dict, ingest_report: dict, sh
         },
         "hardware": hardware,
     }
+    oracle = built_accuracy(config["model"]["id"], (sample for s in shards
+                                                    for sample in tar_samples(layout.tar_path(out_dir, s.shard))))
+    if oracle is not None:  # the shapes world's oracle on the built images; other models have none
+        manifest["totals"]["oracle_accuracy"] = oracle
     data = json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=False, default=str) + "\n"
     write_atomically(layout.manifest_path(out_dir), data.encode("utf-8"))
     return json.loads(data)
@@ -95,6 +101,8 @@ def _compute_table(manifest: dict) -> str:
             ("UNet rows (hdiff)", f"{t['unet_rows']:,.0f}"),
             ("UNet rows (standard sampling)", f"{t['standard_rows']:,}"),
             ("compute saved", f"{t['percent_saved']:.1f}%"),
+            *([("oracle accuracy", f"{100 * t['oracle_accuracy']['all']:.1f}% of {t['oracle_accuracy']['n']:,} images")]
+              if "oracle_accuracy" in t else []),
             ("τ", ", ".join(f"{tau:g}" for tau in manifest["counts"].get("taus", [])) or "—"),
             ("wall time", f"{t['wall_seconds']:,.1f} s"),
             ("device time", f"{t['device_seconds']:,.1f} s"), ("size", f"{t['tar_bytes'] / 2**20:,.1f} MiB")]
