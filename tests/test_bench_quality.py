@@ -70,7 +70,7 @@ def test_quality_bench_clusters_by_the_prior_and_scales_its_default_taus(default
 
     report, _, _ = default_run
     assert report["cluster_on"] == "prior" and report["default_tau"] == DEFAULT_TAU
-    for name in ("clustered", "diverse"):
+    for name in ("clustered", "paraphrased", "diverse"):
         points = [(r["steps"], r["tau"]) for r in report["sets"][name]["hierarchical"]]
         assert [steps for steps, _ in points] == [4] * len(MULTIPLES) + [2] * len(MULTIPLES)
         assert [tau for _, tau in points] == pytest.approx([m * DEFAULT_TAU for m in MULTIPLES] * 2, rel=1e-5)
@@ -78,7 +78,7 @@ def test_quality_bench_clusters_by_the_prior_and_scales_its_default_taus(default
 
 def test_every_hierarchical_point_meets_standard_sampling_at_equal_compute(default_run):
     report, _, _ = default_run
-    for name in ("clustered", "diverse"):
+    for name in ("clustered", "paraphrased", "diverse"):
         result = report["sets"][name]
         hierarchical, comparisons = result["hierarchical"], result["comparisons"]
         standard = {r["steps"]: r for r in result["fewer_steps"]}

@@ -213,3 +213,12 @@ def test_unnamed_attributes_follow_the_image_seed(shipped_reader):
     scenes = [read(text) for text in texts]
     assert all(s.objects[0].color == "red" and s.objects[0].shape == "circle" for s in scenes)
     assert {s.background for s in scenes} == set(BACKGROUNDS) - {"red"}
+
+
+def test_paraphrased_set_is_the_clustered_set_in_held_out_phrasings():
+    from hdiff.shapes.prompts import clustered_set, paraphrased_set
+
+    pairs = paraphrased_set(60, seed=21)
+    assert [scene for _, scene in pairs] == [scene for _, scene in clustered_set(60, seed=21)]
+    assert all(Request.of(scene) == read(text) for text, scene in pairs)
+    assert not {text for text, _ in pairs} & {text for text, _ in training_examples(ReaderConfig(phrasings_per_scene=1, partial_per_scene=1))}

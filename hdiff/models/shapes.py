@@ -1,7 +1,9 @@
 """The embedded default model: a small pixel-space UNet of the shapes world (hdiff.shapes), shipped in the package.
 
-It is conditioned like Kandinsky 2.2's decoder, on one vector: the prompt's all-MiniLM-L6-v2 sentence embedding.
-The unconditional row is the zero vector (the trainer drops embeddings to zero for classifier-free guidance).
+It is conditioned like Kandinsky 2.2's decoder, on one vector: an all-MiniLM-L6-v2 sentence embedding — of the scene
+its reader reads in the prompt, in the words the decoder was trained on (hdiff.shapes.reader, Kandinsky's prior in
+this world), or of the prompt itself for a model without a reader. The unconditional row is the zero vector (the
+trainer drops embeddings to zero for classifier-free guidance).
 Prompts are clustered by the model's layout prior (hdiff.shapes.prior), as Kandinsky's by its prior's image embeds.
 """
 

@@ -128,3 +128,21 @@ def _distinct_prompts(pool: list[Scene], n: int, rng: np.random.Generator) -> li
                 return pairs
             pairs.append((describe(pool[i], int(templates[i, rank])), pool[i]))
     return pairs
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hdiff.shapes.prompts demo > data/demo_prompts.jsonl`: the demo build's corpus."""
+    import json
+    import sys
+
+    from hdiff.errors import CommandParser
+
+    parser = CommandParser(prog="python -m hdiff.shapes.prompts", description=main.__doc__)
+    parser.add_argument("corpus", choices=["demo"])
+    parser.parse_args(argv)
+    sys.stdout.writelines(json.dumps({"prompt": prompt}) + "\n" for prompt in demo_prompts())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
