@@ -4,8 +4,6 @@ the model's reader (training, storage) and the shipped model on held-out phrasin
 from __future__ import annotations
 
 import io
-import itertools
-import tarfile
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ from hdiff.shapes.built import built_accuracy
 from hdiff.shapes.grammar import describe
 from hdiff.shapes.oracle import ATTRIBUTES, all_correct, prompt_accuracy, score
 from hdiff.shapes.phrasings import _CHOICES, forms_of, phrase, read
-from hdiff.shapes.reader import HEADS, Reader, canonical_prompts, load_reader, read_requests, save_reader
+from hdiff.shapes.reader import HEADS, canonical_prompts, load_reader, read_requests, save_reader
 from hdiff.shapes.train_reader import (
     ReaderConfig,
     config_from,
@@ -27,8 +25,6 @@ from hdiff.shapes.train_reader import (
 )
 from hdiff.shapes.world import (
     BACKGROUNDS,
-    COLORS,
-    POSITIONS,
     Obj,
     Request,
     Scene,

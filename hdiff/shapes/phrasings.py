@@ -250,9 +250,4 @@ def _background_colours(terms: list[tuple[str, str]]) -> tuple[str | None, set[i
     return None
 
 
-def request_attributes(target: Scene | Request) -> dict[str, str]:
-    """The attributes a prompt's target names (all five of a one-object Scene)."""
-    return (target if isinstance(target, Request) else Request.of(target)).named
-
-
 assert set(REQUEST_ATTRIBUTES) == {"background", *_WORDS}

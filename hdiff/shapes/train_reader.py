@@ -12,7 +12,6 @@ How the model then draws these prompts is measured by `python -m hdiff.shapes.ev
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
