@@ -181,7 +181,7 @@ def arrange(frame: str, clauses: dict[str, str]) -> str:
     return "".join(out)
 
 
-# ---------------------------------------------------------------------------------------------------- the reader
+# ---------------------------------------------------------------------------------------------------- reading a prompt back (the oracle's side)
 
 
 _BACKGROUND_NOUNS = ("background", "backdrop", "canvas")
