@@ -98,9 +98,10 @@ def test_cluster_on_flag_overrides_the_prior(prior_model, tmp_path):
     out = tmp_path / "bq"
     assert quality.main(["--model", prior_model, "--prompts", "1", "--standard-prompts", "1",
                          "--two-object-prompts", "1", "--timing-prompts", "1", "--taus", "0", "--low-steps", "",
-                         "--cluster-on", "embedding", "--out", str(out)]) == 0
+                         "--cluster-on", "embedding", "--sets", "paraphrased", "--out", str(out)]) == 0
     report = json.loads((out / "quality.json").read_text())
     assert report["cluster_on"] == "embedding" and report["default_tau"] == 1.0  # τ on the embedding's scale
+    assert list(report["sets"]) == ["paraphrased"]  # --sets: only the sets named
 
 
 def test_render_error_is_zero_for_exact_renders_and_grows_with_the_difference():
@@ -125,7 +126,8 @@ def test_equal_compute_steps_never_gives_standard_sampling_less_compute():
 @pytest.mark.parametrize("flags, flag", [(["--taus", "0,x"], "--taus"), (["--taus", "0,inf"], "--taus"),
                                          (["--low-steps", "6,0"], "--low-steps"),
                                          (["--schedule", "linera"], "--schedule"),
-                                         (["--guidance", "nan"], "--guidance")])
+                                         (["--guidance", "nan"], "--guidance"),
+                                         (["--sets", "clustered,templates"], "--sets")])
 def test_quality_bench_refuses_bad_flags_before_any_work(tmp_path, flags, flag):
     out = tmp_path / "bq"
     with pytest.raises(HdiffError, match=flag):
