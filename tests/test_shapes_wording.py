@@ -128,6 +128,7 @@ def test_prompt_accuracy_and_the_build_figure():
 
     assert built_accuracy("hdiff/shapes", tar_members(samples)) == figures
     assert built_accuracy("kandinsky-community/kandinsky-2-2-decoder", tar_members(samples)) is None
+    assert built_accuracy(None, tar_members(samples)) is None  # a config without a model
 
 
 # --- the reader ----------------------------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def write_manifest(out_dir: str | Path, *, config: dict, ingest_report: dict, sh
         },
         "hardware": hardware,
     }
-    oracle = built_accuracy(config["model"]["id"], (sample for s in shards
+    oracle = built_accuracy(config.get("model", {}).get("id"), (sample for s in shards
                                                     for sample in tar_samples(layout.tar_path(out_dir, s.shard))))
     if oracle is not None:  # the shapes world's oracle on the built images; other models have none
         manifest["totals"]["oracle_accuracy"] = oracle

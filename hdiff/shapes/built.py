@@ -17,14 +17,16 @@ from hdiff.shapes.oracle import prompt_accuracy
 IMAGE_EXTENSIONS = ("png", "jpg", "webp")
 
 
-def has_oracle(model_id: str) -> bool:
+def has_oracle(model_id: str | None) -> bool:
     """Whether images of `model_id` are of the shapes world: the embedded model or a shapes model folder."""
     from hdiff.models.shapes import SHAPES_MODEL_ID
 
+    if model_id is None:
+        return False
     return model_id in (SHAPES_MODEL_ID, "shapes") or (Path(model_id) / METADATA_FILE).is_file()
 
 
-def built_accuracy(model_id: str, samples: Iterable[tuple[str, dict[str, bytes]]]) -> dict | None:
+def built_accuracy(model_id: str | None, samples: Iterable[tuple[str, dict[str, bytes]]]) -> dict | None:
     """The oracle's accuracy on a build's samples ((key, {extension: bytes}) as the tars hold them), each image
     scored on what its prompt names (hdiff.shapes.oracle.prompt_accuracy); None for a model without an oracle or
     when no prompt names anything the oracle reads."""
