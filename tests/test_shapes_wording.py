@@ -190,7 +190,7 @@ def test_shipped_reader_reads_held_out_phrasings(shipped_reader):
     from hdiff.shapes.model import SENTENCE_MODEL
     from hdiff.shapes.reader import token_embeddings
 
-    sets = evaluation_sets(120, seed=77)
+    sets = evaluation_sets(60, seed=77)
     for name, floor in (("phrasings", 0.9), ("partial", 0.9), ("templates", 0.99)):
         prompts, targets = zip(*sets[name])
         read_back = read_requests(shipped_reader, *token_embeddings(list(prompts), SENTENCE_MODEL))
