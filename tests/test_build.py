@@ -1,9 +1,8 @@
 """The whole dataset build through `hdiff build` and `hdiff verify`: killed and resumed, corrupted, read back with
 datasets and the training loader, fed bad input, and repeated for byte-identical tars.
 
-Builds use the tiny random-weight shapes model and a 96-prompt corpus (tests/data, the earlier demo corpus) cut into
-6 shards; the builds that several tests read are module fixtures, so the Prefect engine (and its temporary server)
-runs a handful of times.
+Builds use the tiny random-weight shapes model and the 96-prompt demo corpus cut into 6 shards; the builds that
+several tests read are module fixtures, so the Prefect engine (and its temporary server) runs a handful of times.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from hdiff.dataset.writer import file_sha256, read_stats
 from tiny_models import tiny_shapes_model
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_CORPUS = REPO / "tests" / "data" / "build_prompts.jsonl"
+DEMO_CORPUS = REPO / "tests" / "data" / "prompts96.jsonl"  # 96 prompts: 6 shards here
 SHARDING = {"min_size": 8, "max_size": 24}  # 96 prompts → 6 shards
 KILL_TIMEOUT_S = 300
 
