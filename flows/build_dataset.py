@@ -87,7 +87,8 @@ def commit_task(config: BuildConfig, prepared: pipeline.Prepared, wall_seconds: 
                           plan=prepared.plan, wall_seconds=wall_seconds, keep_extra=not config.update.prune,
                           ingest_report={"read": report.read, "kept": report.kept, "dropped": report.dropped,
                                          "truncated": report.truncated},
-                          provenance=portable(build_provenance(config, prepared.source_revision)))
+                          provenance=portable(build_provenance(config, prepared.source_revision)),
+                          model_id=config.model.id)
     run = run_report(prepared, manifest)
     get_run_logger().info("%s: %s", config.output, describe_run(run))
     if run["version"] is not None:

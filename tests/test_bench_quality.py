@@ -70,7 +70,7 @@ def test_quality_bench_clusters_by_the_prior_and_scales_its_default_taus(default
 
     report, _, _ = default_run
     assert report["cluster_on"] == "prior" and report["default_tau"] == DEFAULT_TAU
-    for name in ("clustered", "diverse"):
+    for name in ("clustered", "paraphrased", "diverse"):
         points = [(r["steps"], r["tau"]) for r in report["sets"][name]["hierarchical"]]
         assert [steps for steps, _ in points] == [4] * len(MULTIPLES) + [2] * len(MULTIPLES)
         assert [tau for _, tau in points] == pytest.approx([m * DEFAULT_TAU for m in MULTIPLES] * 2, rel=1e-5)
@@ -78,7 +78,7 @@ def test_quality_bench_clusters_by_the_prior_and_scales_its_default_taus(default
 
 def test_every_hierarchical_point_meets_standard_sampling_at_equal_compute(default_run):
     report, _, _ = default_run
-    for name in ("clustered", "diverse"):
+    for name in ("clustered", "paraphrased", "diverse"):
         result = report["sets"][name]
         hierarchical, comparisons = result["hierarchical"], result["comparisons"]
         standard = {r["steps"]: r for r in result["fewer_steps"]}
@@ -98,9 +98,10 @@ def test_cluster_on_flag_overrides_the_prior(prior_model, tmp_path):
     out = tmp_path / "bq"
     assert quality.main(["--model", prior_model, "--prompts", "1", "--standard-prompts", "1",
                          "--two-object-prompts", "1", "--timing-prompts", "1", "--taus", "0", "--low-steps", "",
-                         "--cluster-on", "embedding", "--out", str(out)]) == 0
+                         "--cluster-on", "embedding", "--sets", "paraphrased", "--out", str(out)]) == 0
     report = json.loads((out / "quality.json").read_text())
     assert report["cluster_on"] == "embedding" and report["default_tau"] == 1.0  # τ on the embedding's scale
+    assert list(report["sets"]) == ["paraphrased"]  # --sets: only the sets named
 
 
 def test_render_error_is_zero_for_exact_renders_and_grows_with_the_difference():
@@ -125,7 +126,8 @@ def test_equal_compute_steps_never_gives_standard_sampling_less_compute():
 @pytest.mark.parametrize("flags, flag", [(["--taus", "0,x"], "--taus"), (["--taus", "0,inf"], "--taus"),
                                          (["--low-steps", "6,0"], "--low-steps"),
                                          (["--schedule", "linera"], "--schedule"),
-                                         (["--guidance", "nan"], "--guidance")])
+                                         (["--guidance", "nan"], "--guidance"),
+                                         (["--sets", "clustered,templates"], "--sets")])
 def test_quality_bench_refuses_bad_flags_before_any_work(tmp_path, flags, flag):
     out = tmp_path / "bq"
     with pytest.raises(HdiffError, match=flag):

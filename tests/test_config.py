@@ -21,7 +21,7 @@ def write(tmp_path, text: str) -> Path:
 def test_shipped_configs_load():
     demo = load_config(CONFIGS / "demo.yaml")
     assert demo.model.id == "hdiff/shapes" and demo.generation.tau is None and demo.generation.budget is None
-    assert (demo.sharding.min_size, demo.sharding.max_size) == (16, 48)
+    assert (demo.sharding.min_size, demo.sharding.max_size) == (96, 192)
     assert demo.source.path_or_id == "data/demo_prompts.jsonl" and demo.output == "out/demo"
     kandinsky = load_config(CONFIGS / "kandinsky22.yaml")
     assert kandinsky.model.id == "kandinsky-community/kandinsky-2-2-decoder"
@@ -112,8 +112,8 @@ def test_gpu_keys_reach_the_generation_settings():
 
 def test_overrides():
     config = load_config(CONFIGS / "demo.yaml")
-    changed = apply_overrides(config, {"generation.tau": 0.5, "sharding.max_size": 64})
-    assert (changed.generation.tau, changed.sharding.max_size) == (0.5, 64) and config.generation.tau is None
+    changed = apply_overrides(config, {"generation.tau": 0.5, "sharding.max_size": 256})
+    assert (changed.generation.tau, changed.sharding.max_size) == (0.5, 256) and config.generation.tau is None
     with_budget = apply_overrides(config, {"generation.budget": 0.5})
     assert with_budget.generation.tau is None
     assert apply_overrides(with_budget, {"generation.tau": 0.2}).generation.budget is None

@@ -1,7 +1,7 @@
 """`hdiff bench quality`: compute saved against exact accuracy in the shapes world, by τ and at equal compute.
 
-For each prompt set (clustered: few backgrounds and shapes; diverse: spread over all attributes; both of
-held-out attribute combinations) it sweeps τ, at the model's step count and at a few lower ones, and reports the
+For each prompt set (clustered: few backgrounds and shapes; paraphrased: the clustered set's scenes in held-out
+phrasings, as people write; diverse: spread over all attributes; all of held-out attribute combinations) it sweeps τ, at the model's step count and at a few lower ones, and reports the
 UNet rows spent, the oracle's all-attribute and per-attribute accuracy, the error against the exact render, and
 diversity; then the paper's fixed-budget comparison: each point against standard sampling at the fewest steps that
 cost at least as many UNet rows. Writes quality.json, quality.md and quality.png.
@@ -9,6 +9,7 @@ cost at least as many UNet rows. Writes quality.json, quality.md and quality.png
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import math
@@ -28,6 +29,8 @@ from hdiff.generate import GenerationSettings, ImageJob, generate
 from hdiff.planning import SCHEDULE_CURVES
 from hdiff.shapes.oracle import ATTRIBUTES, all_correct, detect, score
 from hdiff.shapes.world import render
+
+PROMPT_SETS = ("clustered", "paraphrased", "diverse")  # the τ sweeps' sets, in the order they run
 
 
 def run(adapter, pairs, *, steps: int, guidance: float, tau: float, seed: int = 0, max_batch: int = 128,
@@ -194,6 +197,13 @@ def comparison_table(results: dict) -> str:
     return markdown_table(headers, rows)
 
 
+def prompt_set(text: str) -> str:
+    """An argparse type: one of PROMPT_SETS."""
+    if text not in PROMPT_SETS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(PROMPT_SETS)}")
+    return text
+
+
 def parse_args(argv: list[str] | None):
     from hdiff.models.shapes import CLUSTER_FEATURES
 
@@ -215,6 +225,8 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--low-steps", type=comma_list(integer(1), allow_empty=True), default=[10, 6],
                    help="comma-separated smaller step counts to run the τ sweep on as well, for the equal-compute "
                         "comparison at budgets where fewer steps lose accuracy (default 10,6; '' for none)")
+    p.add_argument("--sets", type=comma_list(prompt_set), default=list(PROMPT_SETS),
+                   help=f"comma-separated prompt sets for the τ sweeps (default: {','.join(PROMPT_SETS)})")
     p.add_argument("--guidance", type=number(0), default=None)
     p.add_argument("--device", type=check_device, default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}")
     p.add_argument("--out", default="out/bench-quality")
@@ -225,7 +237,10 @@ def parse_args(argv: list[str] | None):
 
 def main(argv: list[str] | None = None) -> int:
     from hdiff.models import load_adapter
-    from hdiff.shapes.prompts import clustered_set, diverse_set
+    from hdiff.shapes.prompts import clustered_set, diverse_set, paraphrased_set
+
+    builders = {"clustered": lambda n: clustered_set(n, seed=21), "paraphrased": lambda n: paraphrased_set(n, seed=21),
+                "diverse": lambda n: diverse_set(n, seed=22)}
 
     args = parse_args(argv)
     requested = GenerationSettings(steps=args.steps, guidance_scale=args.guidance,
@@ -258,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     # 3. τ sweeps (at the default and the lower step counts) against fewer-step standard sampling at equal compute.
     base_steps = [steps, *sorted({k for k in args.low_steps if k < steps}, reverse=True)]
     results = {}
-    for name, pairs in (("clustered", clustered_set(args.prompts, seed=21)),
-                        ("diverse", diverse_set(args.prompts, seed=22))):
+    for name in args.sets:
+        pairs = builders[name](args.prompts)
         results[name] = compare_at_equal_compute(adapter, pairs, base_steps=base_steps, taus=taus,
                                                  guidance=guidance, schedule=args.schedule)
         for h, f, winner in equal_compute_pairs(results[name]):

@@ -27,6 +27,7 @@ from hdiff.figures import save_grid
 from hdiff.files import atomic_path, write_atomically
 from hdiff.machine import cpu_model
 from hdiff.records import ClusterStep, DatasetRecord
+from hdiff.shapes.built import built_accuracy
 
 MANIFEST_FORMAT = 2
 
@@ -97,12 +98,14 @@ def write_manifest(out_dir: str | Path, manifest: dict) -> dict:
 
 
 def commit_run(out_dir: str | Path, *, config: dict, committed: Committed, plan: RunPlan, ingest_report: dict,
-               wall_seconds: float, keep_extra: bool, provenance: dict | None = None) -> dict:
+               wall_seconds: float, keep_extra: bool, provenance: dict | None = None,
+               model_id: str | None = None) -> dict:
     """Commit what the run wrote: check the dataset it leaves (every corpus sample in exactly one shard, every new
     shard's tar equal to its stats), write the sidecars, grid, card and manifest, then remove the shards the dataset
     no longer has. A run that changes nothing writes nothing and adds no version. `config` and `provenance` are
-    stored as given (pass them through hdiff.dataset.card.portable). Returns the manifest; HdiffError (nothing
-    committed) when a check fails."""
+    stored as given (pass them through hdiff.dataset.card.portable). For a shapes-world `model_id` the oracle's
+    accuracy on every image of the dataset goes into the totals (hdiff.shapes.built). Returns the manifest;
+    HdiffError (nothing committed) when a check fails."""
     out = Path(out_dir)
     clean_partials(out)  # left by writers killed during the run (a lost Ray node's); none is writing now
     final_names = plan.final_shards(committed)
@@ -126,6 +129,9 @@ def commit_run(out_dir: str | Path, *, config: dict, committed: Committed, plan:
     manifest = manifest_for(config=config, ingest_report=ingest_report, shards=list(final.values()),
                             versions=versions, hardware=hardware_info(), provenance=provenance,
                             created_utc=(committed.manifest or {}).get("created_utc"))
+    oracle = built_accuracy(model_id, (sample for name in order for sample in tar_samples(layout.tar_path(out, name))))
+    if oracle is not None:  # the shapes world's oracle on the built images; other models have none
+        manifest["totals"]["oracle_accuracy"] = oracle
     sidecars.write_sidecars(out, list(final.values()))
     manifest = write_dataset_files(out, manifest, order)
     remove_shards(out, leftovers)
@@ -176,6 +182,8 @@ def _compute_table(manifest: dict) -> str:
             ("UNet rows (hdiff)", f"{t['unet_rows']:,.0f}"),
             ("UNet rows (standard sampling)", f"{t['standard_rows']:,}"),
             ("compute saved", f"{t['percent_saved']:.1f}%"),
+            *([("oracle accuracy", f"{100 * t['oracle_accuracy']['all']:.1f}% of {t['oracle_accuracy']['n']:,} images")]
+              if "oracle_accuracy" in t else []),
             ("τ", ", ".join(f"{tau:g}" for tau in manifest["counts"].get("taus", [])) or "—"),
             ("wall time", f"{t['wall_seconds']:,.1f} s"),
             ("device time", f"{t['device_seconds']:,.1f} s"), ("size", f"{t['tar_bytes'] / 2**20:,.1f} MiB")]

@@ -1,7 +1,9 @@
 """The embedded default model: a small pixel-space UNet of the shapes world (hdiff.shapes), shipped in the package.
 
-It is conditioned like Kandinsky 2.2's decoder, on one vector: the prompt's all-MiniLM-L6-v2 sentence embedding.
-The unconditional row is the zero vector (the trainer drops embeddings to zero for classifier-free guidance).
+It is conditioned like Kandinsky 2.2's decoder, on one vector: an all-MiniLM-L6-v2 sentence embedding — of the scene
+its reader reads in the prompt, in the words the decoder was trained on (hdiff.shapes.reader, Kandinsky's prior in
+this world), or of the prompt itself for a model without a reader. The unconditional row is the zero vector (the
+trainer drops embeddings to zero for classifier-free guidance).
 Prompts are clustered by the model's layout prior (hdiff.shapes.prior), as Kandinsky's by its prior's image embeds.
 """
 
@@ -19,6 +21,7 @@ from hdiff.models.image_embeds import predict_with_image_embeds
 from hdiff.models.schedulers import make_scheduler
 from hdiff.shapes.model import METADATA_FILE, SENTENCE_MODEL, WEIGHTS_DIR, apply_whitening, load_whitening
 from hdiff.shapes.prior import load_prior, prior_features
+from hdiff.shapes.reader import canonical_prompts, load_reader
 
 SHAPES_MODEL_ID = "hdiff/shapes"
 CLUSTER_FEATURES = ("prior", "embedding")
@@ -71,6 +74,7 @@ class ShapesAdapter(Adapter):
                               allow_pickle=allow_pickle).to(device)
         info["whitening"] = load_whitening(folder)
         info["prior"] = load_prior(folder)
+        info["reader"] = load_reader(folder)
         if scheduler is None or isinstance(scheduler, str):  # the training schedule, sampled as named
             base = load_component(DDPMScheduler, str(folder), "scheduler")
             scheduler = make_scheduler(scheduler or info.get("default_scheduler", "ddpm"), base.config)
@@ -81,11 +85,24 @@ class ShapesAdapter(Adapter):
         return self.unet
 
     def encode(self, prompts, generators) -> Conditioning:
-        """The UNet's conditioning vectors; clustered by the layout prior's features where the model has one."""
-        vectors = embed_texts(list(prompts), self.sentence_model)  # (N, 384), unit length
-        cond = apply_whitening(self.info.get("whitening"), torch.from_numpy(vectors))  # (N, 384)
+        """The UNet's conditioning vectors: of the scene the reader reads in each prompt where the model has a
+        reader (hdiff.shapes.reader), else of the prompt itself; clustered by the layout prior's features where
+        the model has one."""
+        vectors = torch.from_numpy(embed_texts(list(prompts), self.sentence_model))  # (N, 384), unit length
+        if self.info.get("reader") is not None:
+            vectors = self.read(list(prompts), vectors, generators)
+        cond = apply_whitening(self.info.get("whitening"), vectors)  # (N, 384)
         features = prior_features(self.info["prior"], cond) if self.cluster_on == "prior" else cond  # (N, ΣK | 384)
         return Conditioning({"image_embeds": cond.to(self.device, self.dtype)}, features.numpy())
+
+    def read(self, prompts: list[str], vectors: torch.Tensor, generators) -> torch.Tensor:
+        """(N, 384) prompt embeddings → the embeddings of the words the decoder knows for what each prompt asks."""
+        canonical = canonical_prompts(self.info["reader"], prompts, self.sentence_model, generators)
+        rows = [row for row, text in enumerate(canonical) if text is not None]
+        if rows:
+            vectors = vectors.clone()
+            vectors[rows] = torch.from_numpy(embed_texts([canonical[row] for row in rows], self.sentence_model))
+        return vectors
 
     def negative(self):
         return {"image_embeds": torch.zeros(1, self.unet.config.encoder_hid_dim, device=self.device,

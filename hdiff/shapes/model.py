@@ -7,7 +7,8 @@ on 3×32×32 images in [-1, 1]; the unconditional embedding for classifier-free 
 
 On disk the model is a diffusers folder: `unet/`, `scheduler/` (the training DDPM schedule), `hdiff_shapes.json`
 (sampling defaults and the full training config, so the trainer can reproduce the weights), the conditioning
-whitening and the layout prior (hdiff.shapes.prior). This module is the runtime part — architecture, loading,
+whitening, the layout prior (hdiff.shapes.prior) and the reader of people's wording (hdiff.shapes.reader, trained
+apart by hdiff.shapes.train_reader). This module is the runtime part — architecture, loading,
 saving, whitening — and imports neither the trainer (hdiff.shapes.train) nor hdiff.models: the model adapter
 (hdiff.models.shapes) builds on it.
 """

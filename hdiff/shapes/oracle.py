@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from hdiff.shapes.grammar import parse
-from hdiff.shapes.world import COLORS, IMAGE_SIZE, POSITIONS, SHAPES, SIZE_PX, Obj, Scene, shape_coverage
+from hdiff.shapes.phrasings import read
+from hdiff.shapes.world import COLORS, IMAGE_SIZE, POSITIONS, SHAPES, SIZE_PX, Obj, Request, Scene, shape_coverage
 
 ATTRIBUTES = ("background", "color", "shape", "size", "position", "count")
 OBJECT_ATTRIBUTES = ("shape", "color", "size", "position")
@@ -58,34 +58,52 @@ class Detection:
     blobs: tuple[Blob, ...]
 
 
-def score(image: np.ndarray, scene: Scene) -> dict[str, bool]:
-    """Per-attribute correctness of `image` against `scene`; an object attribute is right only if every object's is."""
+def score(image: np.ndarray, scene: Scene | Request) -> dict[str, bool]:
+    """Per-attribute correctness of `image` against `scene`; an object attribute is right only if every object's is.
+
+    Against a Request (a one-object prompt that names some attributes) only what it names is scored, and the count
+    (one object)."""
+    if isinstance(scene, Request):
+        named = scene.named
+        wanted = tuple(a for a in ATTRIBUTES if a in named or a == "count")
+        background, objects = named.get("background"), (_Wanted(**{a: named.get(a) for a in OBJECT_ATTRIBUTES}),)
+    else:
+        wanted, background, objects = ATTRIBUTES, scene.background, scene.objects
     detection = detect(image)
-    matched = _best_match(scene.objects, detection.blobs)
-    result = {"background": detection.background == scene.background}
+    matched = _best_match(objects, detection.blobs)
+    result = {"background": detection.background == background}
     for attribute in OBJECT_ATTRIBUTES:
         result[attribute] = all(
             blob is not None and getattr(blob, attribute) == getattr(obj, attribute)
-            for obj, blob in zip(scene.objects, matched)
+            for obj, blob in zip(objects, matched)
         )
-    result["count"] = len(detection.blobs) == len(scene.objects)
-    return {attribute: result[attribute] for attribute in ATTRIBUTES}
+    result["count"] = len(detection.blobs) == len(objects)
+    return {attribute: result[attribute] for attribute in wanted}
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """A requested object: an attribute the prompt leaves open is None and matches no blob."""
+
+    shape: str | None
+    color: str | None
+    size: str | None
+    position: str | None
 
 
 def score_prompt(image: np.ndarray, prompt: str) -> dict[str, bool] | None:
-    """`score` against the prompt's scene, or None when the prompt is outside the world's grammar."""
-    scene = parse(prompt)
-    if scene is None:
-        return None
-    return score(image, scene)
+    """`score` against what the prompt names (hdiff.shapes.phrasings.read), or None when it names nothing the
+    oracle can check (no attribute of the world, or two objects outside the template grammar)."""
+    target = read(prompt)
+    return None if target is None else score(image, target)
 
 
 def all_correct(result: dict[str, bool]) -> bool:
-    """True when every attribute is right."""
-    return all(result[attribute] for attribute in ATTRIBUTES)
+    """True when every scored attribute is right."""
+    return all(result.values())
 
 
-def _best_match(objects: tuple[Obj, ...], blobs: tuple[Blob, ...]) -> tuple[Blob | None, ...]:
+def _best_match(objects: tuple[Obj | _Wanted, ...], blobs: tuple[Blob, ...]) -> tuple[Blob | None, ...]:
     """The blob for each object (None where blobs ran out), maximizing the number of matching attributes."""
     slots: list[Blob | None] = list(blobs) + [None] * len(objects)
 
@@ -238,3 +256,27 @@ _TEMPLATE_BLURS = (
     lambda coverage: ndimage.uniform_filter(coverage, size=3, mode="constant"),
     lambda coverage: ndimage.gaussian_filter(coverage, sigma=0.7, mode="constant"),
 )
+
+
+def accuracy_figures(results: list[dict[str, bool]]) -> dict[str, float | int]:
+    """`all`: the share of images whose every scored attribute is right; per attribute, its share right among the
+    images it was scored on; `n`: the images scored."""
+    figures: dict[str, float | int] = {"all": float(np.mean([all_correct(r) for r in results])), "n": len(results)}
+    for attribute in ATTRIBUTES:
+        scored = [r[attribute] for r in results if attribute in r]
+        if scored:
+            figures[attribute] = float(np.mean(scored))
+    return figures
+
+
+def prompt_accuracy(samples) -> dict[str, float | int] | None:
+    """The oracle's accuracy on (image, prompt) pairs, each image scored on what its prompt names
+    (`score_prompt`); `unscored` counts the prompts it cannot read. None when it can read none."""
+    results, unscored = [], 0
+    for image, prompt in samples:
+        result = score_prompt(image, prompt)
+        if result is None:
+            unscored += 1
+        else:
+            results.append(result)
+    return {**accuracy_figures(results), "unscored": unscored} if results else None

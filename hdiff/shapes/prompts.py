@@ -11,7 +11,20 @@ import itertools
 import numpy as np
 
 from hdiff.shapes.grammar import NUM_TEMPLATES, describe
-from hdiff.shapes.world import BACKGROUNDS, SHAPES, Scene, Split, all_one_object_scenes, random_scene, split_of
+from hdiff.shapes.phrasings import phrase
+from hdiff.shapes.world import (
+    BACKGROUNDS,
+    COLORS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    Request,
+    Scene,
+    Split,
+    all_one_object_scenes,
+    random_scene,
+    split_of,
+)
 
 TWO_OBJECT_SHARE = 0.2  # of the training list
 
@@ -55,6 +68,33 @@ def diverse_set(n: int, seed: int = 0, split: Split = "heldout", n_objects: int 
     return _distinct_prompts(_scenes_of(split), n, rng)
 
 
+def paraphrased_set(n: int, seed: int = 0) -> list[tuple[str, Scene]]:
+    """The clustered set's scenes, each prompt rewritten in a held-out phrasing (hdiff.shapes.phrasings): what
+    people write, in wordings the model's reader never saw, about held-out combinations."""
+    rng = np.random.default_rng(seed)
+    return [(phrase(Request.of(scene), rng, heldout=True), scene) for _, scene in clustered_set(n, seed)]
+
+
+def demo_prompts(concepts: int = 8, per_concept: int = 24, seed: int = 0) -> list[str]:
+    """A corpus shaped like a synthetic-data job: `concepts` concepts (a background, a place and a size, all
+    different), each asked for in `per_concept` distinct prompts in people's wording (training and held-out
+    phrasings) that name colour and shape at even odds each, so that what is left open varies per image."""
+    rng = np.random.default_rng(seed)
+    layouts = list(itertools.product(BACKGROUNDS, POSITIONS, SIZES))
+    prompts: list[str] = []
+    for index in rng.choice(len(layouts), size=concepts, replace=False):
+        background, position, size = layouts[index]
+        colors = [color for color in COLORS if color != background]
+        concept: dict[str, None] = {}
+        while len(concept) < per_concept:
+            request = Request(background, shape=SHAPES[rng.integers(len(SHAPES))] if rng.random() < 0.5 else None,
+                              color=colors[rng.integers(len(colors))] if rng.random() < 0.5 else None, size=size,
+                              position=position)
+            concept.setdefault(phrase(request, rng, heldout=bool(rng.random() < 0.5)))
+        prompts += concept
+    return prompts
+
+
 def training_pairs(seed: int = 0) -> list[tuple[str, Scene]]:
     """Every train one-object combination in every template, then two-object train scenes (TWO_OBJECT_SHARE)."""
     rng = np.random.default_rng(seed)
@@ -88,3 +128,21 @@ def _distinct_prompts(pool: list[Scene], n: int, rng: np.random.Generator) -> li
                 return pairs
             pairs.append((describe(pool[i], int(templates[i, rank])), pool[i]))
     return pairs
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hdiff.shapes.prompts demo > data/demo_prompts.jsonl`: the demo build's corpus."""
+    import json
+    import sys
+
+    from hdiff.errors import CommandParser
+
+    parser = CommandParser(prog="python -m hdiff.shapes.prompts", description=main.__doc__)
+    parser.add_argument("corpus", choices=["demo"])
+    parser.parse_args(argv)
+    sys.stdout.writelines(json.dumps({"prompt": prompt}) + "\n" for prompt in demo_prompts())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

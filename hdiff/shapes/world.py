@@ -47,6 +47,7 @@ HELDOUT_FRACTION = 0.15
 SUPERSAMPLE = 4
 
 Split = Literal["train", "heldout"]
+REQUEST_ATTRIBUTES: tuple[str, ...] = ("background", "shape", "color", "size", "position")
 
 
 @dataclass(frozen=True)
@@ -186,3 +187,54 @@ def random_scene(rng: np.random.Generator, split: Split = "train", n_objects: in
         scene = Scene(background, objects)
         if split_of(scene) == split:
             return scene
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a one-object prompt names: each attribute a name from the world's vocabulary, or None where the prompt
+    leaves it open ("a red circle" names shape and colour only)."""
+
+    background: str | None = None
+    shape: str | None = None
+    color: str | None = None
+    size: str | None = None
+    position: str | None = None
+
+    def __post_init__(self) -> None:
+        vocabularies = {"background": BACKGROUNDS, "shape": SHAPES, "color": COLORS, "size": SIZES,
+                        "position": POSITIONS}
+        for name in REQUEST_ATTRIBUTES:
+            value = getattr(self, name)
+            if value is not None and value not in vocabularies[name]:
+                raise ValueError(f"{name} {value!r} is not one of {sorted(vocabularies[name])}")
+        if self.color is not None and self.color == self.background:
+            raise ValueError(f"an object has the background's colour {self.background!r}")
+
+    @property
+    def named(self) -> dict[str, str]:
+        """The attributes the prompt names, in REQUEST_ATTRIBUTES order."""
+        return {name: getattr(self, name) for name in REQUEST_ATTRIBUTES if getattr(self, name) is not None}
+
+    @classmethod
+    def of(cls, scene: Scene) -> "Request":
+        """A one-object scene with every attribute named."""
+        if len(scene.objects) != 1:
+            raise ValueError(f"a request names one object, the scene has {len(scene.objects)}")
+        obj = scene.objects[0]
+        return cls(scene.background, obj.shape, obj.color, obj.size, obj.position)
+
+
+def complete(request: Request, rng: np.random.Generator) -> Scene:
+    """The scene a request asks for, its unnamed attributes drawn uniformly from the world (colour never the
+    background's): the background first, then colour, shape, size and place."""
+    background = request.background or _draw(rng, [b for b in BACKGROUNDS if b != request.color])
+    color = request.color or _draw(rng, [c for c in COLORS if c != background])
+    shape = request.shape or _draw(rng, SHAPES)
+    size = request.size or _draw(rng, SIZES)
+    position = request.position or _draw(rng, tuple(POSITIONS))
+    return Scene(background, (Obj(shape, color, size, position),))
+
+
+def _draw(rng: np.random.Generator, choices) -> str:
+    choices = list(choices)
+    return choices[int(rng.integers(len(choices)))]

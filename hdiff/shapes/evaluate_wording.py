@@ -1,0 +1,75 @@
+"""How the shapes model draws prompts in people's words: `python -m hdiff.shapes.evaluate_wording [--prompts N]`.
+
+Standard sampling (τ = 0) at the model's defaults on the reader's four evaluation sets (hdiff.shapes.train_reader:
+held-out attribute combinations; `phrasings` and `partial` in held-out phrasings only), each image scored by the
+oracle against what its prompt asked: every attribute of a whole scene, only the named ones of a partial prompt.
+Prints one line per set and writes the figures as JSON (`--out`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from hdiff.bench.common import integer, machine_line
+from hdiff.devices import DEVICE_CHOICES, check_device
+from hdiff.errors import CommandParser, run_as_command
+from hdiff.files import check_writable_output, write_atomically
+from hdiff.generate import GenerationSettings, ImageJob, generate
+from hdiff.shapes.oracle import accuracy_figures, score
+from hdiff.shapes.train_reader import evaluation_sets
+
+
+def evaluate(adapter, pairs, *, seed: int = 0, max_batch: int = 128) -> dict:
+    """Oracle figures of standard sampling at the model's defaults on (prompt, target) pairs."""
+    settings = GenerationSettings(tau=0.0, max_batch=max_batch).for_model(adapter)
+    with torch.inference_mode():
+        generation = generate(adapter, ImageJob.from_prompts([p for p, _ in pairs], base_seed=seed), settings)
+        images = [image for _, image in generation.images()]
+    return accuracy_figures([score(image, target) for image, (_, target) in zip(images, pairs)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = CommandParser(prog="python -m hdiff.shapes.evaluate_wording", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="hdiff/shapes")
+    parser.add_argument("--prompts", type=integer(1), default=200, help="prompts per set (default 200)")
+    parser.add_argument("--sets", default="phrasings,partial,templates,two_object",
+                        help="comma-separated sets to run (default all four)")
+    parser.add_argument("--device", type=check_device, default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}")
+    parser.add_argument("--out", default=None, help="a folder to write the figures into (wording.json)")
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        from hdiff.errors import HdiffError
+        from hdiff.models import load_adapter
+
+        sets = evaluation_sets(args.prompts)
+        wanted = args.sets.split(",")
+        unknown = [name for name in wanted if name not in sets]
+        if unknown:
+            raise HdiffError(f"unknown set {', '.join(unknown)}; choose from {', '.join(sets)}")
+        if args.out is not None:
+            check_writable_output(args.out)
+        adapter = load_adapter(args.model, device=args.device)
+        print(machine_line())
+        report = {"machine": machine_line(), "model": args.model, "prompts": args.prompts, "sets": {}}
+        for name in wanted:
+            started = time.perf_counter()
+            figures = evaluate(adapter, sets[name])
+            report["sets"][name] = figures
+            print(f"{name}: {100 * figures['all']:.1f}% all-attribute accuracy (n={figures['n']}, "
+                  + ", ".join(f"{k} {100 * v:.1f}%" for k, v in figures.items() if k not in ("all", "n"))
+                  + f"; {time.perf_counter() - started:.0f} s)", flush=True)
+        if args.out is not None:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            write_atomically(Path(args.out) / "wording.json", (json.dumps(report, indent=1) + "\n").encode())
+
+    return run_as_command(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
