@@ -97,8 +97,10 @@ def cmd_build(args) -> int:
         version = manifest["versions"][-1]
         compute = (f"; this run {version['unet_rows']:.0f} of {version['standard_rows']} UNet rows, "
                    f"{version['wall_seconds']:.1f} s")
+    oracle = totals.get("oracle_accuracy")  # the shapes world's oracle; other models have none
+    accuracy = f", oracle accuracy {100 * oracle['all']:.1f}%" if oracle else ""
     print(f"{describe_run(run)}{compute}; the dataset: {totals['samples']} images in {config.output}, "
-          f"{totals['percent_saved']:.1f}% of UNet rows saved")
+          f"{totals['percent_saved']:.1f}% of UNet rows saved{accuracy}")
     return 0
 
 

@@ -121,6 +121,10 @@ def test_reference_build_verifies_and_has_every_prompt_once(reference, capsys):
     assert manifest["ingest"] == {"read": 96, "kept": 96, "dropped": {}, "truncated": 0}
     assert manifest["counts"]["taus"] == [1.0]  # τ unset: the model's own (the tiny model has no prior: 1.0)
     assert all(shard["taus"] == [1.0] for shard in manifest["shards"])
+    oracle = manifest["totals"]["oracle_accuracy"]  # a shapes-world model: the oracle scores every image
+    assert oracle["n"] + oracle["unscored"] == 96 and 0 <= oracle["all"] <= 1
+    assert f"| oracle accuracy | {100 * oracle['all']:.1f}% of {oracle['n']} images |" in \
+        (reference / layout.CARD_NAME).read_text()
     assert "| τ | 1 |" in (reference / layout.CARD_NAME).read_text()
     for name in (layout.CARD_NAME, layout.GRID_NAME, layout.DENDROGRAM_NAME):
         assert (reference / name).is_file(), name
