@@ -15,6 +15,7 @@ is its members, so it holds exactly what the run would write — and removed aft
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -58,7 +59,9 @@ class Committed:
     def versions(self) -> list[dict]:
         return list((self.manifest or {}).get("versions", []))
 
+    @functools.cached_property
     def prompt_ids(self) -> set[str]:
+        """Every prompt id the dataset holds (read once: planning asks for it twice)."""
         return {parse_sample_key(key)[0] for keys in self.shards.values() for key in keys}
 
 
@@ -123,7 +126,7 @@ def plan_run(committed: Committed, prompts: list, fresh: list, parts: list[list[
     `parts` partitions `fresh`, the prompts not yet in the dataset (`new_prompts`), into shards (lists of indices
     into `fresh`); each becomes a ShardJob named by its members.
     """
-    have = committed.prompt_ids()
+    have = committed.prompt_ids
     shards = []
     for rows in parts:
         members = [fresh[r] for r in rows]
@@ -148,7 +151,7 @@ def plan_run(committed: Committed, prompts: list, fresh: list, parts: list[list[
 
 def new_prompts(committed: Committed, prompts: list) -> list:
     """The prompts not in the dataset yet, in the order given."""
-    have = committed.prompt_ids()
+    have = committed.prompt_ids
     return [p for p in prompts if p.id not in have]
 
 
