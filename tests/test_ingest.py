@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from hdiff.dataset.embed_cache import embed_with_cache, model_cache_dir
-from hdiff.dataset.ingest import Prompt, ingest, near_duplicate_mask, normalize
-from hdiff.dataset.sources import read_corpus
+from hdiff.dataset.ingest import (READ_BATCH, KeptInMemory, Prompt, SpilledToDisk, ingest, ingest_into,
+                                  near_duplicate_mask, normalize)
+from hdiff.dataset.sources import open_corpus, read_corpus
 from hdiff.prompts import prompt_id
 from hdiff.errors import HdiffError
 
@@ -154,6 +155,28 @@ def test_read_corpus_reads_folders_and_globs(tmp_path):
         read_corpus(str(folder / "*.parquet"))
 
 
+def test_streamed_parquet_reads_what_the_whole_read_reads(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    rows = [{"prompt": f"prompt {i}" if i % 5 else None, "n": i, "tags": [f"t{i}"] if i % 3 else [],
+             "score": None if i % 4 == 0 else i / 8} for i in range(30)]
+    for part, lo in enumerate(range(0, 30, 10)):  # three files, row groups of four rows
+        pq.write_table(pa.Table.from_pylist(rows[lo:lo + 10]), folder / f"part-{part}.parquet", row_group_size=4)
+    whole = open_corpus(str(folder), keep_columns="all")
+    streamed = open_corpus(str(folder), keep_columns="all", streaming=True)
+    assert type(streamed.dataset).__name__ == "ParquetStream"
+    assert list(streamed.rows()) == list(whole.rows()) and len(list(whole.rows())) == 30
+    assert list(streamed.rows())[7] == ("prompt 7", {"n": 7, "tags": ["t7"], "score": 7 / 8})
+
+    pq.write_table(pa.table({"text": ["a red circle"]}), folder / "part-3.parquet")  # a file without the column
+    with pytest.raises(HdiffError, match=r"part-3\.parquet: no column 'prompt', which .*part-0\.parquet has; "
+                                         r"available columns: text$"):
+        list(open_corpus(str(folder), streaming=True).rows())
+
+
 def test_read_corpus_reads_the_demo_corpus():
     raw = read_corpus(str(Path(__file__).parents[1] / "data" / "demo_prompts.jsonl"))
     prompts, report = ingest(raw)
@@ -205,6 +228,34 @@ def test_near_dedupe_drops_prompts_close_to_a_kept_one():
     prompts, report = ingest(list(vectors), near_dedupe=0.95, embed_fn=embed)
     assert [p.text for p in prompts] == ["a red circle", "a blue square", "a green cross"]
     assert report.dropped == {"near_duplicate": 2} and len(calls) == 1
+
+
+def _corpus_rows(n: int) -> list[tuple[object, dict]]:
+    """n rows across several store batches: repeats (near and far apart), empties, non-text, a kept column."""
+    values = [f"prompt {i % (n // 3)}" if i % 7 else ("" if i % 2 else None) for i in range(n)]
+    return [(value, {"row_tag": f"t{i}", "n": i}) for i, value in enumerate(values)]
+
+
+@pytest.mark.parametrize("settings", [{}, {"limit": 500, "sample_seed": None}, {"limit": 500, "sample_seed": 7},
+                                      {"near_dedupe": 0.999}], ids=["all", "first", "seeded", "near"])
+def test_the_disk_store_keeps_exactly_what_the_memory_store_keeps(tmp_path, settings):
+    rows = _corpus_rows(3 * READ_BATCH + 11)
+
+    def embed(texts):  # one direction per prompt number mod 50, so near-dedupe keeps 50 prompts
+        return np.eye(50, dtype=np.float32)[[int(t.split()[1]) % 50 for t in texts]]
+
+    memory = KeptInMemory()
+    expected = ingest_into(memory, iter(rows), embed_fn=embed, **settings)
+    with SpilledToDisk(tmp_path / "kept.sqlite") as disk:
+        report = ingest_into(disk, iter(rows), embed_fn=embed, **settings)
+        assert report == expected and len(disk) == len(memory) == report.kept
+        kept = [p for chunk in disk.chunks(size=1000) for p in chunk]
+        assert [(p.id, p.text, p.row, p.columns) for p in kept] == \
+            [(p.id, p.text, p.row, p.columns) for chunk in memory.chunks() for p in chunk]
+        assert list(disk.sorted_ids()) == sorted(p.id for p in kept) == list(memory.sorted_ids())
+    assert not (tmp_path / "kept.sqlite").exists()
+    assert report.read == len(rows) == report.kept + sum(report.dropped.values())
+    assert report.dropped["duplicate"] > 0 and report.dropped["empty"] > 0 and report.dropped["not_text"] > 0
 
 
 def test_near_duplicate_mask_blockwise_matches_the_greedy_definition():

@@ -106,7 +106,7 @@ def test_streaming_and_whole_reads_agree(online, offline_cache):
     offline_cache(online["cache"])
     whole = read({**SOURCES["objects@main"], "streaming": False})
     streamed = read({**SOURCES["objects@main"], "streaming": True})
-    assert type(whole.dataset).__name__ == "Dataset" and type(streamed.dataset).__name__ == "IterableDataset"
+    assert type(whole.dataset).__name__ == "Dataset" and type(streamed.dataset).__name__ == "ParquetStream"
     assert rows_of(streamed) == rows_of(whole)
 
 

@@ -31,7 +31,7 @@ def committed_with(*shards: list[str], copies: int = 1) -> Committed:
 
 def plan(committed: Committed, corpus: list[Prompt], parts=None, *, copies: int = 1, prune: bool = False) -> RunPlan:
     fresh = new_prompts(committed, corpus)
-    return plan_run(committed, corpus, fresh, parts if parts is not None else ([list(range(len(fresh)))] if fresh
+    return plan_run(committed, [p.id for p in corpus], fresh, parts if parts is not None else ([list(range(len(fresh)))] if fresh
                                                                                  else []),
                     copies=copies, base_seed=SEED, prune=prune, corpus={"fingerprint": "f"})
 

@@ -66,6 +66,22 @@ def embed_with_cache(texts: Sequence[str], cache_dir: str | os.PathLike, model_n
     return cached.lookup(keys)
 
 
+def embed_into_file(embed: Callable[[list[str]], np.ndarray], texts: Sequence[str], path: str | os.PathLike,
+                    chunk: int = CHECKPOINT_ROWS) -> np.ndarray:
+    """(N, D) float32 embeddings of `texts` as a memory map of a new .npy file at `path`, computed `chunk` texts at a
+    time by `embed` (e.g. embed_with_cache with its settings bound), so only one chunk is in memory."""
+    out = None
+    for start in range(0, len(texts), chunk):
+        vectors = np.asarray(embed(list(texts[start:start + chunk])), dtype=np.float32)  # (c, D)
+        if out is None:
+            out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(texts), vectors.shape[1]))
+        out[start:start + len(vectors)] = vectors
+    if out is None:
+        raise HdiffError("embed_into_file needs at least one text")
+    out.flush()
+    return out
+
+
 def _checked(vectors: np.ndarray, n: int, dim: int | None) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or len(vectors) != n:

@@ -15,17 +15,19 @@ import functools
 import json
 import os
 import socket
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from hdiff.dataset import layout
 from hdiff.dataset.config import BuildConfig, ModelConfig
-from hdiff.dataset.embed_cache import embed_with_cache
-from hdiff.dataset.ingest import IngestReport, ingest_rows
+from hdiff.dataset.embed_cache import embed_into_file, embed_with_cache
+from hdiff.dataset.ingest import IngestReport, SpilledToDisk, ingest_into
 from hdiff.dataset.sources import check_inputs
 from hdiff.dataset.shard import semantic_shards
 from hdiff.dataset.update import (Committed, Rewrite, RunPlan, ShardJob, corpus_fingerprint, new_prompts, plan_run,
@@ -61,23 +63,33 @@ def preflight(config: BuildConfig) -> None:
 
 def prepare(config: BuildConfig, progress: bool = True) -> Prepared:
     """Read and clean the corpus, and plan the run against the dataset already in the output folder: only prompts
-    not yet in it are embedded and partitioned into new shards."""
+    not yet in it are embedded and partitioned into new shards.
+
+    The kept prompts wait in a scratch SQLite file and the new prompts' embeddings in a scratch memory map (both
+    in the system's temporary folder, TMPDIR), so memory grows with the new prompts' plan, not with the corpus.
+    """
     committed = read_committed(config.output)
     corpus = config.source.open()
     embed = functools.partial(embed_with_cache, cache_dir=config.embedding.cache_dir,
                               model_name=config.embedding.model, batch_size=config.embedding.batch_size,
                               progress=progress)
-    prompts, report = ingest_rows(corpus.rows(), max_chars=config.ingest.max_chars,
-                                  long_policy=config.ingest.long_policy, near_dedupe=config.ingest.near_dedupe,
-                                  embed_fn=embed, limit=config.ingest.limit, sample_seed=config.ingest.sample_seed,
-                                  source=corpus.label)
-    fresh = new_prompts(committed, prompts)
-    parts = semantic_shards(embed([p.text for p in fresh]), [p.id for p in fresh], config.sharding.min_size,
-                            config.sharding.max_size) if fresh else []
-    fingerprint = {"source": corpus.label, "revision": corpus.revision, "prompts": len(prompts),
-                   "fingerprint": corpus_fingerprint([p.id for p in prompts])}
-    plan = plan_run(committed, prompts, fresh, parts, copies=config.generation.images_per_prompt,
-                    base_seed=config.generation.seed, prune=config.update.prune, corpus=fingerprint)
+    with tempfile.TemporaryDirectory(prefix="hdiff-prepare-") as scratch, \
+            SpilledToDisk(Path(scratch) / "prompts.sqlite") as kept:
+        report = ingest_into(kept, corpus.rows(), max_chars=config.ingest.max_chars,
+                             long_policy=config.ingest.long_policy, near_dedupe=config.ingest.near_dedupe,
+                             embed_fn=embed, limit=config.ingest.limit, sample_seed=config.ingest.sample_seed,
+                             source=corpus.label)
+        fresh = new_prompts(committed, (p for chunk in kept.chunks() for p in chunk))
+        parts = []
+        if fresh:
+            embeddings = embed_into_file(embed, [p.text for p in fresh], Path(scratch) / "embeddings.npy")
+            parts = semantic_shards(embeddings, [p.id for p in fresh], config.sharding.min_size,
+                                    config.sharding.max_size)
+            del embeddings  # the memory map, before its folder goes
+        fingerprint = {"source": corpus.label, "revision": corpus.revision, "prompts": report.kept,
+                       "fingerprint": corpus_fingerprint(kept.sorted_ids(), ordered=True)}
+        plan = plan_run(committed, kept.sorted_ids(), fresh, parts, copies=config.generation.images_per_prompt,
+                        base_seed=config.generation.seed, prune=config.update.prune, corpus=fingerprint)
     by_text = {p.text: p for p in fresh}
     plan.shards = [dataclasses.replace(job, sources=tuple(corpus.source_row(by_text[t].row, by_text[t].columns)
                                                           for t in job.prompts)) for job in plan.shards]

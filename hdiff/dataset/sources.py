@@ -258,7 +258,7 @@ class Corpus:
     """An opened source: its rows (read in batches, streamed or from datasets' Arrow cache), its revision, and how
     it is named in records."""
 
-    dataset: Any  # datasets.Dataset or datasets.IterableDataset
+    dataset: Any  # datasets.Dataset, datasets.IterableDataset, or a ParquetStream
     column: str
     keep: list[str]
     revision: str | None
@@ -267,8 +267,11 @@ class Corpus:
 
     def rows(self) -> Iterator[tuple[object, dict[str, Any]]]:
         """(prompt value, kept columns) per row, in source order."""
+        columns = [self.column, *self.keep]
+        batches = (self.dataset.batches(columns) if isinstance(self.dataset, ParquetStream)
+                   else self.dataset.select_columns(columns).iter(batch_size=READ_BATCH))
         try:
-            for batch in self.dataset.select_columns([self.column, *self.keep]).iter(batch_size=READ_BATCH):
+            for batch in batches:
                 kept = [batch[name] for name in self.keep]
                 for i, value in enumerate(batch[self.column]):
                     yield value, {name: _jsonable(values[i]) for name, values in zip(self.keep, kept)}
@@ -278,6 +281,32 @@ class Corpus:
     def source_row(self, row: int, columns: dict[str, Any]) -> dict[str, Any]:
         """The `source` field of a record (hdiff.records.SourceRow) for the prompt first read at `row`."""
         return {"dataset": self.label, "revision": self.revision, "row": row, "columns": columns}
+
+
+class ParquetStream:
+    """Parquet files streamed a row group's batch at a time with pyarrow's ParquetFile.iter_batches.
+
+    `datasets` streams parquet through pyarrow's dataset scanner, whose memory grows with the rows read
+    (apache/arrow#39808; measured here: 600 MiB at 300,000 rows, 940 MiB at 2,000,000); ParquetFile.iter_batches
+    frees each batch, so a streamed corpus's memory stays flat.
+    """
+
+    def __init__(self, files: list[str]):
+        import pyarrow.parquet as pq
+
+        self.files = files
+        self.column_names = pq.ParquetFile(files[0]).schema_arrow.names
+
+    def batches(self, columns: list[str]) -> Iterator[dict[str, list]]:
+        import pyarrow.parquet as pq
+
+        for name in self.files:
+            reader = pq.ParquetFile(name)
+            if missing := [c for c in columns if c not in reader.schema_arrow.names]:
+                raise HdiffError(f"{name}: no column {missing[0]!r}, which {self.files[0]} has; available columns: "
+                                 f"{', '.join(reader.schema_arrow.names)}")
+            for batch in reader.iter_batches(batch_size=READ_BATCH, columns=columns):
+                yield batch.to_pydict()
 
 
 def _jsonable(value: Any) -> Any:
@@ -317,6 +346,8 @@ def _load(source: str, builder: str, files: list[str], streaming: bool):
     import datasets
 
     try:
+        if streaming and builder == "parquet":
+            return ParquetStream(files)
         return datasets.load_dataset(builder, data_files=files, split="train", streaming=streaming)
     except Exception as exc:  # a parse error deep inside pyarrow/pandas: one line for the user, naming the place
         where = first_text_problem(files) if builder in ("json", "text") else None

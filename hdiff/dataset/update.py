@@ -18,6 +18,7 @@ import datetime
 import functools
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,14 +115,18 @@ def key_members(keys: list[str], base_seed: int) -> list[tuple[str, int]]:
     return [(key, image_seed(*parse_sample_key(key), base_seed)) for key in keys]
 
 
-def corpus_fingerprint(prompt_ids: list[str]) -> str:
-    """sha256 of the ingested corpus as a set of prompt ids: the same prompts give the same fingerprint."""
-    return hashlib.sha256("".join(f"{pid}\n" for pid in sorted(prompt_ids)).encode()).hexdigest()
+def corpus_fingerprint(prompt_ids: Iterable[str], *, ordered: bool = False) -> str:
+    """sha256 of the ingested corpus as a set of prompt ids: the same prompts give the same fingerprint.
+    `ordered`: the ids come in id order already (read from a store, not held)."""
+    digest = hashlib.sha256()
+    for pid in prompt_ids if ordered else sorted(prompt_ids):
+        digest.update(f"{pid}\n".encode())
+    return digest.hexdigest()
 
 
-def plan_run(committed: Committed, prompts: list, fresh: list, parts: list[list[int]], *, copies: int,
+def plan_run(committed: Committed, corpus_ids: Iterable[str], fresh: list, parts: list[list[int]], *, copies: int,
              base_seed: int, prune: bool, corpus: dict) -> RunPlan:
-    """The plan against `committed` for the ingested `prompts` (objects with .id and .text).
+    """The plan against `committed` for the ingested corpus, given as its prompt ids.
 
     `parts` partitions `fresh`, the prompts not yet in the dataset (`new_prompts`), into shards (lists of indices
     into `fresh`); each becomes a ShardJob named by its members.
@@ -135,7 +140,7 @@ def plan_run(committed: Committed, prompts: list, fresh: list, parts: list[list[
     if shards and not committed.shards:
         shards[0] = ShardJob(shards[0].name, shards[0].prompts, dendrogram=True)
 
-    wanted = {p.id for p in prompts}
+    wanted = set(corpus_ids)
     left = have - wanted
     rewrites = []
     if prune and left:
@@ -149,8 +154,8 @@ def plan_run(committed: Committed, prompts: list, fresh: list, parts: list[list[
                    removed=len(left) if prune else 0)
 
 
-def new_prompts(committed: Committed, prompts: list) -> list:
-    """The prompts not in the dataset yet, in the order given."""
+def new_prompts(committed: Committed, prompts: Iterable) -> list:
+    """The prompts not in the dataset yet, in the order given (`prompts` is read once: a store's chunks may pass)."""
     have = committed.prompt_ids
     return [p for p in prompts if p.id not in have]
 
