@@ -43,6 +43,23 @@ def test_bench_plan_prints_stages_and_totals(capsys):
     assert "machine: " in out
 
 
+def test_bench_ingest_measures_each_mode(tmp_path, capsys):
+    code = main(["bench", "ingest", "--prompts", "900", "--dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = table_rows(out, "prompts")
+    modes = ["rows read, nothing kept", "ingest, kept prompts in memory",
+             "ingest, kept prompts spilled to disk (a build)"]
+    assert [(r[0], r[2], r[3]) for r in rows] == [(n, mode, read) for n in ("900",) for mode in modes
+                                                  for read in ("whole (Arrow cache)", "streamed")]
+    for row in rows:
+        n = row[0]
+        assert row[4] == n and row[5] == ("0" if row[2].startswith("rows read") else n)  # every prompt is distinct
+        assert float(row[6]) > 0 and float(row[7].replace(",", "")) > 50
+    assert list(tmp_path.iterdir()) == []  # the corpora and caches are gone
+    assert "machine: " in out
+
+
 def test_bench_saved_on_a_tiny_set(tmp_path, capsys):
     prompts = ["a lion", "a tiger", "a leopard", "a red car", "a blue car", "a bowl of soup"]
     folder = tmp_path / "sets"

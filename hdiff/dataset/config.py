@@ -62,7 +62,8 @@ class SourceConfig(_Section):
 class IngestConfig(_Section):
     max_chars: int = Field(1000, ge=1)
     long_policy: Literal["truncate", "drop"] = "truncate"
-    near_dedupe: float | None = Field(None, gt=0, le=1, description="cosine threshold; None turns it off")
+    near_dedupe: float | None = Field(None, gt=0, le=1, description="cosine threshold; None turns it off (on, every "
+                                      "kept prompt's embedding is held at once)")
     limit: int | None = Field(None, ge=1)
     sample_seed: int | None = Field(0, ge=0, description="seeded sample under `limit`; None takes the first ones")
 
