@@ -77,6 +77,20 @@ def test_model_index_chooses_the_adapter(twins):
         family: name for family, (_, name, _, _) in FAMILIES.items()}
 
 
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "pixart-sigma", "flux-dev"])
+def test_the_default_size_is_the_stock_pipelines(twins, family):
+    """Without a size, hdiff makes the image the stock pipeline makes: its denoiser's sample_size × the VAE's scale
+    (SD 2.1 at 768 px, 2.1-base at 512); FLUX.1's fixed 128 latent pixels × the VAE's scale (1024 px)."""
+    pipeline = twins[family][0]
+    adapter = loaded(twins, family)
+    if family.startswith("flux"):  # a stock run at the tiny twin's 256 px is slow
+        assert adapter.default_size == pipeline.default_sample_size * pipeline.vae_scale_factor == 128 * 2
+        return
+    image = pipeline("a red cat", num_inference_steps=1, guidance_scale=FAMILIES[family][2], output_type="np",
+                     **FAMILIES[family][3], **STOCK_ONLY.get(family, {})).images[0]
+    assert adapter.default_size == image.shape[0] == image.shape[1] < 512  # the tiny twin's own size, not 1024
+
+
 @pytest.mark.parametrize("family, scheduler", [
     ("sdxl", None), ("sdxl", "dpm++"), ("sd3", None), ("sd3", "dpm++"), ("flux-dev", None), ("flux-dev", "dpm++"),
     ("flux-schnell", None), ("pixart-sigma", None), ("pixart-sigma", "euler")])

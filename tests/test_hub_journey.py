@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from hub_server import KANDINSKY_DECODER, KANDINSKY_PRIOR, PARTI_PROMPTS, PICKLE_DECOY
+from hub_server import (KANDINSKY_DECODER, KANDINSKY_PRIOR, PARTI_PROMPTS, PICKLE_DECOY, STABLE_DIFFUSION,
+                        STABLE_UNCLIP)
 
 from hdiff.dataset import layout
 
@@ -122,6 +123,24 @@ def test_generate_online_from_a_cold_cache_records_revisions(hub_server, command
     # the prior loads as a pipeline: diffusers asked for the repo info olah's mirrors lack, and the front forwarded it
     assert f"/api/models/{KANDINSKY_PRIOR}" in hub_server.forwarded
     assert PICKLE_DECOY not in cached_files(home, "model", KANDINSKY_DECODER)  # safetensors only
+
+
+@pytest.mark.parametrize("model_id, pipeline_class", [(STABLE_UNCLIP, "StableUnCLIPPipeline"),
+                                                     (STABLE_DIFFUSION, "StableDiffusionPipeline")])
+def test_other_hub_models_download_from_a_cold_cache_and_run(hub_server, tmp_path, model_id, pipeline_class):
+    """The Stable unCLIP and Stable Diffusion repos on the server: fetched by id, safetensors only, and run."""
+    root, home = workdir(tmp_path / "work"), tmp_path / "hf-home"
+    words = ["hdiff", "generate", "--model", model_id, "--prompts", "data/prompts/demo.jsonl", "--steps", "3",
+             "--tau", "0.5", "--out", "out/model"]
+    succeeded(run(words, cwd=root, home=home, hub=hub_server, offline=False))
+    report = json.loads((root / "out" / "model" / "report.json").read_text())
+    assert len(report["images"]) == len(list((root / "out" / "model" / "images").glob("*.png"))) == 6
+    record = report["images"][0]
+    assert record["model"] == model_id and record["pipeline_class"] == pipeline_class
+    assert record["model_revision"] == hub_server.commits[model_id]
+    assert (record["height"], record["width"]) == (16, 16)  # as the stock pipeline: UNet sample_size 8 × VAE scale 2
+    fetched = cached_files(home, "model", model_id)
+    assert "model_index.json" in fetched and not any(f.endswith((".bin", ".ckpt")) for f in fetched)
 
 
 def test_generate_offline_warm_gives_the_same_bytes(hub_server, commands, generated_online):

@@ -205,10 +205,14 @@ class StockPipelineAdapter(Adapter):
     stock_pipeline: ClassVar[str]  # the diffusers class loaded and driven
     stock_pipeline_kwargs: ClassVar[dict] = {}
     denoiser_name: ClassVar[str] = "unet"  # the pipeline's denoiser component
+    size_from_config: ClassVar[bool] = True  # the stock pipeline's default size: denoiser sample_size × VAE scale
 
     def __init__(self, model_id: str, pipeline, *, device="cpu", dtype=torch.float32):
         super().__init__(model_id, pipeline.scheduler, device, dtype)
         self.pipeline = pipeline
+        sample_size = self.denoiser.config.get("sample_size")
+        if self.size_from_config and isinstance(sample_size, int):  # SD 2.1: 96 × 8 = 768 px, SD 2.1-base: 512
+            self.default_size = sample_size * pipeline.vae_scale_factor
 
     @classmethod
     def from_pretrained(cls, source: str, *, device: str = "cpu", dtype=None, allow_pickle: bool = False,
