@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -474,3 +475,36 @@ def test_bad_input_gives_one_line_error_or_counted_drop(tmp_path, model, embeddi
              for name, data in tar_contents(shard).items() if name.endswith(".txt")]
     assert sorted(texts) == sorted(stored)
     assert cli.main(["verify", str(out)]) == 0
+
+
+def test_a_streamed_corpus_plans_what_the_whole_read_plans(tmp_path, model, embedding_cache, monkeypatch):
+    """The build's prepare() on a parquet corpus in row groups of 10, read whole and streamed: the same shards, the
+    same source rows and columns, the same corpus fingerprint; nothing left in the scratch folder."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hdiff.dataset.config import load_config
+    from hdiff.dataset.pipeline import prepare
+
+    texts = [json.loads(line)["prompt"] for line in DEMO_CORPUS.read_text(encoding="utf-8").splitlines()]
+    corpus = tmp_path / "corpus.parquet"
+    pq.write_table(pa.table({"prompt": texts + texts[:5], "tag": [f"t{i}" for i in range(len(texts) + 5)]}), corpus,
+                   row_group_size=10)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where TMPDIR would put the scratch files
+    plans = {}
+    for streaming in (False, True):
+        config = write_config(tmp_path, name=f"streaming-{streaming}", output=tmp_path / f"out-{streaming}",
+                              source=str(corpus), model=model, cache=embedding_cache)
+        settings = yaml.safe_load(config.read_text(encoding="utf-8"))
+        settings["source"].update(streaming=streaming, keep_columns=["tag"])
+        config.write_text(yaml.safe_dump(settings), encoding="utf-8")
+        plans[streaming] = prepare(load_config(str(config)), progress=False)
+        assert list(scratch.iterdir()) == []
+    whole, streamed = plans[False].plan, plans[True].plan
+    assert len(whole.shards) == 6 and streamed.shards == whole.shards and streamed.corpus == whole.corpus
+    assert plans[True].ingest_report == plans[False].ingest_report
+    assert plans[True].ingest_report.dropped == {"duplicate": 5}
+    first = {text: source for shard in streamed.shards for text, source in zip(shard.prompts, shard.sources)}
+    assert first[texts[3]]["row"] == 3 and first[texts[3]]["columns"] == {"tag": "t3"}
