@@ -86,9 +86,10 @@ def prepare(config: BuildConfig, progress: bool = True) -> Prepared:
             parts = semantic_shards(embeddings, [p.id for p in fresh], config.sharding.min_size,
                                     config.sharding.max_size)
             del embeddings  # the memory map, before its folder goes
+        corpus_ids = list(kept.sorted_ids())  # read once: the fingerprint and the plan both need them
         fingerprint = {"source": corpus.label, "revision": corpus.revision, "prompts": report.kept,
-                       "fingerprint": corpus_fingerprint(kept.sorted_ids(), ordered=True)}
-        plan = plan_run(committed, kept.sorted_ids(), fresh, parts, copies=config.generation.images_per_prompt,
+                       "fingerprint": corpus_fingerprint(corpus_ids, ordered=True)}
+        plan = plan_run(committed, corpus_ids, fresh, parts, copies=config.generation.images_per_prompt,
                         base_seed=config.generation.seed, prune=config.update.prune, corpus=fingerprint)
     by_text = {p.text: p for p in fresh}
     plan.shards = [dataclasses.replace(job, sources=tuple(corpus.source_row(by_text[t].row, by_text[t].columns)

@@ -205,13 +205,12 @@ class StockPipelineAdapter(Adapter):
     stock_pipeline: ClassVar[str]  # the diffusers class loaded and driven
     stock_pipeline_kwargs: ClassVar[dict] = {}
     denoiser_name: ClassVar[str] = "unet"  # the pipeline's denoiser component
-    size_from_config: ClassVar[bool] = True  # the stock pipeline's default size: denoiser sample_size × VAE scale
 
     def __init__(self, model_id: str, pipeline, *, device="cpu", dtype=torch.float32):
         super().__init__(model_id, pipeline.scheduler, device, dtype)
         self.pipeline = pipeline
-        sample_size = self.denoiser.config.get("sample_size")
-        if self.size_from_config and isinstance(sample_size, int):  # SD 2.1: 96 × 8 = 768 px, SD 2.1-base: 512
+        sample_size = self.denoiser.config.get("sample_size")  # the stock pipeline's default: × the VAE's scale
+        if isinstance(sample_size, int):  # SD 2.1: 96 × 8 = 768 px, SD 2.1-base: 512
             self.default_size = sample_size * pipeline.vae_scale_factor
 
     @classmethod

@@ -29,12 +29,12 @@ class FluxAdapter(FlowMatchingAdapter):
     stock_pipeline = "FluxPipeline"
     cluster_features = "CLIP-L's pooled output (768-d)"
     default_size = 1024
-    size_from_config = False  # FluxPipeline's default is its default_sample_size (128) × the VAE's scale
 
     def __init__(self, model_id: str, pipeline, *, device="cpu", dtype=torch.float32, max_sequence_length: int = 512):
         super().__init__(model_id, pipeline, device=device, dtype=dtype)
         self.max_sequence_length = max_sequence_length
-        self.default_size = pipeline.default_sample_size * pipeline.vae_scale_factor  # 128 × 8 for the real one
+        # FluxPipeline's default size is its fixed default_sample_size (128) × the VAE's scale, not a config's
+        self.default_size = pipeline.default_sample_size * pipeline.vae_scale_factor
         self.guidance_embeds = bool(pipeline.transformer.config.guidance_embeds)
         # [dev]: 28 steps at guidance 3.5 (the stock call's defaults); [schnell]: 4 steps, no guidance
         self.default_steps, self.default_guidance = (28, 3.5) if self.guidance_embeds else (4, 0.0)
