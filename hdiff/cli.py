@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
 import hdiff
-from hdiff.devices import DEVICE_CHOICES, check_device
+from hdiff.devices import DEVICE_CHOICES, check_present
 from hdiff.errors import CommandParser, HdiffError, run_as_command
 from hdiff.files import atomic_folder, check_writable_output
 from hdiff.models.schedulers import SCHEDULERS
-from hdiff.planning.schedule import SCHEDULE_CURVES
 from hdiff.prompts import read_prompt_file
-from hdiff.records import NODE_CONDITIONS, NOISE_DEVICES
+from hdiff.settings import add_flags, from_flags
 
 
 def cmd_generate(args) -> int:
@@ -25,20 +23,16 @@ def cmd_generate(args) -> int:
     from tqdm import tqdm
 
     from hdiff.figures import save_dendrogram, save_grid
-    from hdiff.generate import GenerationSettings, ImageJob, generate
+    from hdiff.generate import ImageJob, generate
     from hdiff.models import load_adapter
     from hdiff.models.schedulers import count_evaluations
 
-    # every setting is checked before the prompts are embedded or a model loads
-    requested = GenerationSettings(
-        steps=args.steps, guidance_scale=args.guidance, height=args.size, width=args.size, tau=args.tau,
-        budget=args.budget, schedule=args.schedule, max_batch=args.max_batch, copy_max_shared=args.copy_max_shared,
-        noise_device=args.noise_device, batch_multiple=args.batch_multiple,
-        node_condition=args.node_condition)  # unset: the model's own
-    check_device(args.device)
+    # every setting is checked before the prompts are embedded or a model loads; unset ones are the model's own
+    requested = from_flags(args, height=args.size, width=args.size)
+    check_present(args.device)
     check_writable_output(args.out, overwrite=args.overwrite)
     prompts = read_prompt_file(args.prompts)
-    job = ImageJob.from_prompts(prompts, images_per_prompt=args.images_per_prompt, base_seed=args.seed)
+    job = ImageJob.from_prompts(prompts, images_per_prompt=requested.images_per_prompt, base_seed=requested.seed)
     options = {"prior": args.prior} if args.prior else {}
     adapter = load_adapter(args.model, adapter=args.adapter, device=args.device, scheduler=args.scheduler,
                            allow_pickle=args.allow_pickle, **options)
@@ -63,7 +57,7 @@ def cmd_generate(args) -> int:
                 grid.append(image)
         seconds = time.perf_counter() - started
         plan = generation.plan
-        report = {"model": args.model, "adapter": adapter.name, "settings": dataclasses.asdict(settings),
+        report = {"model": args.model, "adapter": adapter.name, "settings": settings.model_dump(mode="json"),
                   "plan": plan.summary(), "tau": plan.schedule.tau,
                   "seconds": seconds, "device": str(adapter.device),
                   "images": [{"file": f"images/{i:05d}.png", **r.model_dump()} for i, r in enumerate(generation.records)]}
@@ -136,55 +130,43 @@ def parser() -> argparse.ArgumentParser:
                    "(default: kandinsky-community/kandinsky-2-2-prior)")
     g.add_argument("--adapter", default=None, help="adapter name when it cannot be inferred")
     g.add_argument("--prompts", required=True, help=".txt (one a line) or .jsonl ({\"prompt\": ...})")
-    share = g.add_mutually_exclusive_group()
-    share.add_argument("--tau", type=float, default=None,
-                       help="φ(0), the first cut height (0: standard sampling; default: the model's own)")
-    share.add_argument("--budget", type=float, default=None, help="target fraction of UNet rows saved, in [0, 1)")
-    g.add_argument("--schedule", default="linear", choices=list(SCHEDULE_CURVES))
-    g.add_argument("--steps", type=int, default=None)
-    g.add_argument("--guidance", type=float, default=None)
+    add_flags(g.add_argument_group("generation settings (hdiff.settings.GenerationSettings; a build config's "
+                                   "`generation` section)"))
+    g.add_argument("--size", type=int, default=None, help="height and width at once")
     g.add_argument("--scheduler", default=None, choices=list(SCHEDULERS), help="default: the model's own")
-    g.add_argument("--size", type=int, default=None)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--images-per-prompt", type=int, default=1)
-    g.add_argument("--copy-max-shared", type=float, default=0.25)
-    g.add_argument("--max-batch", type=int, default=64)
-    g.add_argument("--noise-device", choices=NOISE_DEVICES, default="cpu",
-                   help="where sampling noise is drawn: cpu (the same images on every machine) or the model's device")
-    g.add_argument("--node-condition", choices=NODE_CONDITIONS, default=None,
-                   help="a shared node's conditioning: its members' mean or its medoid member's (default: the model's)")
-    g.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}")
+    g.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}: 'auto' is the first GPU, "
+                   "else the CPU")
     g.add_argument("--allow-pickle", action="store_true",
                    help="also load pickle (.bin/.ckpt) weights, which can run code when loaded (default: safetensors)")
     g.add_argument("--channels-last", action="store_true", help="channels_last memory for the UNet and decoder")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet's forward (pair with --batch-multiple 8: one graph per batch size)")
-    g.add_argument("--batch-multiple", type=int, default=1,
-                   help="pad UNet micro-batches to a multiple of this many clusters (8 on GPUs)")
-    g.add_argument("--out", required=True)
-    g.add_argument("--overwrite", action="store_true")
-    g.add_argument("--quiet", action="store_true")
+    g.add_argument("--out", required=True, help="the output folder (images/, report.json, grid.png, "
+                   "dendrogram.png), written under a temporary name and renamed when complete")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
 
     b = sub.add_parser("build", help="build a WebDataset image dataset from a YAML config (a Prefect flow)")
-    b.add_argument("config")
-    b.add_argument("--set", action="append", help="override a config value, e.g. --set generation.tau=0.5")
+    b.add_argument("config", help="the build config, a YAML file (see configs/demo.yaml)")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set generation.tau=0.5 (repeatable)")
     b.set_defaults(func=cmd_build)
 
     v = sub.add_parser("verify", help="check a built dataset; exit 1 if anything is wrong")
-    v.add_argument("out")
+    v.add_argument("out", help="the dataset folder a build wrote")
     v.set_defaults(func=cmd_verify)
 
     u = sub.add_parser("push", help="upload a built dataset to the Hugging Face Hub")
-    u.add_argument("out")
-    u.add_argument("--repo", required=True)
-    u.add_argument("--private", action="store_true")
-    u.add_argument("--revision", default=None)
+    u.add_argument("out", help="the dataset folder a build wrote")
+    u.add_argument("--repo", required=True, help="the Hub dataset repository, OWNER/NAME (created if absent)")
+    u.add_argument("--private", action="store_true", help="create the repository private")
+    u.add_argument("--revision", default=None, help="the branch to commit to (default: main)")
     u.set_defaults(func=cmd_push)
 
     bench = sub.add_parser("bench", help="benchmarks that print figures: saved, quality, speed, plan, ingest")
-    bench.add_argument("which", choices=["saved", "quality", "speed", "plan", "ingest"])
-    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.add_argument("which", choices=["saved", "quality", "speed", "plan", "ingest"], help="the benchmark")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="its own flags (hdiff bench WHICH --help)")
     bench.set_defaults(func=cmd_bench)
     return p
 

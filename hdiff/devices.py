@@ -1,4 +1,9 @@
-"""Device names hdiff accepts, checked where a setting is read, and resolved to torch devices where models load."""
+"""Device names hdiff accepts, checked where a setting is read, and resolved to torch devices where models load.
+
+The names mean the same in every command: "auto" is the first GPU of the machine, else the CPU (one model copy);
+"all" is every GPU of the machine, one model copy each, else the CPU (a build spreads its shards over them;
+`hdiff generate`, which runs one model copy, refuses it).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,16 @@ from collections.abc import Iterator
 
 from hdiff.errors import HdiffError
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")  # one device
+POOL_CHOICES = ("all", *DEVICE_CHOICES)  # a build's devices: also "all", or a list
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 def check_device(device: str) -> str:
-    """`device` if it names a device hdiff can run on; HdiffError listing the choices otherwise."""
+    """`device` if it names one device hdiff can run on; HdiffError listing the choices otherwise."""
+    if device == "all":
+        raise HdiffError("'all' (every GPU) needs a build, which runs one model copy per device; give one device: "
+                         f"{', '.join(DEVICE_CHOICES)}")
     if not isinstance(device, str) or not _DEVICE.match(device):
         raise HdiffError(f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
     return device
@@ -29,28 +38,46 @@ def resolve_device(device: str = "auto"):
     return torch.device(device)
 
 
+def check_present(device: str) -> str:
+    """`device` if this machine has it (a device name: "auto" always); HdiffError naming what it has otherwise."""
+    import torch
+
+    kind, _, index = check_device(device).partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count <= int(index or 0):
+            has = f"GPUs cuda:0..cuda:{count - 1}" if count else "no GPU"
+            raise HdiffError(f"device {device!r} is not on this machine, which has {has}")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise HdiffError("device 'mps' is not on this machine")
+    return device
+
+
 def check_devices(setting: str | list[str]) -> str | list[str]:
-    """`setting` if it is a device name or a list of distinct ones ("auto" alone); HdiffError otherwise."""
+    """`setting` if it is "all", a device name or a list of distinct ones; HdiffError otherwise."""
     names = [setting] if isinstance(setting, str) else setting
     if not isinstance(names, list) or not names:
-        raise HdiffError(f"give a device or a list of devices ({', '.join(DEVICE_CHOICES)}), got {setting!r}")
+        raise HdiffError(f"give a device or a list of devices ({', '.join(POOL_CHOICES)}), got {setting!r}")
+    if names == ["all"]:
+        return setting
+    if "all" in names or ("auto" in names and len(names) > 1):
+        raise HdiffError("'all' and 'auto' stand alone; list devices without them")
     for name in names:
         check_device(name)
-    if len(names) > 1 and "auto" in names:
-        raise HdiffError("'auto' means every GPU of the machine; list devices without it")
     if repeated := sorted({name for name in names if names.count(name) > 1}):
         raise HdiffError(f"device {repeated[0]!r} is listed twice; a device runs one model copy")
     return setting
 
 
 def visible_devices(setting: str | list[str]) -> list[str]:
-    """The devices a setting names: "auto" is every visible GPU (cuda:0, cuda:1, ...), or the CPU without one."""
+    """The devices a setting names: "all" is every visible GPU (cuda:0, cuda:1, ...), "auto" the first, each the
+    CPU without one."""
     import torch
 
     names = [setting] if isinstance(setting, str) else list(setting)
-    if names == ["auto"]:
+    if names in (["all"], ["auto"]):
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        return [f"cuda:{i}" for i in range(gpus)] or ["cpu"]
+        return ([f"cuda:{i}" for i in range(gpus)] or ["cpu"])[:None if names == ["all"] else 1]
     return names
 
 

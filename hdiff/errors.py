@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import Callable
 
 
@@ -11,11 +12,23 @@ class HdiffError(Exception):
     """Bad input or an unmet precondition; the CLI prints `hdiff: <message>` and exits 2."""
 
 
+class HdiffDeprecation(FutureWarning):
+    """A setting read under its old name; the CLI prints `hdiff: note: <message>` and goes on."""
+
+
 def run_as_command(body: Callable[[], int | None]) -> int:
     """Run a command's body: its exit code (0 for None), or 2 with `hdiff: <message>` for an HdiffError, or 130
     with `hdiff: interrupted` for Ctrl-C."""
+    def note(message, category, *args, **kwargs):
+        if issubclass(category, HdiffDeprecation):
+            print(f"hdiff: note: {message}", file=sys.stderr)
+        else:
+            shown(message, category, *args, **kwargs)
+
     try:
-        return body() or 0
+        with warnings.catch_warnings():
+            shown, warnings.showwarning = warnings.showwarning, note
+            return body() or 0
     except HdiffError as exc:
         print(f"hdiff: {exc}", file=sys.stderr)
         return 2

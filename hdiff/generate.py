@@ -7,8 +7,6 @@ use them to compare with the stock pipelines).
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -18,83 +16,11 @@ import torch
 from hdiff.errors import HdiffError
 from hdiff.models.base import Adapter, Conditioning
 from hdiff.models.schedulers import count_evaluations
-from hdiff.planning import SCHEDULE_CURVES, Plan, Schedule, build_tree, join_trees, make_plan, plan_for_budget
+from hdiff.planning import Plan, Schedule, build_tree, join_trees, make_plan, plan_for_budget
 from hdiff.prompts import image_seed, prompt_id
-from hdiff.records import NODE_CONDITIONS, NOISE_DEVICES, ClusterStep, ImageRecord
+from hdiff.records import ClusterStep, ImageRecord
 from hdiff.sampling import sample_plan
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """What `generate` needs beyond the model and the prompts, checked when made (before any model loads).
-
-    steps, guidance_scale, height and width left unset are the model's own (`for_model`). At most one of tau and
-    budget is set; neither means the model's own τ (`Adapter.default_tau`: τ's scale is the model's cluster
-    features').
-    """
-
-    steps: int | None = None
-    guidance_scale: float | None = None
-    height: int | None = None
-    width: int | None = None
-    tau: float | None = None
-    budget: float | None = None
-    schedule: str = "linear"
-    max_batch: int = 64
-    copy_max_shared: float = 0.25
-    noise_device: str = "cpu"  # "cpu": the same images on every machine; "device": drawn on the model's device
-    batch_multiple: int = 1  # pad micro-batches to a multiple of this many clusters (GPU kernel reuse)
-    node_condition: str | None = None  # "mean" or "medoid" (Conditioning.for_node); None: the model's own
-
-    def __post_init__(self):
-        problems = settings_problems(self)
-        if problems:
-            raise HdiffError("\n".join(problems))
-
-    def for_model(self, adapter: Adapter) -> "GenerationSettings":
-        """These settings with the unset steps, guidance, size and node condition taken from the model's defaults."""
-        return dataclasses.replace(
-            self, steps=self.steps or adapter.default_steps,
-            guidance_scale=adapter.default_guidance if self.guidance_scale is None else self.guidance_scale,
-            height=self.height or adapter.default_size, width=self.width or adapter.default_size,
-            node_condition=self.node_condition or adapter.default_node_condition)
-
-
-def settings_problems(s: GenerationSettings) -> list[str]:
-    """One line per invalid field of `s`, naming the field and what it accepts."""
-    def finite(value) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-    problems = []
-    if s.steps is not None and not (isinstance(s.steps, int) and s.steps >= 1):
-        problems.append(f"steps must be an integer >= 1, got {s.steps!r}")
-    if s.guidance_scale is not None and not (finite(s.guidance_scale) and s.guidance_scale >= 0):
-        problems.append(f"guidance_scale must be a finite number >= 0, got {s.guidance_scale!r}")
-    sizes = {"height": s.height, "width": s.width}
-    bad_sizes = {name: v for name, v in sizes.items()
-                 if v is not None and not (isinstance(v, int) and v >= 8 and v % 8 == 0)}
-    if bad_sizes:  # one line for both when both are the same bad value (the command line's --size)
-        problems.append(f"{' and '.join(bad_sizes)} must be a multiple of 8 and >= 8, got "
-                        f"{', '.join(sorted({repr(v) for v in bad_sizes.values()}))}")
-    if s.tau is not None and s.budget is not None:
-        problems.append("give at most one of tau and budget")
-    if s.tau is not None and not (finite(s.tau) and s.tau >= 0):
-        problems.append(f"tau must be a finite number >= 0, got {s.tau!r}")
-    if s.budget is not None and not (finite(s.budget) and 0.0 <= s.budget < 1.0):
-        problems.append(f"budget must be a fraction in [0, 1), got {s.budget!r}")
-    if s.schedule not in SCHEDULE_CURVES:
-        problems.append(f"unknown schedule {s.schedule!r}; choose one of {', '.join(SCHEDULE_CURVES)}")
-    if not (isinstance(s.max_batch, int) and s.max_batch >= 1):
-        problems.append(f"max_batch must be an integer >= 1, got {s.max_batch!r}")
-    if not (finite(s.copy_max_shared) and 0.0 <= s.copy_max_shared <= 1.0):
-        problems.append(f"copy_max_shared must be a fraction in [0, 1], got {s.copy_max_shared!r}")
-    if s.noise_device not in NOISE_DEVICES:
-        problems.append(f"noise_device must be one of {', '.join(NOISE_DEVICES)}, got {s.noise_device!r}")
-    if s.node_condition is not None and s.node_condition not in NODE_CONDITIONS:
-        problems.append(f"node_condition must be one of {', '.join(NODE_CONDITIONS)}, got {s.node_condition!r}")
-    if not (isinstance(s.batch_multiple, int) and s.batch_multiple >= 1):
-        problems.append(f"batch_multiple must be an integer >= 1, got {s.batch_multiple!r}")
-    return problems
+from hdiff.settings import GenerationSettings
 
 
 @dataclass
@@ -191,8 +117,7 @@ def plan_jobs(adapter: Adapter, jobs: list[ImageJob], conds: list[Conditioning],
     common = dict(guidance=guided, groups=groups, copy_max_shared=settings.copy_max_shared)
     if settings.budget is not None:
         return plan_for_budget(tree, settings.budget, evaluations, kind=settings.schedule, **common)
-    tau = adapter.default_tau if settings.tau is None else settings.tau
-    return make_plan(tree, Schedule(settings.schedule, tau), evaluations, **common)
+    return make_plan(tree, Schedule(settings.schedule, settings.tau), evaluations, **common)
 
 
 def records_for(adapter: Adapter, job: ImageJob, plan: Plan, settings: GenerationSettings) -> list[ImageRecord]:
@@ -227,10 +152,7 @@ def generate_packed(adapter: Adapter, jobs: list[ImageJob], settings: Generation
     conds = [encode_job(adapter, job) for job in jobs]
     plan = plan_jobs(adapter, jobs, conds, settings)
     job = ImageJob.concat(jobs)
-    latents = sample_plan(plan, adapter, Conditioning.concat(conds), np.asarray(job.seeds), num_steps=settings.steps,
-                          guidance_scale=settings.guidance_scale, height=settings.height, width=settings.width,
-                          max_batch=settings.max_batch, noise_on_device=settings.noise_device == "device",
-                          batch_multiple=settings.batch_multiple, node_condition=settings.node_condition,
+    latents = sample_plan(plan, adapter, Conditioning.concat(conds), np.asarray(job.seeds), settings,
                           on_evaluation=on_evaluation)
     records = records_for(adapter, job, plan, settings)
     out, lo = [], 0

@@ -62,10 +62,10 @@ BAD = {
     "zero steps": (b"a red circle\n", ["--steps", "0"], "steps"),
     "budget of 1": (b"a red circle\n", ["--budget", "1.0"], "budget"),
     "negative budget": (b"a red circle\n", ["--budget", "-0.2"], "budget"),
-    "zero batch multiple": (b"a red circle\n", ["--batch-multiple", "0"], "batch_multiple"),
-    "infinite guidance": (b"a red circle\n", ["--guidance", "inf"], "guidance_scale must be a finite number"),
-    "infinite tau": (b"a red circle\n", ["--tau", "inf"], "tau must be a finite number"),
-    "size not a multiple of 8": (b"a red circle\n", ["--size", "30"], "height and width must be a multiple of 8"),
+    "zero batch multiple": (b"a red circle\n", ["--batch-multiple", "0"], "--batch-multiple: must be >= 1, got 0"),
+    "infinite guidance": (b"a red circle\n", ["--guidance", "inf"], "--guidance-scale: input should be a finite number"),
+    "infinite tau": (b"a red circle\n", ["--tau", "inf"], "--tau: input should be a finite number"),
+    "size not a multiple of 8": (b"a red circle\n", ["--size", "30"], "--height and --width: must be a multiple of 8, got 30"),
     "unknown scheduler": (b"a red circle\n", ["--scheduler", "eulr"], "invalid choice: 'eulr'"),
     "unknown schedule": (b"a red circle\n", ["--schedule", "linera"], "invalid choice: 'linera'"),
     "unknown device": (b"a red circle\n", ["--device", "gpu0"], "unknown device 'gpu0'; choose one of auto, cpu"),
@@ -119,3 +119,17 @@ def test_version_prints_the_package_version(capsys):
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"hdiff {hdiff.__version__}"
+
+
+def test_every_generation_setting_is_a_generate_flag_with_its_description():
+    import argparse
+
+    from hdiff.cli import parser
+    from hdiff.settings import GenerationSettings
+
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["generate"]
+    flags = {action.dest: action for action in sub._actions}
+    for name, field in GenerationSettings.model_fields.items():
+        assert name in flags, name
+        assert flags[name].help.startswith(field.description), name
+    assert all(action.help for action in sub._actions), "every flag has help"

@@ -25,7 +25,7 @@ def test_shipped_configs_load():
     assert demo.source.path_or_id == "data/demo_prompts.jsonl" and demo.output == "out/demo"
     kandinsky = load_config(CONFIGS / "kandinsky22.yaml")
     assert kandinsky.model.id == "kandinsky-community/kandinsky-2-2-decoder"
-    assert (kandinsky.model.steps, kandinsky.model.guidance_scale, kandinsky.model.height) == (40, 4.0, None)
+    assert (kandinsky.generation.steps, kandinsky.generation.guidance_scale, kandinsky.generation.height) == (40, 4.0, None)
     assert kandinsky.source.column == "Prompt" and kandinsky.runner.kind == "local"
     assert kandinsky.source.keep_columns == ["Category", "Challenge"] and kandinsky.model.prior is None
 
@@ -39,22 +39,24 @@ def test_defaults_and_flow_parameters_round_trip(tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     ("generation: {tau: -1}\n", r"build\.yaml: generation\.tau: must be >= 0, got -1$"),
-    ("generation: {tau: 0.5, budget: 0.5}\n", r"build\.yaml: generation: set at most one of tau and budget$"),
+    ("generation: {tau: 0.5, budget: 0.5}\n", r"build\.yaml: generation: give at most one of tau and budget$"),
     ("generation: {budget: 1.0}\n", r"generation\.budget: must be < 1, got 1\.0$"),
     ("sharding: {min_size: 32, max_size: 40}\n", r"sharding: max_size must be at least 2 × min_size \(64\), got 40$"),
     ("output_format: {image_format: gif}\n", r"output_format\.image_format: must be one of 'png', 'jpg' or 'webp'"),
-    ("model: {height: 500}\n", r"model\.height: must be a multiple of 8, got 500$"),
+    ("generation: {height: 500}\n", r"generation\.height: must be a multiple of 8, got 500$"),
+    ("generation: {steps: true}\n", r"generation\.steps: input should be a valid integer, got True$"),
+    ("generation: {steps: '20'}\n", r"generation\.steps: input should be a valid integer, got '20'$"),
     ("runner: {kind: spark}\n", r"runner\.kind: must be one of 'local' or 'ray', got 'spark'$"),
     ("ingest: {limit: many}\n", r"ingest\.limit: input should be a valid integer.*got 'many'$"),
     ("generaton: {tau: 1}\n", r"build\.yaml: generaton: unknown key; expected one of: name, output, source,"),
     ("ingest: {max_char: 10}\n", r"ingest\.max_char: unknown key; expected one of: max_chars, long_policy,"),
     ("model: {scheduler: eulr}\n", r"model\.scheduler: unknown scheduler 'eulr'; choose one of ddpm, ddim, euler, "
                                    r"euler-ancestral, dpm\+\+, unipc, heun, flow-euler$"),
-    ("generation: {schedule: linera}\n", r"generation\.schedule: unknown schedule 'linera'; choose one of linear, "
-                                         r"cosine, quadratic$"),
+    ("generation: {schedule: linera}\n", r"generation\.schedule: must be one of 'linear', "
+                                         r"'cosine' or 'quadratic', got 'linera'$"),
     ("model: {device: gpu0}\n", r"model\.device: unknown device 'gpu0'; choose one of auto, cpu, cuda, cuda:N, mps$"),
     ("model: {dtype: fp8}\n", r"model\.dtype: must be one of 'auto', 'float32', 'float16' or 'bfloat16', got 'fp8'$"),
-    ("model: {guidance_scale: .inf}\n", r"model\.guidance_scale: input should be a finite number, got inf$"),
+    ("generation: {guidance_scale: .inf}\n", r"generation\.guidance_scale: input should be a finite number, got inf$"),
     ("generation: {tau: .nan}\n", r"generation\.tau: input should be a finite number, got nan$"),
     ("ingest: {near_dedupe: .inf}\n", r"ingest\.near_dedupe: input should be a finite number, got inf$"),
 ])
@@ -137,7 +139,40 @@ def test_unset_tau_is_the_models_default():
 
     config = load_config(CONFIGS / "demo.yaml")
     adapter = load_adapter("hdiff/shapes", device="cpu")
-    assert generation_settings(config, adapter).tau is None and adapter.default_tau == pytest.approx(0.1)
+    assert config.generation.tau is None and adapter.default_tau == pytest.approx(0.1)
+    assert generation_settings(config, adapter).tau == adapter.default_tau
     assert generation_settings(apply_overrides(config, {"generation.tau": 0.3}), adapter).tau == 0.3
     budget = generation_settings(apply_overrides(config, {"generation.budget": 0.5}), adapter)
     assert (budget.tau, budget.budget) == (None, 0.5)
+
+
+def test_the_old_model_keys_are_read_as_generation_keys_with_one_note(tmp_path):
+    from hdiff.errors import HdiffDeprecation
+
+    with pytest.warns(HdiffDeprecation, match=r"^model\.steps, model\.height now live under generation") as notes:
+        config = load_config(write(tmp_path, MINIMAL + "model: {steps: 12, height: 64}\n"))
+    assert len(notes) == 1 and "\n" not in str(notes[0].message)
+    assert (config.generation.steps, config.generation.height) == (12, 64)
+    with pytest.warns(HdiffDeprecation, match=r"^model\.steps now lives under generation"):
+        assert apply_overrides(config, {"model.steps": "20"}).generation.steps == 20
+    with pytest.raises(HdiffError, match="model.steps and generation.steps are both set"):
+        load_config(write(tmp_path, MINIMAL + "model: {steps: 12}\ngeneration: {steps: 20}\n"))
+
+
+def test_the_build_config_embeds_the_one_settings_type():
+    from hdiff.settings import GenerationSettings
+
+    fields = BuildConfig.model_fields["generation"].annotation.model_fields
+    assert set(GenerationSettings.model_fields) <= set(fields)
+    assert set(fields) - set(GenerationSettings.model_fields) == {"pack_shards"}  # the build's own
+    config = load_config(CONFIGS / "demo.yaml")
+    assert isinstance(config.generation_settings(), GenerationSettings)
+
+
+def test_strict_types_refuse_bools_and_strings_for_numbers():
+    from hdiff.settings import GenerationSettings
+
+    for values in ({"steps": True}, {"steps": "20"}, {"tau": "0.5"}, {"seed": 1.0}):
+        with pytest.raises(HdiffError, match=rf"^generation settings: {next(iter(values))}: input should be"):
+            GenerationSettings.checked(**values)
+    assert GenerationSettings.checked(tau=1).tau == 1.0  # an integer is a number

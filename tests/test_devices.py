@@ -62,19 +62,48 @@ def test_slots_let_tasks_share_a_device_up_to_the_limit():
     assert all(1 <= overlaps(ran, device) <= 2 for device in ("cuda:0", "cuda:1"))
 
 
-def test_auto_is_the_cpu_without_a_gpu_and_lists_pass_through():
+def test_auto_is_the_first_gpu_and_all_is_every_gpu_else_the_cpu(monkeypatch):
     import torch
 
-    if not torch.cuda.is_available():
-        assert visible_devices("auto") == ["cpu"]
+    from hdiff.devices import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert visible_devices("auto") == visible_devices("all") == ["cpu"] and str(resolve_device("auto")) == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert visible_devices("auto") == ["cuda:0"] and str(resolve_device("auto")) == "cuda"
+    assert visible_devices("all") == ["cuda:0", "cuda:1", "cuda:2"]
     assert visible_devices(["cuda:0", "cuda:3"]) == ["cuda:0", "cuda:3"]
     assert visible_devices("cpu") == ["cpu"]
+
+
+def test_a_device_the_machine_lacks_is_named_before_work(monkeypatch):
+    import torch
+
+    from hdiff.devices import check_present
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert check_present("cuda:1") == "cuda:1" and check_present("auto") == "auto"
+    with pytest.raises(HdiffError, match=r"'cuda:7' is not on this machine, which has GPUs cuda:0..cuda:1"):
+        check_present("cuda:7")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(HdiffError, match="'cuda' is not on this machine, which has no GPU"):
+        check_present("cuda")
+
+
+def test_one_model_copy_cannot_take_every_gpu():
+    from hdiff.devices import check_device
+
+    with pytest.raises(HdiffError, match="'all' .* give one device: auto, cpu"):
+        check_device("all")
 
 
 @pytest.mark.parametrize(("setting", "message"), [
     ([], "give a device or a list of devices"),
     (["cuda:0", "gpu1"], "unknown device 'gpu1'; choose one of auto, cpu, cuda, cuda:N, mps"),
-    (["auto", "cuda:0"], "'auto' means every GPU"),
+    (["auto", "cuda:0"], "'all' and 'auto' stand alone"),
+    (["all", "cuda:0"], "'all' and 'auto' stand alone"),
     (["cuda:1", "cuda:1"], "'cuda:1' is listed twice"),
 ])
 def test_bad_device_settings_are_one_line(setting, message):

@@ -147,8 +147,9 @@ def root_conditioning(twins, node_condition: str, features: np.ndarray) -> tuple
     predict = adapter.predict
     adapter.predict = lambda scheduler, latents, t, rows, *rest: received.append(rows) or predict(
         scheduler, latents, t, rows, *rest)
-    sample_plan(plan, adapter, cond, np.array(SEEDS), num_steps=STEPS, guidance_scale=4.5, height=SIZE, width=SIZE,
-                node_condition=node_condition)
+    settings = GenerationSettings(steps=STEPS, guidance_scale=4.5, height=SIZE, width=SIZE, tau=plan.schedule.tau,
+                                  node_condition=node_condition)
+    sample_plan(plan, adapter, cond, np.array(SEEDS), settings)
     return cond, received[0]
 
 
@@ -180,8 +181,8 @@ def test_families_say_what_they_cluster_and_how_a_node_is_conditioned():
     cuda = {name: default_dtype("cuda", ADAPTERS[name].cuda_dtype) for name in expected}
     assert cuda == {"sdxl": torch.float16, "sd3": torch.bfloat16, "flux": torch.bfloat16,
                     "pixart-sigma": torch.float16}
-    with pytest.raises(HdiffError, match="node_condition must be one of mean, medoid, got 'median'"):
-        GenerationSettings(node_condition="median")
+    with pytest.raises(HdiffError, match="node_condition: must be one of 'mean' or 'medoid', got 'median'"):
+        GenerationSettings.checked(node_condition="median")
 
 
 def test_a_forced_adapter_that_does_not_fit_is_refused_in_one_line(twins):

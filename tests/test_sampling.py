@@ -142,8 +142,8 @@ def test_padded_micro_batches_give_the_same_images_and_accounting():
 
 @pytest.mark.parametrize("bad", [{"batch_multiple": 0}, {"noise_device": "gpu"}, {"max_batch": 0}])
 def test_settings_reject_bad_values(bad):
-    with pytest.raises(HdiffError):
-        settings(**bad)
+    with pytest.raises(HdiffError, match=f"^generation settings: {next(iter(bad))}: "):
+        GenerationSettings.checked(**bad)
 
 
 def test_channels_last_and_compiled_denoiser_give_the_same_images():

@@ -243,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
                 "diverse": lambda n: diverse_set(n, seed=22)}
 
     args = parse_args(argv)
-    requested = GenerationSettings(steps=args.steps, guidance_scale=args.guidance,
-                                   schedule=args.schedule)  # checked before the model loads; unset: the model's own
+    requested = GenerationSettings.checked("flags", steps=args.steps, guidance_scale=args.guidance,
+                                           schedule=args.schedule)  # checked before the model loads; unset: the model's own
     adapter = load_adapter(args.model, device=args.device, cluster_on=args.cluster_on)
     settings = requested.for_model(adapter)
     taus = args.taus or [round(m * adapter.default_tau, 6) for m in (0, 0.5, 1, 1.5, 2, 3)]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import io
 import json
 import platform
@@ -107,8 +106,8 @@ def requested_settings(args: argparse.Namespace) -> GenerationSettings:
     """The flags as generation settings, checked before any model loads; unset steps, guidance and size are the
     model's own (`for_model`), 32 px with --tiny-arch."""
     size = args.size or (32 if args.tiny_arch else None)
-    return GenerationSettings(steps=args.steps, guidance_scale=args.guidance, height=size, width=size,
-                              max_batch=args.max_batch, noise_device=args.noise_device)
+    return GenerationSettings.checked("flags", steps=args.steps, guidance_scale=args.guidance, height=size,
+                                      width=size, max_batch=args.max_batch, noise_device=args.noise_device)
 
 
 # --- prompts ------------------------------------------------------------------------------------------------------
@@ -270,12 +269,7 @@ def timed_run(adapter: Adapter, job: ImageJob, settings: GenerationSettings, *, 
             if baseline:
                 latents = baseline_latents(adapter, job, cond, settings, profile.end_evaluation)
             else:
-                latents = sample_plan(plan, adapter, cond, np.asarray(job.seeds), num_steps=settings.steps,
-                                      guidance_scale=settings.guidance_scale, height=settings.height,
-                                      width=settings.width, max_batch=settings.max_batch,
-                                      noise_on_device=settings.noise_device == "device",
-                                      batch_multiple=settings.batch_multiple,
-                                      node_condition=settings.node_condition,
+                latents = sample_plan(plan, adapter, cond, np.asarray(job.seeds), settings,
                                       on_evaluation=profile.end_evaluation)
         synchronize(device)
         t3 = time.perf_counter()
@@ -352,7 +346,7 @@ def build_adapter(args, device: torch.device, prompts: list[str],
 
 def warm_up(adapter: Adapter, settings: GenerationSettings, prompts: list[str], decode_chunk: int) -> None:
     """One small batch and one full batch through the UNet, one decoder chunk: kernels and allocator ready."""
-    small = dataclasses.replace(settings, steps=1, tau=0.0, budget=None)
+    small = settings.model_copy(update={"steps": 1, "tau": 0.0, "budget": None})
     for n in sorted({2, min(settings.max_batch, len(prompts))}):
         job = ImageJob.from_prompts(prompts[:n], base_seed=12345)
         cond = encode_job(adapter, job)
@@ -529,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     decode_chunk = args.decode_chunk or (16 if args.arch else args.max_batch)
 
     def settings(tau: float, batch_multiple: int = 1) -> GenerationSettings:
-        return dataclasses.replace(base, tau=tau, batch_multiple=batch_multiple)
+        return base.model_copy(update={"tau": tau, "batch_multiple": batch_multiple})
 
     job = ImageJob.from_prompts(prompts, base_seed=args.seed)
     t_warm = time.perf_counter()

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hdiff.errors import HdiffError
+from hdiff.errors import HdiffDeprecation, HdiffError
 from hdiff.devices import check_devices
 from hdiff.models.schedulers import check_scheduler
-from hdiff.planning.schedule import SCHEDULE_CURVES
-from hdiff.records import NodeCondition, NoiseDevice
+from hdiff.settings import GenerationSettings
+from hdiff.validation import format_validation_error as _format
+
+MOVED_TO_GENERATION = ("steps", "guidance_scale", "height", "width")  # were model.*: read there with a note
 
 
 def _checked(check, value):
@@ -90,12 +93,8 @@ class ModelConfig(_Section):
     prior: str | None = Field(None, min_length=1, description="Kandinsky 2.2: the prior's Hub id or local folder "
                               "(unset: kandinsky-community/kandinsky-2-2-prior)")
     scheduler: str | None = Field(None, description="a name in hdiff.models.schedulers.SCHEDULERS; None: the model's")
-    steps: int | None = Field(None, ge=1)
-    guidance_scale: float | None = Field(None, ge=0)
-    height: int | None = Field(None, ge=8)
-    width: int | None = Field(None, ge=8)
-    device: str | list[str] = Field("auto", description="'auto': every GPU of the machine (else the CPU), one "
-                                    "model copy each; or a device, or a list of them")
+    device: str | list[str] = Field("all", description="'all': every GPU of the machine (else the CPU), one "
+                                    "model copy each; 'auto': the first GPU (else the CPU); or a device, or a list")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     channels_last: bool = Field(False, description="channels_last memory for the UNet and decoder (GPUs)")
     compile: bool = Field(False, description="torch.compile the UNet's forward (pair with generation.batch_multiple)")
@@ -116,44 +115,16 @@ class ModelConfig(_Section):
     def _known_devices(cls, value: str | list[str]) -> str | list[str]:
         return _checked(check_devices, value)
 
-    @field_validator("height", "width")
-    @classmethod
-    def _multiple_of_8(cls, value: int | None) -> int | None:
-        if value is not None and value % 8:
-            raise ValueError(f"must be a multiple of 8, got {value}")
-        return value
 
+class GenerationConfig(GenerationSettings):
+    """The generation settings (hdiff.settings, declared there once) and how a build packs its shards."""
 
-class GenerationConfig(_Section):
-    tau: float | None = Field(None, ge=0, description="the schedule's starting height; 0 is standard sampling; "
-                              "unset: the model's default (its cluster features set the scale)")
-    budget: float | None = Field(None, ge=0, lt=1, description="target fraction of UNet evaluations saved")
-    schedule: str = Field("linear", min_length=1)
-    seed: int = Field(0, ge=0)
-    images_per_prompt: int = Field(1, ge=1)
-    copy_max_shared: float = Field(0.25, ge=0, le=1, description="most steps copies of one prompt may share")
-    max_batch: int = Field(64, ge=1)
-    batch_multiple: int = Field(1, ge=1, description="pad UNet micro-batches to a multiple of this many clusters "
-                                "(8 on GPUs: reused kernels; the padding rows are not counted as compute)")
-    noise_device: NoiseDevice = Field("cpu", description="'cpu': the same images on every machine; "
-                                                   "'device': sampling noise drawn on the GPU (no host work)")
-    node_condition: NodeCondition | None = Field(None, description="a shared node's conditioning: 'mean' of its "
-                                                 "members' or its 'medoid' member's; unset: the model's own")
     pack_shards: int = Field(1, ge=1, description="shards sampled together, their active clusters batched as one "
                              "(keeps GPU batches full while clusters are few)")
 
-    @field_validator("schedule")
-    @classmethod
-    def _known_schedule(cls, value: str) -> str:
-        if value not in SCHEDULE_CURVES:
-            raise ValueError(f"unknown schedule {value!r}; choose one of {', '.join(SCHEDULE_CURVES)}")
-        return value
-
-    @model_validator(mode="after")
-    def _tau_or_budget(self) -> GenerationConfig:
-        if self.tau is not None and self.budget is not None:
-            raise ValueError("set at most one of tau and budget")
-        return self
+    def settings(self) -> GenerationSettings:
+        """The generation settings alone (steps, guidance and size unset: the model's own)."""
+        return GenerationSettings(**self.model_dump(exclude={"pack_shards"}))
 
 
 class OutputFormatConfig(_Section):
@@ -186,6 +157,25 @@ class BuildConfig(_Section):
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     update: UpdateConfig = Field(default_factory=UpdateConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_to_generation(cls, data: Any) -> Any:
+        """model.steps, guidance_scale, height and width are read as generation.*, with a one-line note."""
+        model = data.get("model") if isinstance(data, dict) else None
+        moved = [key for key in MOVED_TO_GENERATION if isinstance(model, dict) and key in model]
+        if not moved:
+            return data
+        generation = data.get("generation")
+        generation = dict(generation) if isinstance(generation, dict) else {}
+        for key in moved:
+            if key in generation:
+                raise ValueError(f"model.{key} and generation.{key} are both set: keep generation.{key}")
+            generation[key] = model[key]
+        warnings.warn(f"{', '.join('model.' + key for key in moved)} now live{'s' if len(moved) == 1 else ''} under "
+                      f"generation (read as {', '.join('generation.' + key for key in moved)}); move "
+                      f"{'it' if len(moved) == 1 else 'them'} in the config", HdiffDeprecation, stacklevel=2)
+        return {**data, "model": {k: v for k, v in model.items() if k not in moved}, "generation": generation}
+
     @model_validator(mode="after")
     def _compile_runs_alone(self) -> BuildConfig:
         if self.model.compile and self.runner.gpu_concurrency > 1:
@@ -193,15 +183,9 @@ class BuildConfig(_Section):
                              "between threads)")
         return self
 
-    def generation_settings(self):
-        """The hdiff.generate.GenerationSettings of this build (steps, guidance and size unset: the model's own)."""
-        from hdiff.generate import GenerationSettings
-
-        m, g = self.model, self.generation
-        return GenerationSettings(
-            steps=m.steps, guidance_scale=m.guidance_scale, height=m.height, width=m.width, tau=g.tau, budget=g.budget,
-            schedule=g.schedule, max_batch=g.max_batch, copy_max_shared=g.copy_max_shared, noise_device=g.noise_device,
-            batch_multiple=g.batch_multiple, node_condition=g.node_condition)
+    def generation_settings(self) -> GenerationSettings:
+        """This build's generation settings (steps, guidance and size unset: the model's own)."""
+        return self.generation.settings()
 
     def to_flow_parameters(self) -> dict[str, Any]:
         """A JSON-able dict of every setting, defaults included (Prefect flow parameters)."""
@@ -214,6 +198,7 @@ class BuildConfig(_Section):
             return cls.model_validate(parameters)
         except ValidationError as exc:
             raise HdiffError(format_validation_error(exc, origin)) from None
+
 
 
 def load_config(path: str | os.PathLike) -> BuildConfig:
@@ -240,6 +225,7 @@ def apply_overrides(config: BuildConfig, overrides: dict[str, Any]) -> BuildConf
     A string value for a key that does not hold a string is read as a YAML scalar: "0.5", "null", "[a, b]".
     """
     data = copy.deepcopy(config.model_dump())
+    overrides = {_moved_key(dotted): value for dotted, value in overrides.items()}
     for dotted, value in overrides.items():
         *parents, leaf = dotted.split(".")
         node = data
@@ -258,6 +244,14 @@ def apply_overrides(config: BuildConfig, overrides: dict[str, Any]) -> BuildConf
     return BuildConfig.from_flow_parameters(data, "overrides")
 
 
+def _moved_key(dotted: str) -> str:
+    section, _, key = dotted.partition(".")
+    if section != "model" or key not in MOVED_TO_GENERATION:
+        return dotted
+    warnings.warn(f"{dotted} now lives under generation (read as generation.{key})", HdiffDeprecation, stacklevel=3)
+    return f"generation.{key}"
+
+
 def _parsed(value: Any) -> Any:
     if not isinstance(value, str):
         return value
@@ -268,39 +262,8 @@ def _parsed(value: Any) -> Any:
 
 
 def format_validation_error(exc: ValidationError, origin: str) -> str:
-    """One line per problem: `configs/x.yaml: generation.tau: must be >= 0`."""
-    return "\n".join(f"{origin}: {_where(err['loc'])}: {_message(err)}" for err in exc.errors())
-
-
-def _where(loc: tuple) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
-
-
-def _message(err: dict) -> str:
-    kind, ctx = err["type"], err.get("ctx", {})
-    if kind == "extra_forbidden":
-        return f"unknown key; expected one of: {', '.join(_section_class(err['loc'][:-1]).model_fields)}"
-    if kind == "missing":
-        return "required"
-    bounds = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"),
-              "less_than": ("<", "lt")}
-    if kind in bounds:
-        op, key = bounds[kind]
-        limit = ctx[key]
-        limit = int(limit) if isinstance(limit, float) and limit.is_integer() else limit
-        return f"must be {op} {limit}, got {err['input']!r}"
-    if kind == "literal_error":
-        return f"must be one of {ctx['expected']}, got {err['input']!r}"
-    if kind == "value_error":
-        return str(ctx.get("error", err["msg"]))
-    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {err['input']!r}"
-
-
-def _section_class(loc: tuple) -> type[BaseModel]:
-    cls: type[BaseModel] = BuildConfig
-    for key in loc:
-        cls = cls.model_fields[key].annotation
-    return cls
+    """One line per problem: `configs/x.yaml: generation.tau: must be >= 0, got -1`."""
+    return _format(exc, origin, BuildConfig)
 
 
 def _yaml_where(exc: yaml.YAMLError) -> str:

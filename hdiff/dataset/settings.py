@@ -14,21 +14,22 @@ from typing import Any
 
 from hdiff.dataset import layout
 from hdiff.files import write_atomically
-from hdiff.dataset.config import BuildConfig
+from hdiff.dataset.config import MOVED_TO_GENERATION, BuildConfig
 from hdiff.errors import HdiffError
+from hdiff.settings import GenerationSettings
 
 IMAGE_SETTINGS: dict[str, tuple[str, ...]] = {  # section -> fields that decide which images are built, and how
     "embedding": ("model",),
     "sharding": ("min_size", "max_size"),
-    "model": ("id", "prior", "scheduler", "steps", "guidance_scale", "height", "width", "dtype"),
-    "generation": ("tau", "budget", "schedule", "seed", "images_per_prompt", "copy_max_shared", "noise_device",
-                   "node_condition"),
+    "model": ("id", "prior", "scheduler", "dtype"),
+    "generation": tuple(name for name in GenerationSettings.model_fields if name not in GenerationSettings.speed_only),
     "output_format": ("image_format", "jpeg_quality"),
 }
+RENAMED = {f"model.{key}": f"generation.{key}" for key in MOVED_TO_GENERATION}  # keys of records before the move
 
 
 def image_settings(config: BuildConfig) -> dict[str, Any]:
-    """`{"model.steps": 40, ...}`: the config's image-deciding settings as dotted keys, JSON values."""
+    """`{"generation.steps": 40, ...}`: the config's image-deciding settings as dotted keys, JSON values."""
     values = config.to_flow_parameters()
     return {f"{section}.{field}": values[section][field]
             for section, fields in IMAGE_SETTINGS.items() for field in fields}
@@ -44,7 +45,7 @@ def claim_output(config: BuildConfig) -> None:
     current = image_settings(config)
     if path.exists() and layout.stats_shards(config.output):
         try:
-            recorded = json.loads(path.read_text())
+            recorded = {RENAMED.get(key, key): value for key, value in json.loads(path.read_text()).items()}
         except (OSError, ValueError) as exc:
             raise HdiffError(f"{path} is unreadable ({exc}); restore it, or delete the folder to rebuild") from None
         changed = [f"{key} {recorded[key]!r} → {value!r}" for key, value in current.items()

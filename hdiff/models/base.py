@@ -110,6 +110,7 @@ class Adapter(ABC):
     default_node_condition: ClassVar[str] = "mean"  # hdiff.records.NODE_CONDITIONS
     cluster_features: ClassVar[str] = ""  # what the tree clusters, in words (docs/models.md)
     cuda_dtype: ClassVar[torch.dtype] = torch.float16  # the dtype the family runs in on CUDA
+    scales_model_input: ClassVar[bool] = True  # scheduler.scale_model_input before the network, as the stock loop
 
     def __init__(self, model_id: str, scheduler, device: torch.device, dtype: torch.dtype):
         self.model_id = model_id
@@ -141,10 +142,30 @@ class Adapter(ABC):
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """(C, h, w) of one latent for an image of `height` × `width` pixels."""
 
-    @abstractmethod
+    @torch.no_grad()
     def predict(self, scheduler, latents: torch.Tensor, t, cond: dict[str, torch.Tensor],
                 negative: dict[str, torch.Tensor], guidance_scale: float) -> torch.Tensor:
-        """The scheduler's model output for `latents` (B, C, h, w), guided as the stock pipeline guides it."""
+        """The scheduler's model output for `latents` (B, C, h, w), guided as the stock pipeline guides it.
+
+        With classifier-free guidance (`rows_per_cluster` 2) the network sees 2B rows, the unconditional ones
+        first, and their outputs are combined (`model_output`); the family gives only the network call (`forward`).
+        """
+        guided = self.rows_per_cluster(guidance_scale) == 2
+        latent_input, rows = guided_batch(latents, cond, negative, guided)  # (2B, C, h, w) when guided
+        if self.scales_model_input:
+            latent_input = scheduler.scale_model_input(latent_input, t)
+        output = self.forward(latent_input, t, rows, guidance_scale)
+        return self.model_output(output, scheduler, guided, guidance_scale, channels=latents.shape[1])
+
+    @abstractmethod
+    def forward(self, latent_input: torch.Tensor, t, rows: dict[str, torch.Tensor],
+                guidance_scale: float) -> torch.Tensor:
+        """The denoiser's raw output for a batch, called exactly as the stock pipeline calls it."""
+
+    def model_output(self, output: torch.Tensor, scheduler, guided: bool, guidance_scale: float,
+                     channels: int) -> torch.Tensor:
+        """The denoiser's output as the scheduler's model output: u + s · (c − u) when guided."""
+        return classifier_free_guidance(output, guidance_scale) if guided else output
 
     @abstractmethod
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

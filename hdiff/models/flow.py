@@ -31,6 +31,7 @@ class FlowMatchingAdapter(StockPipelineAdapter):
     denoiser_name = "transformer"
     cuda_dtype = torch.bfloat16
     default_node_condition = "medoid"
+    scales_model_input = False  # the stock flow-matching loops pass latents to the transformer as they are
     default_max_shift: ClassVar[float] = 1.15  # calculate_shift's default max_shift in the stock pipeline
 
     def initial_latents(self, scheduler, shape, generators):

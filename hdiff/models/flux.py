@@ -71,7 +71,7 @@ class FluxAdapter(FlowMatchingAdapter):
         scheduler.set_begin_index(0)
 
     @torch.no_grad()
-    def predict(self, scheduler, latents, t, cond, negative, guidance_scale):
+    def forward(self, latents, t, cond, guidance_scale):
         pipeline = self.pipeline
         batch, channels, h, w = latents.shape
         packed = pipeline._pack_latents(latents, batch, channels, h, w)  # (B, h/2 · w/2, 4C)

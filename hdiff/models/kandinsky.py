@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from hdiff.models.base import Adapter, Conditioning, default_dtype, load_component, load_scheduler, register
-from hdiff.models.image_embeds import predict_with_image_embeds
+from hdiff.models.image_embeds import guided_with_learned_variance, image_embeds_forward
 
 DEFAULT_PRIOR = "kandinsky-community/kandinsky-2-2-prior"
 
@@ -22,6 +22,7 @@ class Kandinsky22Adapter(Adapter):
     default_steps = 40
     default_guidance = 4.0
     default_size = 512
+    scales_model_input = False  # the stock Kandinsky loop omits it (harmless for DDPM/DDIM/DPM-Solver)
 
     def __init__(self, model_id: str, prior_pipeline, unet, movq, scheduler, *, device="cpu", dtype=torch.float32,
                  prior_steps: int = 25, prior_guidance: float = 4.0):
@@ -84,9 +85,11 @@ class Kandinsky22Adapter(Adapter):
         return (self.unet.config.in_channels, h, w)
 
     @torch.no_grad()
-    def predict(self, scheduler, latents, t, cond, negative, guidance_scale):
-        return predict_with_image_embeds(self.unet, scheduler, latents, t, cond["image_embeds"],
-                                         negative["image_embeds"], guidance_scale, scale_input=False)
+    def forward(self, latent_input, t, rows, guidance_scale):
+        return image_embeds_forward(self.unet, latent_input, t, rows["image_embeds"])
+
+    def model_output(self, output, scheduler, guided, guidance_scale, channels):
+        return guided_with_learned_variance(output, scheduler, guided, guidance_scale, channels)
 
     @torch.no_grad()
     def decode(self, latents):

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from hdiff.models.base import (Conditioning, StockPipelineAdapter, classifier_free_guidance, guided_batch,
-                               register)
+from hdiff.models.base import Conditioning, StockPipelineAdapter, register
 
 
 @register
@@ -60,18 +59,16 @@ class PixArtSigmaAdapter(StockPipelineAdapter):
         return (self.pipeline.transformer.config.in_channels, height // scale, width // scale)
 
     @torch.no_grad()
-    def predict(self, scheduler, latents, t, cond, negative, guidance_scale):
-        guided = guidance_scale > 1.0
-        latent_input, rows = guided_batch(latents, cond, negative, guided)  # (2B, C, h, w) when guided
-        latent_input = scheduler.scale_model_input(latent_input, t)
-        timestep = torch.as_tensor(t, device=latents.device).reshape(-1).expand(len(latent_input))
-        output = self.pipeline.transformer(latent_input, encoder_hidden_states=rows["prompt_embeds"],
-                                           encoder_attention_mask=rows["prompt_attention_mask"], timestep=timestep,
-                                           added_cond_kwargs={"resolution": None, "aspect_ratio": None},
-                                           return_dict=False)[0]
-        if guided:
-            output = classifier_free_guidance(output, guidance_scale)
-        if self.pipeline.transformer.config.out_channels // 2 == latents.shape[1]:  # learned sigma: keep the noise
+    def forward(self, latent_input, t, rows, guidance_scale):
+        timestep = torch.as_tensor(t, device=latent_input.device).reshape(-1).expand(len(latent_input))
+        return self.pipeline.transformer(latent_input, encoder_hidden_states=rows["prompt_embeds"],
+                                         encoder_attention_mask=rows["prompt_attention_mask"], timestep=timestep,
+                                         added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+                                         return_dict=False)[0]
+
+    def model_output(self, output, scheduler, guided, guidance_scale, channels):
+        output = super().model_output(output, scheduler, guided, guidance_scale, channels)
+        if self.pipeline.transformer.config.out_channels // 2 == channels:  # learned sigma: keep the noise
             output = output.chunk(2, dim=1)[0]
         return output
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from hdiff.models.base import Conditioning, classifier_free_guidance, guided_batch, register
+from hdiff.models.base import Conditioning, register
 from hdiff.models.flow import FlowMatchingAdapter, dynamic_shift
 
 
@@ -59,12 +59,7 @@ class StableDiffusion3Adapter(FlowMatchingAdapter):
         scheduler.set_timesteps(num_steps, device=self.device, **shift)
 
     @torch.no_grad()
-    def predict(self, scheduler, latents, t, cond, negative, guidance_scale):
-        guided = guidance_scale > 1.0
-        latent_input, rows = guided_batch(latents, cond, negative, guided)  # (2B, C, h, w) when guided
-        output = self.pipeline.transformer(hidden_states=latent_input, timestep=t.expand(len(latent_input)),
-                                           encoder_hidden_states=rows["prompt_embeds"],
-                                           pooled_projections=rows["pooled_projections"], return_dict=False)[0]
-        if guided:
-            output = classifier_free_guidance(output, guidance_scale)
-        return output
+    def forward(self, latent_input, t, rows, guidance_scale):
+        return self.pipeline.transformer(hidden_states=latent_input, timestep=t.expand(len(latent_input)),
+                                         encoder_hidden_states=rows["prompt_embeds"],
+                                         pooled_projections=rows["pooled_projections"], return_dict=False)[0]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from hdiff.models.base import Conditioning, classifier_free_guidance, guided_batch, register
+from hdiff.models.base import Conditioning, register
 from hdiff.models.stable_diffusion import StableDiffusionAdapter
 
 
@@ -59,16 +59,10 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
         return ids.to(latents.device).repeat(len(pooled), 1)
 
     @torch.no_grad()
-    def predict(self, scheduler, latents, t, cond, negative, guidance_scale):
-        guided = guidance_scale > 1.0
-        latent_input, rows = guided_batch(latents, cond, negative, guided)  # (2B, C, h, w) when guided
-        latent_input = scheduler.scale_model_input(latent_input, t)
-        added = {"text_embeds": rows["text_embeds"], "time_ids": self.time_ids(latents, rows["text_embeds"])}
-        output = self.pipeline.unet(latent_input, t, encoder_hidden_states=rows["prompt_embeds"],
-                                    added_cond_kwargs=added, return_dict=False)[0]
-        if guided:
-            output = classifier_free_guidance(output, guidance_scale)
-        return output
+    def forward(self, latent_input, t, rows, guidance_scale):
+        added = {"text_embeds": rows["text_embeds"], "time_ids": self.time_ids(latent_input, rows["text_embeds"])}
+        return self.pipeline.unet(latent_input, t, encoder_hidden_states=rows["prompt_embeds"],
+                                  added_cond_kwargs=added, return_dict=False)[0]
 
     def set_timesteps(self, scheduler, num_steps, height, width):
         scheduler.set_timesteps(num_steps, device=self.device)

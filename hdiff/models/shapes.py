@@ -17,7 +17,7 @@ import torch
 from hdiff.embedding import embed_texts
 from hdiff.errors import HdiffError
 from hdiff.models.base import Adapter, Conditioning, default_dtype, load_component, register
-from hdiff.models.image_embeds import predict_with_image_embeds
+from hdiff.models.image_embeds import guided_with_learned_variance, image_embeds_forward
 from hdiff.models.schedulers import make_scheduler
 from hdiff.shapes.model import METADATA_FILE, SENTENCE_MODEL, WEIGHTS_DIR, apply_whitening, load_whitening
 from hdiff.shapes.prior import load_prior, prior_features
@@ -112,9 +112,11 @@ class ShapesAdapter(Adapter):
         return (self.unet.config.in_channels, height, width)
 
     @torch.no_grad()
-    def predict(self, scheduler, latents, t, cond, negative, guidance_scale):
-        return predict_with_image_embeds(self.unet, scheduler, latents, t, cond["image_embeds"],
-                                         negative["image_embeds"], guidance_scale, scale_input=True)
+    def forward(self, latent_input, t, rows, guidance_scale):
+        return image_embeds_forward(self.unet, latent_input, t, rows["image_embeds"])
+
+    def model_output(self, output, scheduler, guided, guidance_scale, channels):
+        return guided_with_learned_variance(output, scheduler, guided, guidance_scale, channels)
 
     @torch.no_grad()
     def decode(self, latents):

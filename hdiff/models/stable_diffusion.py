@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from hdiff.models.base import (Conditioning, StockPipelineAdapter, classifier_free_guidance, guided_batch,
-                               register)
+from hdiff.models.base import Conditioning, StockPipelineAdapter, register
 
 
 @register
@@ -40,15 +39,8 @@ class StableDiffusionAdapter(StockPipelineAdapter):
         return (self.pipeline.unet.config.in_channels, height // scale, width // scale)
 
     @torch.no_grad()
-    def predict(self, scheduler, latents, t, cond, negative, guidance_scale):
-        guided = guidance_scale > 1.0
-        latent_input, rows = guided_batch(latents, cond, negative, guided)  # (2B, C, h, w) when guided
-        latent_input = scheduler.scale_model_input(latent_input, t)
-        output = self.pipeline.unet(latent_input, t, encoder_hidden_states=rows["prompt_embeds"],
-                                    return_dict=False)[0]
-        if guided:
-            output = classifier_free_guidance(output, guidance_scale)
-        return output
+    def forward(self, latent_input, t, rows, guidance_scale):
+        return self.pipeline.unet(latent_input, t, encoder_hidden_states=rows["prompt_embeds"], return_dict=False)[0]
 
     @torch.no_grad()
     def decode(self, latents):

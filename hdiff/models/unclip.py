@@ -22,7 +22,7 @@ import copy
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from hdiff.models.base import Conditioning, classifier_free_guidance, guided_batch, register
+from hdiff.models.base import Conditioning, classifier_free_guidance, register
 from hdiff.models.stable_diffusion import StableDiffusionAdapter
 
 
@@ -101,12 +101,6 @@ class StableUnCLIPAdapter(StableDiffusionAdapter):
         randn_tensor(row.shape, generator=generator, dtype=self.dtype)  # (3) image-embedding noise
 
     @torch.no_grad()
-    def predict(self, scheduler, latents, t, cond, negative, guidance_scale):
-        guided = guidance_scale > 1.0
-        latent_input, rows = guided_batch(latents, cond, negative, guided)  # (2B, C, h, w) when guided
-        latent_input = scheduler.scale_model_input(latent_input, t)
-        output = self.pipeline.unet(latent_input, t, encoder_hidden_states=rows["prompt_embeds"],
-                                    class_labels=rows["class_labels"], return_dict=False)[0]
-        if guided:
-            output = classifier_free_guidance(output, guidance_scale)
-        return output
+    def forward(self, latent_input, t, rows, guidance_scale):
+        return self.pipeline.unet(latent_input, t, encoder_hidden_states=rows["prompt_embeds"],
+                                  class_labels=rows["class_labels"], return_dict=False)[0]

@@ -8,7 +8,7 @@ Legend (Decatur et al. 2025, Alg. 1):
     g_n        node n's noise generator, seeded by hdiff.planning.seeds.node_seed over its members
 
 Noise is drawn on the CPU by default (the same images on every machine) or on the model's device
-(`noise_on_device`: no host-side sampling and copies, but images then depend on the device's generator).
+(`noise_device: device`: no host-side sampling and copies, but images then depend on the device's generator).
 """
 
 from __future__ import annotations
@@ -22,31 +22,31 @@ import torch
 from hdiff.models.base import Adapter, Conditioning, stack_rows
 from hdiff.planning.plan import Plan
 from hdiff.planning.seeds import node_seed
+from hdiff.settings import GenerationSettings
 from hdiff.sampling.state import gather_scheduler_history, step_accepts_generator
 
 
-def sample_plan(plan: Plan, adapter: Adapter, cond: Conditioning, seeds: np.ndarray, *, num_steps: int,
-                guidance_scale: float, height: int, width: int, max_batch: int = 64, noise_on_device: bool = False,
-                batch_multiple: int = 1, node_condition: str = "mean",
+def sample_plan(plan: Plan, adapter: Adapter, cond: Conditioning, seeds: np.ndarray, settings: GenerationSettings,
                 on_evaluation: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Final latents (N, C, h, w), row i for input row i. `seeds[i]` is input row i's seed.
 
-    `node_condition` forms a shared node's conditioning (`Conditioning.for_node`: "mean" or "medoid").
-
-    `batch_multiple` pads each micro-batch to a multiple of that many clusters (repeating its last row, whose
-    extra outputs are dropped): GPU kernels for a few batch sizes are reused and run at full speed."""
+    `settings` are resolved for the model (`GenerationSettings.for_model`): steps, guidance scale and size; a shared
+    node's conditioning (`Conditioning.for_node`: "mean" or "medoid"); where noise is drawn; micro-batches of at
+    most `max_batch` clusters, each padded to a multiple of `batch_multiple` clusters (repeating its last row,
+    whose extra outputs are dropped) so that GPU kernels for a few batch sizes are reused and run at full speed."""
+    s = settings
     tree = plan.tree
     row_of_leaf = np.argsort(tree.leaf_of_row)  # leaf id -> input row
     leaf_seeds = np.asarray(seeds)[row_of_leaf]
     scheduler = copy.deepcopy(adapter.scheduler)
-    adapter.set_timesteps(scheduler, num_steps, height, width)
+    adapter.set_timesteps(scheduler, s.steps, s.height, s.width)
     timesteps = scheduler.timesteps
     if len(timesteps) != plan.num_evaluations:
         raise ValueError(f"plan has {plan.num_evaluations} evaluations, scheduler {len(timesteps)}")
     negative = {name: value.to(adapter.device) for name, value in adapter.negative().items()}
     pass_generator = step_accepts_generator(scheduler)
 
-    noise_device = adapter.noise_generator_device(noise_on_device)
+    noise_device = adapter.noise_generator_device(s.noise_device == "device")
     generators: dict[int, torch.Generator] = {}
     node_cond: dict[int, dict[str, torch.Tensor]] = {}
 
@@ -58,7 +58,7 @@ def sample_plan(plan: Plan, adapter: Adapter, cond: Conditioning, seeds: np.ndar
 
     def conditioning(node: int) -> dict[str, torch.Tensor]:  # c_n
         if node not in node_cond:
-            node_cond[node] = cond.for_node(row_of_leaf[tree.members(node)], node_condition)
+            node_cond[node] = cond.for_node(row_of_leaf[tree.members(node)], s.node_condition)
         return node_cond[node]
 
     def cluster_rows(active: np.ndarray) -> dict[str, torch.Tensor]:  # c_n for n in A_k, (|A_k|, ...)
@@ -71,7 +71,7 @@ def sample_plan(plan: Plan, adapter: Adapter, cond: Conditioning, seeds: np.ndar
         # 1. x_k: fresh noise at the first evaluation, else the parents' latents (and solver history) copied;
         #    the clusters' conditioning rows change only when clusters split.
         if k == 0:
-            shape = (len(active), *adapter.latent_shape(height, width))
+            shape = (len(active), *adapter.latent_shape(s.height, s.width))
             latents = adapter.initial_latents(scheduler, shape, [generator(n) for n in active])
             rows = cluster_rows(active)
         elif len(active) != len(plan.active[k - 1]):
@@ -83,10 +83,10 @@ def sample_plan(plan: Plan, adapter: Adapter, cond: Conditioning, seeds: np.ndar
             rows = cluster_rows(active)
         # 2. model output for every active cluster, in near-equal micro-batches of at most `max_batch` clusters.
         outputs = []
-        for lo, hi in micro_batches(len(active), max_batch, batch_multiple):
-            pad = -(hi - lo) % batch_multiple
+        for lo, hi in micro_batches(len(active), s.max_batch, s.batch_multiple):
+            pad = -(hi - lo) % s.batch_multiple
             chunk = {name: padded(value[lo:hi], pad) for name, value in rows.items()}
-            output = adapter.predict(scheduler, padded(latents[lo:hi], pad), t, chunk, negative, guidance_scale)
+            output = adapter.predict(scheduler, padded(latents[lo:hi], pad), t, chunk, negative, s.guidance_scale)
             outputs.append(output[:hi - lo])
         model_output = torch.cat(outputs)
         # 3. one scheduler step for all clusters; noise drawn per cluster from g_n.

@@ -30,7 +30,8 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from hdiff.embedding import embed_texts
 from hdiff.errors import HdiffError, run_as_command
-from hdiff.models.image_embeds import predict_with_image_embeds
+from hdiff.models.base import guided_batch
+from hdiff.models.image_embeds import guided_with_learned_variance, image_embeds_forward
 from hdiff.models.schedulers import check_scheduler, make_scheduler
 from hdiff.shapes.model import (
     EMBED_DIM,
@@ -333,9 +334,11 @@ def sample_images(unet, scheduler, embeds: torch.Tensor, generators: list[torch.
     shape = (len(embeds), 3, IMAGE_SIZE, IMAGE_SIZE)
     x = randn_tensor(shape, generator=generators, device=device) * scheduler.init_noise_sigma  # (B, 3, H, W)
     scheduler.set_timesteps(steps, device=device)
+    guided = guidance_scale > 1.0  # as ShapesAdapter.rows_per_cluster
     for t in scheduler.timesteps:
-        out = predict_with_image_embeds(unet, scheduler, x.to(dtype), t, embeds, negative, guidance_scale,
-                                        scale_input=True)  # (B, 3, H, W)
+        x_in, rows = guided_batch(x.to(dtype), {"image_embeds": embeds}, {"image_embeds": negative}, guided)
+        output = image_embeds_forward(unet, scheduler.scale_model_input(x_in, t), t, rows["image_embeds"])
+        out = guided_with_learned_variance(output, scheduler, guided, guidance_scale, channels=3)  # (B, 3, H, W)
         x = scheduler.step(out.float(), t, x, generator=generators).prev_sample
     images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (B, 3, H, W)
     return images.permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,45 @@
+"""Pydantic validation errors as hdiff's one-line-per-problem messages: `origin: where: what, got value`."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ValidationError
+
+
+def format_validation_error(exc: ValidationError, origin: str, root: type[BaseModel]) -> str:
+    """One line per problem: `configs/x.yaml: generation.tau: must be >= 0, got -1`."""
+    return "\n".join(f"{origin}: {_where(err['loc'])}: {_message(err, root)}" for err in exc.errors())
+
+
+def _where(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _message(err: dict, root: type[BaseModel]) -> str:
+    kind, ctx = err["type"], err.get("ctx", {})
+    if kind == "extra_forbidden":
+        return f"unknown key; expected one of: {', '.join(_section_class(root, err['loc'][:-1]).model_fields)}"
+    if kind == "missing":
+        return "required"
+    bounds = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"),
+              "less_than": ("<", "lt")}
+    if kind in bounds:
+        op, key = bounds[kind]
+        return f"must be {op} {_number(ctx[key])}, got {err['input']!r}"
+    if kind == "multiple_of":
+        return f"must be a multiple of {_number(ctx['multiple_of'])}, got {err['input']!r}"
+    if kind == "literal_error":
+        return f"must be one of {ctx['expected']}, got {err['input']!r}"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {err['input']!r}"
+
+
+def _number(limit):
+    return int(limit) if isinstance(limit, float) and limit.is_integer() else limit
+
+
+def _section_class(root: type[BaseModel], loc: tuple) -> type[BaseModel]:
+    cls = root
+    for key in loc:
+        cls = cls.model_fields[key].annotation
+    return cls
