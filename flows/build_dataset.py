@@ -26,7 +26,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
 from hdiff.dataset.config import BuildConfig, apply_overrides, load_config
-from hdiff.dataset import layout, pipeline
+from hdiff.dataset import layout, ownership, pipeline
+from hdiff.dataset.ownership import check_output_folder
 from hdiff.dataset.finalize import commit_run, prefect_summary_markdown, shard_table_rows
 from hdiff.dataset.settings import claim_output
 from hdiff.dataset.card import portable
@@ -175,6 +176,8 @@ def build_dataset(config: dict[str, Any] | None = None, config_path: str | None 
     pipeline.preflight(cfg)  # one line now, rather than a failure after ingest and embedding
     Path(cfg.output).mkdir(parents=True, exist_ok=True)
     with exclusive_lock(layout.lock_path(cfg.output), f"output folder {cfg.output}"):
+        check_output_folder(cfg.output, cfg.source.path_or_id)  # again, now that no other run can write it
+        ownership.claim(cfg.output)
         clean_partials(cfg.output)
         prepared = prepare_task(cfg)
         claim_output(cfg)  # a re-run must have the settings its finished shards were made with

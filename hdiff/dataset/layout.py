@@ -8,6 +8,7 @@
     OUT/README.md                  dataset card
     OUT/grid.png, OUT/dendrogram.png
     OUT/.lock                      held by the run writing the folder (one writer at a time)
+    OUT/.hdiff-dataset             the marker: this folder is a dataset hdiff made (hdiff.dataset.ownership)
 
 Files are written through hdiff.files (a temporary sibling ending in `.partial`, renamed into place), so a reader
 (or the `data/*.tar` glob) never sees a half-written file under a final name.
@@ -16,6 +17,7 @@ Files are written through hdiff.files (a temporary sibling ending in `.partial`,
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -29,7 +31,9 @@ CARD_NAME = "README.md"
 GRID_NAME = "grid.png"
 DENDROGRAM_NAME = "dendrogram.png"
 LOCK_NAME = ".lock"
+MARKER_NAME = ".hdiff-dataset"
 DATA_FILES_GLOB = f"{DATA_DIR}/*.tar"
+SHARD_NAME = re.compile(r"^shard-[0-9a-f]{16}$")  # `shard_name`'s: a file under another name is not hdiff's
 
 
 def shard_name(members: Iterable[tuple[str, int]]) -> str:
@@ -60,6 +64,10 @@ def lock_path(out_dir: str | Path) -> Path:
     return Path(out_dir) / LOCK_NAME
 
 
+def marker_path(out_dir: str | Path) -> Path:
+    return Path(out_dir) / MARKER_NAME
+
+
 def card_path(out_dir: str | Path) -> Path:
     return Path(out_dir) / CARD_NAME
 
@@ -73,13 +81,15 @@ def dendrogram_path(out_dir: str | Path) -> Path:
 
 
 def tar_shards(out_dir: str | Path) -> list[str]:
-    """Names of the shards that have a tar under data/, sorted."""
-    return sorted(p.name[: -len(".tar")] for p in (Path(out_dir) / DATA_DIR).glob("*.tar") if p.is_file())
+    """Names of the shards that have a tar under data/, sorted (files under other names are not hdiff's)."""
+    return sorted(p.stem for p in (Path(out_dir) / DATA_DIR).glob("shard-*.tar")
+                  if p.is_file() and SHARD_NAME.match(p.stem))
 
 
 def stats_shards(out_dir: str | Path) -> list[str]:
-    """Names of the shards that have a stats file (the done-marker), sorted."""
-    return sorted(p.stem for p in (Path(out_dir) / STATS_DIR).glob("*.json") if p.is_file())
+    """Names of the shards that have a stats file (the done-marker), sorted (other files are not hdiff's)."""
+    return sorted(p.stem for p in (Path(out_dir) / STATS_DIR).glob("shard-*.json")
+                  if p.is_file() and SHARD_NAME.match(p.stem))
 
 
 def partial_files(out_dir: str | Path) -> list[Path]:

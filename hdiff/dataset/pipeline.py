@@ -33,6 +33,7 @@ from hdiff.dataset.shard import semantic_shards
 from hdiff.dataset.update import (Committed, Rewrite, RunPlan, ShardJob, corpus_fingerprint, new_prompts, plan_run,
                                   read_committed)
 from hdiff.dataset.writer import Sample, ShardStats, read_stats, shard_is_complete, tar_samples, write_shard
+from hdiff.dataset.ownership import check_output_folder
 from hdiff.devices import DevicePool, check_present, visible_devices
 from hdiff.files import atomic_path, check_writable_output
 from hdiff.generate import ImageJob, generate_packed
@@ -58,6 +59,7 @@ def preflight(config: BuildConfig) -> None:
     """What can be checked before any work: the output folder can be written, a local build's devices are on this
     machine, the model can be found, a local corpus exists. Raises HdiffError with one line."""
     check_writable_output(config.output)
+    check_output_folder(config.output, config.source.path_or_id)
     if config.runner.kind == "local":  # a Ray cluster's devices are its workers'
         for device in visible_devices(config.model.device):
             check_present(device)
