@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ["hdiff.cli", "flows.build_dataset", "hdiff.models.loading", "hdiff.generate", "hdiff.dataset.pipeline"]
-NOT_RUNTIME = ("hdiff.bench", "hdiff.shapes.train", "hdiff.shapes.embed_prompts")
+NOT_RUNTIME = ("hdiff.bench", "hdiff.shapes_training.train", "hdiff.shapes_training.embed_prompts")
 
 
 def module_name(path: Path) -> str:

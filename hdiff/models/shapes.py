@@ -42,7 +42,7 @@ class ShapesAdapter(Adapter):
         check_cluster_on(cluster_on)
         if cluster_on == "prior" and prior is None:
             raise HdiffError(f"{model_id} has no layout prior to cluster on: add one with "
-                             "`python -m hdiff.shapes.add_prior FOLDER`, or cluster on the embedding")
+                             "`python -m hdiff.shapes_training.add_prior FOLDER`, or cluster on the embedding")
         self.unet = unet
         self.info = info
         self.sentence_model = info.get("sentence_model", SENTENCE_MODEL)

@@ -8,8 +8,8 @@ on 3×32×32 images in [-1, 1]; the unconditional embedding for classifier-free 
 On disk the model is a diffusers folder: `unet/`, `scheduler/` (the training DDPM schedule), `hdiff_shapes.json`
 (sampling defaults and the full training config, so the trainer can reproduce the weights), the conditioning
 whitening, the layout prior (hdiff.shapes.prior) and the reader of people's wording (hdiff.shapes.reader, trained
-apart by hdiff.shapes.train_reader). This module is the runtime part — architecture, loading,
-saving, whitening — and imports neither the trainer (hdiff.shapes.train) nor hdiff.models: the model adapter
+apart by hdiff.shapes_training.train_reader). This module is the runtime part — architecture, loading,
+saving, whitening — and imports neither the trainer (hdiff.shapes_training.train) nor hdiff.models: the model adapter
 (hdiff.models.shapes) builds on it.
 """
 
@@ -105,7 +105,7 @@ def resolve_weights(path: str | os.PathLike | None = None) -> Path:
     folder = Path(path) if path is not None else WEIGHTS_DIR
     if not (folder / "unet" / "config.json").is_file():
         raise HdiffError(f"no shapes model in {folder} (expected unet/config.json); train one with "
-                         f"`python -m hdiff.shapes.train --out {folder}`")
+                         f"`python -m hdiff.shapes_training.train --out {folder}`")
     return folder
 
 
