@@ -29,6 +29,7 @@ from hdiff.errors import HdiffError
 from hdiff.files import atomic_folder
 from hdiff.shapes.prior import save_prior
 
+SHAPES_MODEL_ID = "hdiff/shapes"  # the shipped model, also named "shapes"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 METADATA_FILE = "hdiff_shapes.json"
 SENTENCE_MODEL = DEFAULT_SENTENCE_MODEL
@@ -99,6 +100,11 @@ def training_scheduler(beta_schedule: str = "squaredcos_cap_v2", num_train_times
 
     return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
                          prediction_type=prediction_type, variance_type="fixed_small", clip_sample=True)
+
+
+def model_folder(source: str) -> Path:
+    """The folder of the shapes model `source`: the shipped weights for its name, else `source` itself."""
+    return WEIGHTS_DIR if source in (SHAPES_MODEL_ID, "shapes") else Path(source)
 
 
 def resolve_weights(path: str | os.PathLike | None = None) -> Path:
