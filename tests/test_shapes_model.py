@@ -12,7 +12,7 @@ import torch
 
 from hdiff.errors import HdiffError
 from hdiff.models import load_adapter
-from hdiff.shapes import embed_prompts
+from hdiff.shapes_training import embed_prompts
 from hdiff.shapes.model import (
     EMBED_DIM,
     METADATA_FILE,
@@ -24,7 +24,7 @@ from hdiff.shapes.model import (
     training_scheduler,
 )
 from hdiff.shapes.prior import DEFAULT_TAU, PRIOR_FILE, load_prior
-from hdiff.shapes.train import (
+from hdiff.shapes_training.train import (
     DEFAULT_GUIDANCE,
     TrainConfig,
     config_from_args,
@@ -135,7 +135,7 @@ def test_trainer_writes_a_loadable_safetensors_folder(trained_folder):
 
 
 def test_v_prediction_trains_against_the_schedulers_velocity_and_is_saved(trained_folder):
-    from hdiff.shapes.train import training_target
+    from hdiff.shapes_training.train import training_target
 
     scheduler = training_scheduler(prediction_type="v_prediction")
     x0, noise = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)

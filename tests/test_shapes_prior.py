@@ -126,7 +126,7 @@ def test_save_load_round_trip_and_bad_files(fitted, tmp_path):
 def test_add_prior_adds_a_prior_to_a_model_folder(tmp_path):
     """What was run on the shipped weights: the prior from the folder's whitening and the training split."""
     from hdiff.models import load_adapter
-    from hdiff.shapes.add_prior import main
+    from hdiff.shapes_training.add_prior import main
     from hdiff.shapes.prior import DEFAULT_TAU
     from tiny_models import tiny_shapes_model
 
@@ -150,7 +150,7 @@ def test_fit_prior_needs_one_object_scenes():
 
 
 def test_add_prior_refuses_a_folder_without_a_unet(tmp_path):
-    from hdiff.shapes.add_prior import main
+    from hdiff.shapes_training.add_prior import main
 
     assert main([str(tmp_path)]) == 2
     assert list(tmp_path.iterdir()) == []

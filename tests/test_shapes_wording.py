@@ -15,7 +15,7 @@ from hdiff.shapes.grammar import describe
 from hdiff.shapes.oracle import ATTRIBUTES, all_correct, prompt_accuracy, score
 from hdiff.shapes.phrasings import _CHOICES, forms_of, phrase, read
 from hdiff.shapes.reader import HEADS, canonical_prompts, load_reader, read_requests, save_reader
-from hdiff.shapes.train_reader import (
+from hdiff.shapes_training.train_reader import (
     ReaderConfig,
     config_from,
     evaluation_sets,

@@ -11,8 +11,9 @@ from hdiff.models import flux, kandinsky, pixart, sd3, sdxl, shapes, stable_diff
 from hdiff.devices import resolve_device
 from hdiff.models.base import ADAPTERS, Adapter
 from hdiff.models.schedulers import make_scheduler
+from hdiff.shapes.model import METADATA_FILE, SHAPES_MODEL_ID, WEIGHTS_DIR
 
-ALIASES = {shapes.SHAPES_MODEL_ID: "shapes", "shapes": "shapes"}
+ALIASES = {SHAPES_MODEL_ID: "shapes", "shapes": "shapes"}
 
 
 def _pipeline_class(source: str) -> str | None:
@@ -50,7 +51,7 @@ def adapter_name_for(source: str) -> str:
     """The registered adapter for a model: by alias, the shapes model's marker file, or model_index.json's class."""
     if source in ALIASES:
         return ALIASES[source]
-    if Path(source).is_dir() and (Path(source) / "hdiff_shapes.json").exists():
+    if Path(source).is_dir() and (Path(source) / METADATA_FILE).exists():
         return "shapes"
     known = [name for name, adapter in ADAPTERS.items() if source in adapter.hub_ids]
     if known:
@@ -75,7 +76,7 @@ def check_forced_adapter(name: str, source: str) -> None:
                          f"({class_name}); " + (f"its adapter is {fits}" if fits else f"hdiff runs {_supported()}"))
 
 
-def load_adapter(source: str = shapes.SHAPES_MODEL_ID, *, adapter: str | None = None, device: str = "auto",
+def load_adapter(source: str = SHAPES_MODEL_ID, *, adapter: str | None = None, device: str = "auto",
                  scheduler: str | None = None, dtype=None, allow_pickle: bool = False, **options) -> Adapter:
     """The adapter for a model id or folder, on `device`, optionally with another scheduler.
 
@@ -128,7 +129,7 @@ def provenance(sources: dict[str, str], adapter: type[Adapter]) -> dict[str, str
     """What a record names about the loaded models: each one's revision (a commit sha from the cache, or a local
     folder's fingerprint) and the pipeline class. Companions (a prior) are named with their ids."""
     model = sources["model"]
-    folder = str(shapes.WEIGHTS_DIR) if model in ALIASES else model
+    folder = str(WEIGHTS_DIR) if model in ALIASES else model
     cached_class = None if model in ALIASES else _pipeline_class(model)
     named = {"model_revision": hub.model_revision(folder),
              "pipeline_class": cached_class or adapter.pipeline_classes[0]}

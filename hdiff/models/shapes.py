@@ -10,7 +10,6 @@ Prompts are clustered by the model's layout prior (hdiff.shapes.prior), as Kandi
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 
@@ -19,11 +18,11 @@ from hdiff.errors import HdiffError
 from hdiff.models.base import Adapter, Conditioning, default_dtype, load_component, register
 from hdiff.models.image_embeds import guided_with_learned_variance, image_embeds_forward
 from hdiff.models.schedulers import make_scheduler
-from hdiff.shapes.model import METADATA_FILE, SENTENCE_MODEL, WEIGHTS_DIR, apply_whitening, load_whitening
+from hdiff.shapes.model import (METADATA_FILE, SENTENCE_MODEL, SHAPES_MODEL_ID, apply_whitening, load_whitening,
+                                model_folder)
 from hdiff.shapes.prior import load_prior, prior_features
 from hdiff.shapes.reader import canonical_prompts, load_reader
 
-SHAPES_MODEL_ID = "hdiff/shapes"
 CLUSTER_FEATURES = ("prior", "embedding")
 
 
@@ -42,7 +41,7 @@ class ShapesAdapter(Adapter):
         check_cluster_on(cluster_on)
         if cluster_on == "prior" and prior is None:
             raise HdiffError(f"{model_id} has no layout prior to cluster on: add one with "
-                             "`python -m hdiff.shapes.add_prior FOLDER`, or cluster on the embedding")
+                             "`python -m hdiff.shapes_training.add_prior FOLDER`, or cluster on the embedding")
         self.unet = unet
         self.info = info
         self.sentence_model = info.get("sentence_model", SENTENCE_MODEL)
@@ -66,7 +65,7 @@ class ShapesAdapter(Adapter):
             raise HdiffError(f"the shapes model has no option {', '.join(map(repr, sorted(options)))}; it accepts "
                              f"device, dtype, allow_pickle, scheduler, {', '.join(cls.options)}")
         check_cluster_on(cluster_on)
-        folder = WEIGHTS_DIR if source in (SHAPES_MODEL_ID, "shapes") else Path(source)
+        folder = model_folder(source)
         dtype = dtype or default_dtype(device)
         info_path = folder / METADATA_FILE
         info = json.loads(info_path.read_text()) if info_path.exists() else {}

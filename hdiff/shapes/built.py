@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import numpy as np
 
-from hdiff.shapes.model import METADATA_FILE
+from hdiff.shapes.model import METADATA_FILE, model_folder
 from hdiff.shapes.oracle import prompt_accuracy
 
 IMAGE_EXTENSIONS = ("png", "jpg", "webp")
@@ -19,11 +18,7 @@ IMAGE_EXTENSIONS = ("png", "jpg", "webp")
 
 def has_oracle(model_id: str | None) -> bool:
     """Whether images of `model_id` are of the shapes world: the embedded model or a shapes model folder."""
-    from hdiff.models.shapes import SHAPES_MODEL_ID
-
-    if model_id is None:
-        return False
-    return model_id in (SHAPES_MODEL_ID, "shapes") or (Path(model_id) / METADATA_FILE).is_file()
+    return model_id is not None and (model_folder(model_id) / METADATA_FILE).is_file()
 
 
 def built_accuracy(model_id: str | None, samples: Iterable[tuple[str, dict[str, bytes]]]) -> dict | None:

@@ -8,8 +8,8 @@ on 3×32×32 images in [-1, 1]; the unconditional embedding for classifier-free 
 On disk the model is a diffusers folder: `unet/`, `scheduler/` (the training DDPM schedule), `hdiff_shapes.json`
 (sampling defaults and the full training config, so the trainer can reproduce the weights), the conditioning
 whitening, the layout prior (hdiff.shapes.prior) and the reader of people's wording (hdiff.shapes.reader, trained
-apart by hdiff.shapes.train_reader). This module is the runtime part — architecture, loading,
-saving, whitening — and imports neither the trainer (hdiff.shapes.train) nor hdiff.models: the model adapter
+apart by hdiff.shapes_training.train_reader). This module is the runtime part — architecture, loading,
+saving, whitening — and imports neither the trainer (hdiff.shapes_training.train) nor hdiff.models: the model adapter
 (hdiff.models.shapes) builds on it.
 """
 
@@ -29,6 +29,7 @@ from hdiff.errors import HdiffError
 from hdiff.files import atomic_folder
 from hdiff.shapes.prior import save_prior
 
+SHAPES_MODEL_ID = "hdiff/shapes"  # the shipped model, also named "shapes"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 METADATA_FILE = "hdiff_shapes.json"
 SENTENCE_MODEL = DEFAULT_SENTENCE_MODEL
@@ -101,11 +102,16 @@ def training_scheduler(beta_schedule: str = "squaredcos_cap_v2", num_train_times
                          prediction_type=prediction_type, variance_type="fixed_small", clip_sample=True)
 
 
+def model_folder(source: str) -> Path:
+    """The folder of the shapes model `source`: the shipped weights for its name, else `source` itself."""
+    return WEIGHTS_DIR if source in (SHAPES_MODEL_ID, "shapes") else Path(source)
+
+
 def resolve_weights(path: str | os.PathLike | None = None) -> Path:
     folder = Path(path) if path is not None else WEIGHTS_DIR
     if not (folder / "unet" / "config.json").is_file():
         raise HdiffError(f"no shapes model in {folder} (expected unet/config.json); train one with "
-                         f"`python -m hdiff.shapes.train --out {folder}`")
+                         f"`python -m hdiff.shapes_training.train --out {folder}`")
     return folder
 
 

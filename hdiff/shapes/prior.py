@@ -16,7 +16,8 @@ differ in background or place at ~0.4.
 Stored beside the UNet as `prior.safetensors` (per attribute: `{name}.weight` (K, D) and `{name}.bias` (K,);
 the class names, weights and the default τ on these features' scale in the file's metadata). This module is the
 runtime part (features, storage) and the fit on given vectors; the trainer fits it on the training split
-(hdiff.shapes.train, and `python -m hdiff.shapes.add_prior FOLDER` for a model trained before the prior existed).
+(hdiff.shapes_training.train, and `python -m hdiff.shapes_training.add_prior FOLDER` for a model trained before the
+prior existed).
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ unnamed attribute drawn from the world by the image's own generator (hdiff.shape
 prompts pass through as before: the decoder reads them in its own wording.
 
 The reader is trained on the training phrasings of hdiff.shapes.phrasings and the templates, of training-split
-scenes only, and evaluated on held-out phrasings of held-out scenes (hdiff.shapes.train_reader). Stored beside the
-UNet as `reader.safetensors`: the input standardization (`input.mean`, `input.scale`), the MLP's layers and one
-head per output; the heads' class names and the hidden width are in the file's metadata. This module is the
+scenes only, and evaluated on held-out phrasings of held-out scenes (hdiff.shapes_training.train_reader). Stored
+beside the UNet as `reader.safetensors`: the input standardization (`input.mean`, `input.scale`), the MLP's layers
+and one head per output; the heads' class names and the hidden width are in the file's metadata. This module is the
 runtime part: it imports no trainer.
 """
 

@@ -1,8 +1,8 @@
-"""Precompute MiniLM embeddings for the trainer: `python -m hdiff.shapes.embed_prompts OUT.npz [--seed 0]`.
+"""Precompute MiniLM embeddings for the trainer: `python -m hdiff.shapes_training.embed_prompts OUT.npz [--seed 0]`.
 
 The file holds `prompts` (N,) str and `embeddings` (N, 384) float32: the training prompts of `--seed` and the
 held-out evaluation prompts (`--eval-prompts` per set, as the trainer's flag), so that
-`python -m hdiff.shapes.train --embeddings OUT.npz` runs on a machine without the sentence model.
+`python -m hdiff.shapes_training.train --embeddings OUT.npz` runs on a machine without the sentence model.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from hdiff.embedding import embed_texts
 from hdiff.shapes.model import SENTENCE_MODEL
-from hdiff.shapes.train import evaluation_sets, training_prompts
+from hdiff.shapes_training.train import evaluation_sets, training_prompts
 
 
 def prompts_to_embed(seed: int, eval_prompts: int) -> list[str]:
@@ -33,7 +33,8 @@ def write_embeddings(out: Path, prompts: list[str]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hdiff.shapes.embed_prompts", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hdiff.shapes_training.embed_prompts",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--seed", type=int, default=0, help="the trainer's --seed (it picks the training pairs)")
     parser.add_argument("--eval-prompts", type=int, default=200, help="the trainer's --eval-prompts")

@@ -1,4 +1,4 @@
-"""Train the shapes model's reader: `python -m hdiff.shapes.train_reader --model FOLDER [--config JSON]`.
+"""Train the shapes model's reader: `python -m hdiff.shapes_training.train_reader --model FOLDER [--config JSON]`.
 
 Stages: training prompts (training-split scenes in the six templates, in training phrasings of hdiff.shapes.phrasings
 with every attribute named, and with some left unnamed; two-object scenes in the templates) → their all-MiniLM-L6-v2
@@ -7,7 +7,7 @@ reader's accuracy on evaluation prompts that share neither a phrasing nor an att
 → `reader.safetensors` in the model folder, and the config and figures in its `hdiff_shapes.json` (`reader`).
 The recorded config reproduces the weights bit for bit on CPU: `--config FOLDER/hdiff_shapes.json`.
 
-How the model then draws these prompts is measured by `python -m hdiff.shapes.evaluate_wording`.
+How the model then draws these prompts is measured by `python -m hdiff.shapes_training.evaluate_wording`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 
 from hdiff.errors import HdiffError, run_as_command
 from hdiff.shapes.grammar import NUM_TEMPLATES, describe
-from hdiff.shapes.model import METADATA_FILE, SENTENCE_MODEL, load_shapes_metadata
+from hdiff.shapes.model import METADATA_FILE, SENTENCE_MODEL, WEIGHTS_DIR, load_shapes_metadata
 from hdiff.shapes.phrasings import phrase
 from hdiff.shapes.prompts import diverse_set
 from hdiff.shapes.reader import (
@@ -221,7 +221,7 @@ def run(cfg: ReaderConfig, model_folder: Path, *, cache: Path | None = None, eva
     save_reader(model_folder, reader)
     metadata["reader"] = {"config": dataclasses.asdict(cfg), "training_prompts": len(examples),
                           "seconds": round(seconds, 1), "read_exactly": figures, "evaluation_prompts": eval_prompts,
-                          "command": "python -m hdiff.shapes.train_reader --model FOLDER --config "
+                          "command": "python -m hdiff.shapes_training.train_reader --model FOLDER --config "
                                      "FOLDER/hdiff_shapes.json"}
     write_metadata(model_folder, metadata)
     return metadata["reader"]
@@ -248,8 +248,8 @@ def config_from(path: Path | None) -> ReaderConfig:
 def main(argv: list[str] | None = None) -> int:
     from hdiff.errors import CommandParser
 
-    parser = CommandParser(prog="python -m hdiff.shapes.train_reader", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path(__file__).parent / "weights",
+    parser = CommandParser(prog="python -m hdiff.shapes_training.train_reader", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=WEIGHTS_DIR,
                         help="the shapes model folder the reader is written into (default: the shipped one)")
     parser.add_argument("--config", type=Path, help="hdiff_shapes.json (or a reader config JSON) to reproduce")
     parser.add_argument("--cache", type=Path, help=".npz of prompt token embeddings, reused and extended")

@@ -1,8 +1,9 @@
-"""How the shapes model draws prompts in people's words: `python -m hdiff.shapes.evaluate_wording [--prompts N]`.
+"""How the model draws prompts in people's words: `python -m hdiff.shapes_training.evaluate_wording [--prompts N]`.
 
-Standard sampling (τ = 0) at the model's defaults on the reader's four evaluation sets (hdiff.shapes.train_reader:
-held-out attribute combinations; `phrasings` and `partial` in held-out phrasings only), each image scored by the
-oracle against what its prompt asked: every attribute of a whole scene, only the named ones of a partial prompt.
+Standard sampling (τ = 0) at the model's defaults on the reader's four evaluation sets
+(hdiff.shapes_training.train_reader: held-out attribute combinations; `phrasings` and `partial` in held-out phrasings
+only), each image scored by the oracle against what its prompt asked: every attribute of a whole scene, only the
+named ones of a partial prompt.
 Prints one line per set and writes the figures as JSON (`--out`).
 """
 
@@ -21,7 +22,7 @@ from hdiff.errors import CommandParser, run_as_command
 from hdiff.files import check_writable_output, write_atomically
 from hdiff.generate import GenerationSettings, ImageJob, generate
 from hdiff.shapes.oracle import accuracy_figures, score
-from hdiff.shapes.train_reader import evaluation_sets
+from hdiff.shapes_training.train_reader import evaluation_sets
 
 
 def evaluate(adapter, pairs, *, seed: int = 0, max_batch: int = 128) -> dict:
@@ -34,7 +35,8 @@ def evaluate(adapter, pairs, *, seed: int = 0, max_batch: int = 128) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = CommandParser(prog="python -m hdiff.shapes.evaluate_wording", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="python -m hdiff.shapes_training.evaluate_wording",
+                           description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="hdiff/shapes")
     parser.add_argument("--prompts", type=integer(1), default=200, help="prompts per set (default 200)")
     parser.add_argument("--sets", default="phrasings,partial,templates,two_object",

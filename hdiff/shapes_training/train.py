@@ -1,4 +1,4 @@
-"""Train the shapes world's model: `python -m hdiff.shapes.train --out DIR [--minutes M | --steps S]`.
+"""Train the shapes world's model: `python -m hdiff.shapes_training.train --out DIR [--minutes M | --steps S]`.
 
 Stages: training pairs (train split only) → rendered images and prompt embeddings, held as tensors on the device →
 v-prediction (or ε) training with embedding dropout (classifier-free guidance), AdamW, linear warmup then cosine
@@ -143,7 +143,7 @@ def embeddings_for(prompts: list[str], embeddings_file: str | Path | None) -> to
     missing = [p for p in prompts if p not in table]
     if missing:
         raise HdiffError(f"{len(missing)} prompts are not in {embeddings_file}, e.g. {missing[0]!r}; rewrite it "
-                         "with `python -m hdiff.shapes.embed_prompts` at the same --seed")
+                         "with `python -m hdiff.shapes_training.embed_prompts` at the same --seed")
     vectors = np.stack([table[p] for p in prompts]).astype(np.float32)
     if vectors.shape[1] != EMBED_DIM:
         raise HdiffError(f"embeddings in {embeddings_file} have {vectors.shape[1]} dimensions, not {EMBED_DIM}")
@@ -445,7 +445,7 @@ def _versions() -> dict[str, str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m hdiff.shapes.train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hdiff.shapes_training.train", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder to write (replaced if it exists)")
     parser.add_argument("--seed", type=int, help="default 0")
     budget = parser.add_mutually_exclusive_group()
@@ -455,7 +455,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prediction-type", choices=PREDICTION_TYPES,
                         help=f"what the UNet predicts (default {TrainConfig.prediction_type})")
     parser.add_argument("--lr", type=float, help=f"peak learning rate (default {TrainConfig.lr})")
-    parser.add_argument("--embeddings", type=Path, help=".npz from `python -m hdiff.shapes.embed_prompts`")
+    parser.add_argument("--embeddings", type=Path, help=".npz from `python -m hdiff.shapes_training.embed_prompts`")
     parser.add_argument("--device", choices=get_args(Device), default="auto")
     parser.add_argument("--eval-prompts", type=int, default=200, help="held-out prompts per evaluation set; 0 skips")
     parser.add_argument("--pairs-limit", type=int, help="train on a seeded subset of the training pairs")

@@ -1,6 +1,6 @@
-"""Add a layout prior to a shapes model folder trained before it existed: `python -m hdiff.shapes.add_prior FOLDER`.
+"""Add a layout prior to a model folder trained before it existed: `python -m hdiff.shapes_training.add_prior FOLDER`.
 
-The trainer fits its own prior (hdiff.shapes.train); this fits one the same way for a saved model — on the
+The trainer fits its own prior (hdiff.shapes_training.train); this fits one the same way for a saved model — on the
 training split's one-object prompts, through the folder's whitening — and writes `prior.safetensors` into the
 folder, leaving the weights and `hdiff_shapes.json` alone. It needs the training data, so it lives on the
 trainer's side: the runtime (hdiff.shapes.prior, hdiff.models.shapes) never imports it.
@@ -19,7 +19,7 @@ from hdiff.errors import HdiffError, run_as_command
 from hdiff.shapes.model import apply_whitening, load_whitening
 from hdiff.shapes.prior import ATTRIBUTE_WEIGHTS, fit_prior_on_pairs, predict_attributes, save_prior, scene_attribute
 from hdiff.shapes.prompts import training_pairs
-from hdiff.shapes.train import embeddings_for
+from hdiff.shapes_training.train import embeddings_for
 
 
 def add_prior(folder: str | os.PathLike, embeddings_file: str | os.PathLike | None = None,
@@ -42,7 +42,8 @@ def add_prior(folder: str | os.PathLike, embeddings_file: str | os.PathLike | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hdiff.shapes.add_prior", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hdiff.shapes_training.add_prior",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("folder", help="a shapes model folder (e.g. hdiff/shapes/weights)")
     parser.add_argument("--embeddings", default=None, help="precomputed MiniLM embeddings (.npz), else computed")
     args = parser.parse_args(argv)
