@@ -22,8 +22,9 @@ SOURCES = ("hdiff", "flows")  # two roots: the layers alone order them (flows ru
 # `hdiff` places its own __init__ (the version) only, so that a new module of hdiff finds its layer on purpose.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("hdiff", "hdiff.errors", "hdiff.machine", "hdiff.records", "hdiff.files", "hdiff.prompts",
-                    "hdiff.devices", "hdiff.embedding", "hdiff.hub")),
+                    "hdiff.devices", "hdiff.embedding", "hdiff.hub", "hdiff.validation")),
     ("planning", ("hdiff.planning",)),
+    ("generation settings", ("hdiff.settings",)),
     ("the shapes world and model", ("hdiff.shapes",)),
     ("model adapters", ("hdiff.models",)),
     ("sampling", ("hdiff.sampling",)),
