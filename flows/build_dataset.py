@@ -27,11 +27,12 @@ from tqdm import tqdm
 
 from hdiff.dataset.config import BuildConfig, apply_overrides, load_config
 from hdiff.dataset import layout, ownership, pipeline
+from hdiff.dataset.card import portable, prefect_summary_markdown, shard_table_rows
+from hdiff.dataset.finalize import commit_run
 from hdiff.dataset.ownership import check_output_folder
-from hdiff.dataset.finalize import commit_run, prefect_summary_markdown, shard_table_rows
 from hdiff.dataset.settings import claim_output
-from hdiff.dataset.card import portable
 from hdiff.dataset.sources import build_provenance
+from hdiff.dataset.update import BuildResult, RunReport
 from hdiff.dataset.writer import clean_partials
 from hdiff.devices import visible_devices
 from hdiff.errors import HdiffError
@@ -81,44 +82,20 @@ def rewrite_task(config: BuildConfig, rewrite) -> None:
 
 
 @task(name="commit")
-def commit_task(config: BuildConfig, prepared: pipeline.Prepared, wall_seconds: float) -> dict:
-    """Commit the run; returns the manifest with `run`: what this run changed (not stored in the file)."""
-    report = prepared.ingest_report
+def commit_task(config: BuildConfig, prepared: pipeline.Prepared, wall_seconds: float) -> BuildResult:
+    """Commit the run; returns the manifest and what this run changed."""
     manifest = commit_run(config.output, config=portable(config.to_flow_parameters()), committed=prepared.committed,
                           plan=prepared.plan, wall_seconds=wall_seconds, keep_extra=not config.update.prune,
-                          ingest_report={"read": report.read, "kept": report.kept, "dropped": report.dropped,
-                                         "truncated": report.truncated},
+                          ingest=prepared.ingest_report,
                           provenance=portable(build_provenance(config, prepared.source_revision)),
                           model_id=config.model.id)
-    run = run_report(prepared, manifest)
-    get_run_logger().info("%s: %s", config.output, describe_run(run))
-    if run["version"] is not None:
+    run = RunReport.of(prepared.committed, prepared.plan, manifest)
+    get_run_logger().info("%s: %s", config.output, run.describe())
+    if run.version is not None:
         create_markdown_artifact(prefect_summary_markdown(manifest), key="hdiff-build-summary",
                                  description=f"{config.name}: compute summary")
         create_table_artifact(shard_table_rows(manifest), key="hdiff-build-shards", description="per-shard table")
-    return {**manifest, "run": run}
-
-
-def run_report(prepared: pipeline.Prepared, manifest: dict) -> dict:
-    """What one run did: the version it added (None: nothing changed) and the prompts it found."""
-    versions = manifest.get("versions", [])
-    added = len(versions) > len(prepared.committed.versions)
-    plan = prepared.plan
-    return {"version": versions[-1]["version"] if added else None,
-            "prompts_added": sum(len(s.prompts) for s in plan.shards), "prompts_removed": plan.removed,
-            "prompts_not_in_corpus": plan.not_in_corpus,
-            "shards_written": len(plan.shards) + sum(r.new is not None for r in plan.rewrites),
-            "shards_removed": len(plan.rewrites)}
-
-
-def describe_run(run: dict) -> str:
-    """`version 2: 8 new prompt(s), ...` or `nothing changed ...`, plus prompts kept that left the corpus."""
-    kept = (f"; {run['prompts_not_in_corpus']} prompt(s) of the dataset are no longer in the corpus (kept; "
-            "update.prune removes them)") if run["prompts_not_in_corpus"] else ""
-    if run["version"] is None:
-        return f"nothing changed: every corpus prompt is in the dataset{kept}"
-    return (f"version {run['version']}: {run['prompts_added']} new prompt(s), {run['prompts_removed']} removed, "
-            f"{run['shards_written']} shard(s) written, {run['shards_removed']} replaced or removed{kept}")
+    return BuildResult(manifest, run)
 
 
 def task_runner_for(config: BuildConfig):
@@ -166,7 +143,7 @@ def resolved_config(config: dict[str, Any] | None, config_path: str | None,
 
 @flow(name="build-dataset", log_prints=True)
 def build_dataset(config: dict[str, Any] | None = None, config_path: str | None = None,
-                  overrides: dict[str, Any] | None = None) -> dict:
+                  overrides: dict[str, Any] | None = None) -> BuildResult:
     """Build the WebDataset image dataset of `config` (a BuildConfig as a dict) or `config_path` (a YAML file).
 
     `overrides` replaces dotted keys, e.g. {"generation.tau": 0.2, "ingest.limit": 100}.
@@ -231,7 +208,7 @@ def bad_input_reported_by_caller():
             logger.removeFilter(quiet)
 
 
-def build_dataset_from_config(config: BuildConfig) -> dict:
+def build_dataset_from_config(config: BuildConfig) -> BuildResult:
     """Run the flow in this process (Prefect starts a temporary local API if no server is configured)."""
     with bad_input_reported_by_caller():  # `hdiff build` prints the HdiffError's line
         return build_dataset(config=config.to_flow_parameters())

@@ -72,7 +72,7 @@ def cmd_generate(args) -> int:
 def cmd_build(args) -> int:
     from hdiff.dataset.config import apply_overrides, load_config
     from hdiff.dataset.pipeline import preflight
-    from flows.build_dataset import build_dataset_from_config, describe_run
+    from flows.build_dataset import build_dataset_from_config
 
     config = load_config(args.config)
     if args.set:
@@ -84,17 +84,17 @@ def cmd_build(args) -> int:
             overrides[key] = value
         config = apply_overrides(config, overrides)
     preflight(config)  # before the flow (and a temporary Prefect server) starts; the flow checks again
-    manifest = build_dataset_from_config(config)
-    totals, run = manifest["totals"], manifest["run"]
+    built = build_dataset_from_config(config)
+    totals = built.manifest.totals
     compute = ""
-    if run["version"] is not None:
-        version = manifest["versions"][-1]
-        compute = (f"; this run {version['unet_rows']:.0f} of {version['standard_rows']} UNet rows, "
-                   f"{version['wall_seconds']:.1f} s")
-    oracle = totals.get("oracle_accuracy")  # the shapes world's oracle; other models have none
-    accuracy = f", oracle accuracy {100 * oracle['all']:.1f}%" if oracle else ""
-    print(f"{describe_run(run)}{compute}; the dataset: {totals['samples']} images in {config.output}, "
-          f"{totals['percent_saved']:.1f}% of UNet rows saved{accuracy}")
+    if built.run.version is not None:
+        version = built.manifest.versions[-1]
+        compute = (f"; this run {version.unet_rows:.0f} of {version.standard_rows} UNet rows, "
+                   f"{version.wall_seconds:.1f} s")
+    oracle = totals.oracle_accuracy  # the shapes world's oracle; other models have none
+    accuracy = f", oracle accuracy {100 * oracle.all:.1f}%" if oracle else ""
+    print(f"{built.run.describe()}{compute}; the dataset: {totals.samples} images in {config.output}, "
+          f"{totals.percent_saved:.1f}% of UNet rows saved{accuracy}")
     return 0
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 import logging
 import os
 import re
@@ -26,6 +25,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ge
 from huggingface_hub.hf_api import RepoFile
 
 from hdiff.dataset import layout, sidecars
+from hdiff.dataset.manifest import Manifest
 from hdiff.dataset.writer import file_sha256, read_stats
 from hdiff.errors import HdiffError
 
@@ -116,15 +116,20 @@ def same_content(out: Path, path: str, file: Path, remote: RepoFile) -> bool:
 
 
 def version_tag(out: Path) -> str | None:
-    """`v3` for a dataset whose manifest lists three versions; None for a build made before versions."""
-    versions = json.loads(layout.manifest_path(out).read_text(encoding="utf-8")).get("versions") or []
-    return f"v{versions[-1]['version']}" if versions else None
+    """`v3` for a dataset whose manifest lists three versions; None for one that lists none."""
+    versions = Manifest.read(out).versions
+    return f"v{versions[-1].version}" if versions else None
 
 
 def check_build(out: Path) -> list[str]:
     """The build's shard names; raises HdiffError when `out` is not a finished build."""
     if not layout.manifest_path(out).is_file():
         raise HdiffError(f"{out} is not an hdiff build: no {layout.MANIFEST_NAME}")
+    try:
+        Manifest.read(out)
+    except (OSError, ValueError) as exc:  # a pydantic ValidationError is a ValueError
+        raise HdiffError(f"{out}: {layout.MANIFEST_NAME} is not an hdiff manifest ({type(exc).__name__}); see "
+                         f"`hdiff verify {out}`") from None
     shards = layout.tar_shards(out)
     if not shards:
         raise HdiffError(f"{out} is not an hdiff build: no {layout.DATA_FILES_GLOB} shards")

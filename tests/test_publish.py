@@ -13,7 +13,9 @@ import pytest
 from huggingface_hub import HfApi, constants
 from hub_standin import HubStandIn
 from test_loaders import write_shards
+from test_manifest import stats, tiny_manifest, version
 
+from hdiff.dataset.manifest import Manifest
 from hdiff.errors import HdiffError
 from hdiff.publish import push_dataset, scrub
 
@@ -39,7 +41,7 @@ def write_build(out: Path) -> Path:
     (out / "stats").mkdir()
     for shard in ("shard-00000", "shard-00001"):
         (out / "stats" / f"{shard}.json").write_text(json.dumps({"shard": shard, "images": 2}))
-    (out / "manifest.json").write_text(json.dumps({"shards": 2, "images": 4}))
+    tiny_manifest([stats("shard-00000"), stats("shard-00001")], versions=0).write(out)  # no versions yet: no tag
     (out / "README.md").write_text("---\nlicense: mit\ntask_categories:\n- text-to-image\n---\n# hdiff demo\n")
     (out / "grid.png").write_bytes(b"\x89PNG grid")
     (out / "dendrogram.png").write_bytes(b"\x89PNG dendrogram")
@@ -89,7 +91,9 @@ def test_push_uploads_exactly_the_build(build, hub):
 
 def test_second_push_to_existing_repo_updates_it(build, hub):
     push_dataset(build, REPO)
-    (build / "manifest.json").write_text(json.dumps({"shards": 2, "images": 4, "pushed": 2}))
+    manifest = Manifest.read(build)
+    manifest.updated_utc = "2026-12-02T00:00:00+00:00"
+    manifest.write(build)
     push_dataset(build, REPO, commit_message="second", private=True)
     assert hub.files(REPO) == local_files(build)
     assert [c["summary"] for c in hub.commits] == ["hdiff build: 2 shards", "second"]
@@ -97,9 +101,9 @@ def test_second_push_to_existing_repo_updates_it(build, hub):
 
 
 def set_versions(out: Path, count: int) -> None:
-    manifest = json.loads((out / "manifest.json").read_text())
-    manifest["versions"] = [{"version": n} for n in range(1, count + 1)]
-    (out / "manifest.json").write_text(json.dumps(manifest))
+    manifest = Manifest.read(out)
+    manifest.versions = [version(n, []) for n in range(1, count + 1)]
+    manifest.write(out)
 
 
 def test_versions_push_only_what_changed_and_are_tagged(build, hub):
@@ -191,6 +195,13 @@ def test_not_a_finished_build(build, hub, remove, complaint):
     else:
         target.unlink()
     with pytest.raises(HdiffError, match=complaint):
+        push_dataset(build, REPO)
+    assert hub.requests == []
+
+
+def test_a_damaged_manifest_is_not_pushed(build, hub):
+    (build / "manifest.json").write_text(json.dumps({"shards": 2, "images": 4}))
+    with pytest.raises(HdiffError, match="manifest.json is not an hdiff manifest"):
         push_dataset(build, REPO)
     assert hub.requests == []
 

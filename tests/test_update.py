@@ -5,9 +5,11 @@ would leave."""
 from __future__ import annotations
 
 import pytest
+from test_manifest import stats as shard_stats, tiny_manifest
 
 from hdiff.dataset import layout
 from hdiff.dataset.ingest import Prompt
+from hdiff.dataset.manifest import Corpus
 from hdiff.dataset.update import (Committed, RunPlan, corpus_fingerprint, coverage_problems, key_members,
                                   new_prompts, plan_run, sample_members, version_entry)
 from hdiff.dataset.writer import ShardStats
@@ -26,14 +28,15 @@ def committed_with(*shards: list[str], copies: int = 1) -> Committed:
     for texts in shards:
         members = sample_members([prompt_id(t) for t in texts], copies, SEED)
         found[layout.shard_name(members)] = tuple(key for key, _ in members)
-    return Committed({"shards": [{"shard": name} for name in found], "versions": [{"version": 1}]}, found)
+    return Committed(tiny_manifest([shard_stats(name, len(keys)) for name, keys in found.items()]), found)
 
 
 def plan(committed: Committed, corpus: list[Prompt], parts=None, *, copies: int = 1, prune: bool = False) -> RunPlan:
     fresh = new_prompts(committed, corpus)
     return plan_run(committed, [p.id for p in corpus], fresh, parts if parts is not None else ([list(range(len(fresh)))] if fresh
                                                                                  else []),
-                    copies=copies, base_seed=SEED, prune=prune, corpus={"fingerprint": "f"})
+                    copies=copies, base_seed=SEED, prune=prune,
+                    corpus=Corpus(source="test", revision=None, prompts=len(corpus), fingerprint="f"))
 
 
 def test_a_grown_corpus_plans_only_its_new_prompts():
@@ -104,8 +107,8 @@ def test_a_version_counts_the_compute_of_the_shards_it_generated():
     final = {name: ShardStats(shard=name, samples=2, keys=sorted(run.expected_keys), sha256="0", tar_bytes=1,
                               image_format="png", unet_rows=5.0, standard_rows=8, wall_seconds=1, device_seconds=0.5)}
     version = version_entry(Committed(None), run, final, wall_seconds=2.0)
-    assert version["version"] == 1 and version["shards_added"] == [name] and version["shards_removed"] == []
-    counts = (version["prompts_added"], version["samples"], version["unet_rows"], version["standard_rows"])
+    assert version.version == 1 and version.shards_added == [name] and version.shards_removed == []
+    counts = (version.prompts_added, version.samples, version.unet_rows, version.standard_rows)
     assert counts == (2, 2, 5, 8)
     assert corpus_fingerprint([p.id for p in corpus]) == corpus_fingerprint([p.id for p in corpus[::-1]])
 

@@ -15,7 +15,10 @@ import pytest
 import yaml
 
 from hdiff.dataset import layout
-from hdiff.dataset.finalize import commit_run, prefect_summary_markdown, shard_table_rows
+from hdiff.dataset.card import prefect_summary_markdown, shard_table_rows
+from hdiff.dataset.finalize import commit_run
+from hdiff.dataset.ingest import IngestReport
+from hdiff.dataset.manifest import Corpus, Manifest
 from hdiff.dataset.update import Committed, RunPlan, ShardJob, corpus_fingerprint, sample_members
 from hdiff.dataset.verify import run_verify, verify_build
 from hdiff.dataset.writer import Sample, clean_partials, file_sha256, read_stats, shard_is_complete, write_shard
@@ -61,18 +64,18 @@ def fake_plan(extra_prompt: str | None = None) -> RunPlan:
     """A first run's plan for the three shards; `extra_prompt`: one more corpus prompt that no shard holds."""
     prompts = [p for s in range(SHARDS) for p in fake_prompts(s)] + ([extra_prompt] if extra_prompt else [])
     ids = [prompt_id(p) for p in prompts]
-    corpus = {"source": "test", "revision": None, "prompts": len(ids), "fingerprint": corpus_fingerprint(ids)}
+    corpus = Corpus(source="test", revision=None, prompts=len(ids), fingerprint=corpus_fingerprint(ids))
     return RunPlan([ShardJob(NAMES[s], tuple(fake_prompts(s))) for s in range(SHARDS)], [], corpus=corpus,
                    expected_keys=frozenset(sample_key(pid, 0) for pid in ids), not_in_corpus=0, removed=0)
 
 
-def commit(out: Path, plan: RunPlan) -> dict:
+def commit(out: Path, plan: RunPlan) -> Manifest:
     return commit_run(out, config={"name": "tiny-test", "seed": 0}, committed=Committed(None), plan=plan,
-                      ingest_report={"read": 20, "kept": 15, "dropped": {"empty": 2, "duplicate": 3}},
+                      ingest=IngestReport(read=20, kept=15, dropped={"empty": 2, "duplicate": 3}),
                       wall_seconds=1.5, keep_extra=False)
 
 
-def build(out: Path, image_format: str = "png") -> dict:
+def build(out: Path, image_format: str = "png") -> Manifest:
     """Three shards written and committed as a first run would (hdiff.dataset.finalize.commit_run)."""
     for s in range(SHARDS):
         write_shard(out, NAMES[s], fake_samples(s), image_format=image_format)
@@ -173,16 +176,18 @@ def test_card_front_matter_points_the_viewer_at_the_tars(built):
 
 
 def test_manifest_totals_and_artifacts(built):
-    manifest = json.loads((built / "manifest.json").read_text())
-    totals = manifest["totals"]
-    assert totals["samples"] == 15 and totals["standard_rows"] == 15 * 8
-    assert totals["unet_rows"] == pytest.approx(SHARDS * (2 * 2 + PER_SHARD * 2 * 2))
-    assert totals["percent_saved"] == pytest.approx(100 * (1 - 72 / 120))
-    assert manifest["ingest"]["dropped"] == {"duplicate": 3, "empty": 2}
+    manifest = Manifest.read(built)
+    assert manifest.to_json() == layout.manifest_path(built).read_bytes()
+    totals = manifest.totals
+    assert totals.samples == 15 and totals.standard_rows == 15 * 8
+    assert totals.unet_rows == pytest.approx(SHARDS * (2 * 2 + PER_SHARD * 2 * 2))
+    assert totals.percent_saved == pytest.approx(100 * (1 - 72 / 120))
+    assert totals.oracle_accuracy is None and "oracle_accuracy" not in json.loads(manifest.to_json())["totals"]
+    assert manifest.ingest.dropped == {"duplicate": 3, "empty": 2}
     rows = shard_table_rows(manifest)
     assert [r["shard"] for r in rows] == NAMES
-    assert [v["version"] for v in manifest["versions"]] == [1]
-    assert manifest["versions"][0]["shards_added"] == sorted(NAMES)
+    assert [v.version for v in manifest.versions] == [1]
+    assert manifest.versions[0].shards_added == sorted(NAMES)
     summary = prefect_summary_markdown(manifest)
     assert "40.0%" in summary and "| duplicate | 3 |" in summary
 
@@ -345,7 +350,7 @@ def test_verify_names_each_edited_field(copy, edit):
 def test_a_failed_commit_leaves_the_previous_dataset(copy, monkeypatch):
     """The card is written after the grid and before the manifest: a failure there leaves the committed manifest as
     it was, and no partial files."""
-    import hdiff.dataset.finalize as finalize
+    import hdiff.dataset.card as card
 
     before = layout.manifest_path(copy).read_bytes()
     for name in NAMES:
@@ -355,7 +360,7 @@ def test_a_failed_commit_leaves_the_previous_dataset(copy, monkeypatch):
     def broken_card(out, manifest):
         raise OSError("the disk went away")
 
-    monkeypatch.setattr(finalize, "write_dataset_card", broken_card)
+    monkeypatch.setattr(card, "write_dataset_card", broken_card)
     with pytest.raises(OSError):
         build(copy)
     assert layout.manifest_path(copy).read_bytes() == before

@@ -1,5 +1,7 @@
-"""The dataset card's metadata, built with huggingface_hub's DatasetCard / DatasetCardData, and the build's settings
-and provenance as the card and the manifest show them: without local absolute paths.
+"""The dataset card, README.md, rendered from the manifest: YAML front matter (huggingface_hub's DatasetCard /
+DatasetCardData), then what the data is, its compute, provenance, files, fields, loading, versions, ingest drops and
+configuration. Also the build's summary and per-shard table as the flow publishes them (Prefect artifacts), and
+the build's settings and provenance as the card and the manifest show them: without local absolute paths.
 
 The `configs` block points `datasets.load_dataset(folder_or_repo)` and the Hub's viewer at the tars. The per-shard
 metadata tables beside them (hdiff.dataset.sidecars) are not a second subset: `datasets` reads every subset of a
@@ -9,9 +11,15 @@ folder with one builder, so they are read as parquet files (`load_dataset("parqu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
-from hdiff.dataset import layout
+import yaml
+from pydantic import BaseModel
+
+from hdiff.dataset import layout, sidecars
+from hdiff.dataset.manifest import Hardware, Manifest, SourceProvenance, percent_saved
+from hdiff.files import write_atomically
+from hdiff.records import ClusterStep, DatasetRecord
 
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                    (10_000_000, "1M<n<10M"))
@@ -32,38 +40,201 @@ def portable(value: Any) -> Any:
     return value
 
 
-def card_data(manifest: dict) -> Any:
+def card_data(manifest: Manifest) -> Any:
     """The card's YAML header as a huggingface_hub DatasetCardData."""
     from huggingface_hub import DatasetCardData
 
-    source = (manifest.get("provenance") or {}).get("source") or {}
-    hub_source = source.get("dataset") if source.get("hub") else None
+    source = (manifest.provenance or {}).get("source")
+    hub_source = source.dataset if isinstance(source, SourceProvenance) and source.hub else None
     return DatasetCardData(
         license="other",  # the images follow the terms of the model and of the prompts' source, named in the card
-        pretty_name=manifest["config"].get("name"),
+        pretty_name=manifest.config.get("name"),
         task_categories=["text-to-image"],
         tags=["synthetic", "hdiff"],
-        size_categories=[size_category(manifest["totals"]["samples"])],
+        size_categories=[size_category(manifest.totals.samples)],
         source_datasets=[hub_source] if hub_source else None,
         configs=[{"config_name": "default", "data_files": [{"split": "train", "path": layout.DATA_FILES_GLOB}]}],
     )
 
 
-def card_text(manifest: dict, body: str) -> str:
+def card_text(manifest: Manifest, body: str) -> str:
     """README.md: the DatasetCard of `card_data(manifest)` with `body` (markdown) under its header."""
     from huggingface_hub import DatasetCard
 
     return str(DatasetCard(f"---\n{card_data(manifest).to_yaml()}\n---\n\n{body}"))
 
 
-def provenance_section(manifest: dict) -> str | None:
+def provenance_section(manifest: Manifest) -> str | None:
     """Markdown: the corpus and the models the images came from, with their revisions."""
-    provenance = manifest.get("provenance")
-    if not provenance:
+    if not manifest.provenance:
         return None
     lines = ["| | id | revision |", "|---|---|---|"]
-    for role, entry in provenance.items():
-        where = entry.get("dataset") or entry.get("id")
-        detail = ", ".join(f"{k} {entry[k]}" for k in ("name", "split", "pipeline_class") if entry.get(k))
-        lines.append(f"| {role}{f' ({detail})' if detail else ''} | `{where}` | `{entry.get('revision')}` |")
+    for role, entry in manifest.provenance.items():
+        if isinstance(entry, SourceProvenance):
+            where, details = entry.dataset, {"name": entry.name, "split": entry.split}
+        else:
+            where, details = entry.id, {"pipeline_class": entry.pipeline_class}
+        detail = ", ".join(f"{key} {value}" for key, value in details.items() if value)
+        lines.append(f"| {role}{f' ({detail})' if detail else ''} | `{where}` | `{entry.revision}` |")
     return "## Provenance\n\n" + "\n".join(lines)
+
+
+def shard_table_rows(manifest: Manifest) -> list[dict]:
+    """One row per shard, for a Prefect table artifact."""
+    return [{"shard": s.shard, "samples": s.samples, "unet_rows": round(s.unet_rows, 3),
+             "standard_rows": s.standard_rows, "percent_saved": round(percent_saved(s.unet_rows, s.standard_rows), 2),
+             "wall_seconds": round(s.wall_seconds, 2), "device_seconds": round(s.device_seconds, 2),
+             "MiB": round(s.tar_bytes / 2**20, 2)} for s in manifest.shards]
+
+
+def _compute_table(manifest: Manifest) -> str:
+    t, oracle = manifest.totals, manifest.totals.oracle_accuracy
+    rows = [("images", f"{t.samples:,}"), ("shards", f"{manifest.counts.shards:,}"),
+            ("UNet rows (hdiff)", f"{t.unet_rows:,.0f}"),
+            ("UNet rows (standard sampling)", f"{t.standard_rows:,}"),
+            ("compute saved", f"{t.percent_saved:.1f}%"),
+            *([("oracle accuracy", f"{100 * oracle.all:.1f}% of {oracle.n:,} images")] if oracle else []),
+            ("τ", ", ".join(f"{tau:g}" for tau in manifest.counts.taus) or "—"),
+            ("wall time", f"{t.wall_seconds:,.1f} s"),
+            ("device time", f"{t.device_seconds:,.1f} s"), ("size", f"{t.tar_bytes / 2**20:,.1f} MiB")]
+    return "\n".join(["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)])
+
+
+def _hardware_line(hardware: Hardware) -> str:
+    gpu = f"{hardware.gpu} ×{hardware.gpu_count}" if hardware.gpu else "no GPU"
+    torch = f"torch {hardware.torch}" if hardware.torch else "no torch"
+    return f"{hardware.cpu} ({hardware.cpu_count} cores), {gpu}, {torch}"
+
+
+def _drops_table(manifest: Manifest) -> str | None:
+    dropped = manifest.ingest.dropped
+    if not dropped:
+        return None
+    return "\n".join(["| reason | prompts dropped |", "|---|---|",
+                      *(f"| {reason} | {count:,} |" for reason, count in sorted(dropped.items()))])
+
+
+def _versions_table(manifest: Manifest) -> str | None:
+    if not manifest.versions:
+        return None
+    rows = [f"| v{v.version} | {v.created_utc} | `{v.corpus.fingerprint[:12]}` | {v.prompts_added:,} | "
+            f"{v.prompts_removed:,} | {v.prompts_not_in_corpus:,} | {len(v.shards_added)} / "
+            f"{len(v.shards_removed)} | {v.samples:,} | {v.unet_rows:,.0f} | {v.device_seconds:,.1f} |"
+            for v in manifest.versions]
+    return "\n".join(["| version | UTC | corpus | prompts added | removed | kept, not in corpus | shards +/− | "
+                      "images | UNet rows | device s |", "|---|---|---|---|---|---|---|---|---|---|", *rows])
+
+
+def prefect_summary_markdown(manifest: Manifest) -> str:
+    """The build's summary for a Prefect markdown artifact: compute, hardware and ingest drops."""
+    parts = ["# hdiff build", _compute_table(manifest), f"Hardware: {_hardware_line(manifest.hardware)}"]
+    if history := _versions_table(manifest):
+        parts += ["## Versions", history]
+    if drops := _drops_table(manifest):
+        parts += ["## Ingest drops", drops]
+    return "\n\n".join(parts) + "\n"
+
+
+def _type_name(annotation: Any) -> str:
+    name = str(annotation) if get_origin(annotation) else getattr(annotation, "__name__", str(annotation))
+    return name.replace("hdiff.records.", "")
+
+
+def _fields_table(model: type[BaseModel]) -> str:
+    """A markdown table of a record model's fields, types and descriptions (the schema is the one source)."""
+    rows = [(name, _type_name(field.annotation), field.description or "") for name, field in model.model_fields.items()]
+    return "\n".join(["| field | type | meaning |", "|---|---|---|",
+                      *(f"| `{name}` | {kind} | {text} |" for name, kind, text in rows)])
+
+
+def _loading_section(image_format: str) -> str:
+    return f"""## Loading
+
+With 🤗 datasets, from this folder (on the Hub, `load_dataset(repo_id, split="train")` reads the `configs` block):
+
+```python
+from datasets import load_dataset
+
+ds = load_dataset("webdataset", data_files={{"train": "{layout.DATA_FILES_GLOB}"}}, split="train")
+image, prompt, record = ds[0]["{image_format}"], ds[0]["txt"], ds[0]["json"]
+```
+
+With webdataset, streaming the tars:
+
+```python
+import glob
+
+import webdataset as wds
+
+samples = wds.WebDataset(sorted(glob.glob("{layout.DATA_FILES_GLOB}")), shardshuffle=False).decode("pil")
+image, prompt, record = next(iter(samples.to_tuple("{image_format}", "txt", "json")))
+```
+
+With hdiff's training loader (shard shuffling, node and worker splitting, resampled epochs):
+
+```python
+from hdiff.data import make_loader
+
+loader = make_loader(".", batch_size=4)  # this folder; batches of (images (B, 3, H, W) in [0, 1], prompts, records)
+images, prompts, records = next(iter(loader))
+```
+"""
+
+
+def dataset_card(out_dir: str | Path, manifest: Manifest) -> str:
+    """The text of README.md: YAML front matter, then what the data is, its compute, fields, loading and config."""
+    out = Path(out_dir)
+    totals, image_format = manifest.totals, (manifest.counts.image_formats or ["png"])[0]
+    title = manifest.config.get("name") or out.resolve().name
+    sections = [
+        f"# {title}",
+        f"{totals.samples:,} synthetic images, each with its prompt and a full generation record, built by "
+        f"hdiff {manifest.hdiff_version}, which shares the early denoising steps of similar prompts "
+        "(Decatur et al., ICCV 2025, arXiv 2508.21032).",
+    ]
+    if layout.grid_path(out).is_file():
+        sections.append(f"![sample grid]({layout.GRID_NAME})")
+    sections += [
+        "## Compute",
+        f"Standard sampling would spend {totals.standard_rows:,} UNet rows on these images; hdiff spent "
+        f"{totals.unet_rows:,.0f}, saving {totals.percent_saved:.1f}%.",
+        _compute_table(manifest),
+        f"Hardware: {_hardware_line(manifest.hardware)}.",
+    ]
+    if provenance := provenance_section(manifest):
+        sections.append(provenance)
+    if layout.dendrogram_path(out).is_file():
+        sections.append(f"One shard's prompt tree, cut where images stop sharing latents:\n\n"
+                        f"![dendrogram]({layout.DENDROGRAM_NAME})")
+    sections += [
+        "## Files",
+        f"- `{layout.DATA_FILES_GLOB}`: WebDataset shards; each sample is `<key>.{image_format}` (the image), "
+        "`<key>.txt` (the prompt) and `<key>.json` (the record below). Keys have no dots.\n"
+        f"- `{sidecars.METADATA_GLOB}`: one table per shard, a row per sample (key, prompt, seed, τ, UNet rows, "
+        "cluster path length, source row and columns): `pandas.read_parquet`, or `load_dataset(\"parquet\", "
+        f"data_files=\"{sidecars.METADATA_GLOB}\")`.\n"
+        f"- `{layout.DATA_DIR}/{sidecars.SIZES_NAME}`: samples per tar, for webdataset loaders.\n"
+        f"- `{layout.STATS_DIR}/<shard>.json`: per-shard counts, sha256 and compute.\n"
+        f"- `{layout.MANIFEST_NAME}`: the build's configuration, counts, per-shard table, totals, versions and "
+        "hardware.",
+        "## Fields of the json record",
+        _fields_table(DatasetRecord),
+        "Each entry of `cluster_path`:",
+        _fields_table(ClusterStep),
+        _loading_section(image_format).strip(),
+    ]
+    if history := _versions_table(manifest):
+        sections += ["## Versions", "Each run that changed the dataset (the corpus column is its fingerprint; "
+                     "compute is what that run generated):", history]
+    if drops := _drops_table(manifest):
+        sections += ["## Prompts dropped at ingest", drops]
+    sections += ["## Build configuration",
+                 f"```yaml\n{yaml.safe_dump(manifest.config, sort_keys=True, allow_unicode=True)}```"]
+    return card_text(manifest, "\n\n".join(sections) + "\n")
+
+
+def write_dataset_card(out_dir: str | Path, manifest: Manifest) -> Path:
+    """Write OUT/README.md (see `dataset_card`); returns its path."""
+    path = layout.card_path(out_dir)
+    write_atomically(path, dataset_card(out_dir, manifest).encode("utf-8"))
+    return path

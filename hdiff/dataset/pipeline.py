@@ -28,6 +28,7 @@ from hdiff.dataset import layout
 from hdiff.dataset.config import BuildConfig, ModelConfig
 from hdiff.dataset.embed_cache import embed_into_file, embed_with_cache
 from hdiff.dataset.ingest import IngestReport, SpilledToDisk, ingest_into
+from hdiff.dataset.manifest import Corpus
 from hdiff.dataset.sources import check_inputs
 from hdiff.dataset.shard import semantic_shards
 from hdiff.dataset.update import (Committed, Rewrite, RunPlan, ShardJob, corpus_fingerprint, new_prompts, plan_run,
@@ -92,10 +93,10 @@ def prepare(config: BuildConfig, progress: bool = True) -> Prepared:
                                     config.sharding.max_size)
             del embeddings  # the memory map, before its folder goes
         corpus_ids = list(kept.sorted_ids())  # read once: the fingerprint and the plan both need them
-        fingerprint = {"source": corpus.label, "revision": corpus.revision, "prompts": report.kept,
-                       "fingerprint": corpus_fingerprint(corpus_ids, ordered=True)}
+        planned = Corpus(source=corpus.label, revision=corpus.revision, prompts=report.kept,
+                         fingerprint=corpus_fingerprint(corpus_ids, ordered=True))
         plan = plan_run(committed, corpus_ids, fresh, parts, copies=config.generation.images_per_prompt,
-                        base_seed=config.generation.seed, prune=config.update.prune, corpus=fingerprint)
+                        base_seed=config.generation.seed, prune=config.update.prune, corpus=planned)
     by_text = {p.text: p for p in fresh}
     plan.shards = [dataclasses.replace(job, sources=tuple(corpus.source_row(by_text[t].row, by_text[t].columns)
                                                           for t in job.prompts)) for job in plan.shards]

@@ -17,12 +17,12 @@ from __future__ import annotations
 import datetime
 import functools
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hdiff.dataset import layout
+from hdiff.dataset.manifest import Corpus, Manifest, Version
 from hdiff.dataset.writer import ShardStats, read_stats
 from hdiff.errors import HdiffError
 from hdiff.prompts import image_seed, parse_sample_key, sample_key
@@ -53,12 +53,12 @@ class Committed:
     """The dataset as its manifest lists it: the manifest (None before the first commit) and each shard's sample
     keys, in listing order."""
 
-    manifest: dict | None
+    manifest: Manifest | None
     shards: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
-    def versions(self) -> list[dict]:
-        return list((self.manifest or {}).get("versions", []))
+    def versions(self) -> list[Version]:
+        return list(self.manifest.versions) if self.manifest is not None else []
 
     @functools.cached_property
     def prompt_ids(self) -> set[str]:
@@ -72,7 +72,7 @@ class RunPlan:
 
     shards: list[ShardJob]
     rewrites: list[Rewrite]
-    corpus: dict  # source, revision, fingerprint, prompts
+    corpus: Corpus
     expected_keys: frozenset[str]  # every sample the corpus asks for
     not_in_corpus: int  # dataset prompts the corpus no longer has, kept
     removed: int  # dataset prompts the corpus no longer has, pruned by this run
@@ -90,13 +90,12 @@ def read_committed(out_dir: str | Path) -> Committed:
     if not path.is_file():
         return Committed(None)
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        names = [row["shard"] for row in manifest["shards"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        manifest = Manifest.read(out_dir)
+    except (OSError, ValueError) as exc:  # a pydantic ValidationError is a ValueError
         raise HdiffError(f"{path} is unreadable ({type(exc).__name__}); restore it, or delete the folder to "
                          "rebuild") from None
     shards = {}
-    for name in names:
+    for name in (row.shard for row in manifest.shards):
         stats = read_stats(out_dir, name)
         if stats is None or not layout.tar_path(out_dir, name).is_file():
             raise HdiffError(f"{out_dir}: the dataset's shard {name} is missing or damaged; see `hdiff verify "
@@ -125,7 +124,7 @@ def corpus_fingerprint(prompt_ids: Iterable[str], *, ordered: bool = False) -> s
 
 
 def plan_run(committed: Committed, corpus_ids: Iterable[str], fresh: list, parts: list[list[int]], *, copies: int,
-             base_seed: int, prune: bool, corpus: dict) -> RunPlan:
+             base_seed: int, prune: bool, corpus: Corpus) -> RunPlan:
     """The plan against `committed` for the ingested corpus, given as its prompt ids.
 
     `parts` partitions `fresh`, the prompts not yet in the dataset (`new_prompts`), into shards (lists of indices
@@ -160,26 +159,26 @@ def new_prompts(committed: Committed, prompts: Iterable) -> list:
     return [p for p in prompts if p.id not in have]
 
 
-def version_entry(committed: Committed, plan: RunPlan, final: dict[str, ShardStats], wall_seconds: float) -> dict:
+def version_entry(committed: Committed, plan: RunPlan, final: dict[str, ShardStats], wall_seconds: float) -> Version:
     """The version a run that changed the dataset appends: when, from what corpus, which shards came and went, the
     dataset's size after it and the compute of the run (the shards it generated, not those it rewrote)."""
     generated = [final[s.name] for s in plan.shards]
     before = set(committed.shards)
-    return {
-        "version": len(committed.versions) + 1,
-        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "corpus": plan.corpus,
-        "shards_added": sorted(set(final) - before),
-        "shards_removed": sorted(before - set(final)),
-        "prompts_added": sum(len(s.prompts) for s in plan.shards),
-        "prompts_removed": plan.removed,
-        "prompts_not_in_corpus": plan.not_in_corpus,
-        "samples": sum(s.samples for s in final.values()),
-        "unet_rows": sum(s.unet_rows for s in generated),
-        "standard_rows": sum(s.standard_rows for s in generated),
-        "device_seconds": sum(s.device_seconds for s in generated),
-        "wall_seconds": wall_seconds,
-    }
+    return Version(
+        version=len(committed.versions) + 1,
+        created_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        corpus=plan.corpus,
+        shards_added=sorted(set(final) - before),
+        shards_removed=sorted(before - set(final)),
+        prompts_added=sum(len(s.prompts) for s in plan.shards),
+        prompts_removed=plan.removed,
+        prompts_not_in_corpus=plan.not_in_corpus,
+        samples=sum(s.samples for s in final.values()),
+        unet_rows=sum(s.unet_rows for s in generated),
+        standard_rows=sum(s.standard_rows for s in generated),
+        device_seconds=sum(s.device_seconds for s in generated),
+        wall_seconds=wall_seconds,
+    )
 
 
 def coverage_problems(final: dict[str, ShardStats], expected: frozenset[str], keep_extra: bool) -> list[str]:
@@ -199,3 +198,43 @@ def coverage_problems(final: dict[str, ShardStats], expected: frozenset[str], ke
     if extra and not keep_extra:
         problems.append(f"{len(extra)} sample(s) are not in the corpus, e.g. {extra[0]}")
     return problems
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What one run did: the version it added (None: nothing changed), the prompts it found and the shards it
+    changed. Not stored: the manifest holds the dataset, this is the run's news."""
+
+    version: int | None
+    prompts_added: int
+    prompts_removed: int
+    prompts_not_in_corpus: int
+    shards_written: int
+    shards_removed: int
+
+    @classmethod
+    def of(cls, committed: Committed, plan: RunPlan, manifest: Manifest) -> RunReport:
+        """The report of `plan` run against `committed`, which left `manifest`."""
+        added = len(manifest.versions) > len(committed.versions)
+        return cls(version=manifest.versions[-1].version if added else None,
+                   prompts_added=sum(len(s.prompts) for s in plan.shards), prompts_removed=plan.removed,
+                   prompts_not_in_corpus=plan.not_in_corpus,
+                   shards_written=len(plan.shards) + sum(r.new is not None for r in plan.rewrites),
+                   shards_removed=len(plan.rewrites))
+
+    def describe(self) -> str:
+        """`version 2: 8 new prompt(s), ...` or `nothing changed ...`, plus prompts kept that left the corpus."""
+        kept = (f"; {self.prompts_not_in_corpus} prompt(s) of the dataset are no longer in the corpus (kept; "
+                "update.prune removes them)") if self.prompts_not_in_corpus else ""
+        if self.version is None:
+            return f"nothing changed: every corpus prompt is in the dataset{kept}"
+        return (f"version {self.version}: {self.prompts_added} new prompt(s), {self.prompts_removed} removed, "
+                f"{self.shards_written} shard(s) written, {self.shards_removed} replaced or removed{kept}")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """A build's outcome: the dataset as committed, and what this run changed in it."""
+
+    manifest: Manifest
+    run: RunReport

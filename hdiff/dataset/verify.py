@@ -14,12 +14,13 @@ import math
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from hdiff.dataset import layout
-from hdiff.dataset.finalize import percent_saved
+from hdiff.dataset.manifest import Manifest, counts_of, totals_of
 from hdiff.dataset.sidecars import is_sidecar
 from hdiff.dataset.writer import (IMAGE_ENCODERS, ShardStats, file_sha256, read_all_stats, tar_samples,
                                   validation_summary)
@@ -196,76 +197,68 @@ def read_stats_files(out: Path, problems: list[str]) -> dict[str, ShardStats]:
 
 def manifest_problems(out: Path, stats: dict[str, ShardStats], record_sums: tuple[float, int] | None,
                       samples_read: int) -> list[str]:
-    """The manifest's per-shard table, counts, totals and versions against the stats files, and (when every record
-    validated) against the records."""
+    """The manifest's per-shard table, counts, totals and versions against the stats files (`counts_of`,
+    `totals_of`: what the commit wrote), and (when every record validated) against the records."""
     name = layout.MANIFEST_NAME
     try:
-        manifest = json.loads(layout.manifest_path(out).read_text(encoding="utf-8"))
-        table = {row["shard"]: row for row in manifest["shards"]}
-        counts, totals = manifest["counts"], manifest["totals"]
+        manifest = Manifest.read(out)
     except FileNotFoundError:
         return [f"{name}: missing"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return [f"{name}: unreadable or incomplete: {type(exc).__name__}: {exc}"]
+    except ValidationError as exc:
+        return [f"{name}: not a manifest: {validation_summary(exc)}"]
+    except (OSError, ValueError) as exc:
+        return [f"{name}: unreadable: {type(exc).__name__}: {exc}"]
 
     problems = []
+    table = {row.shard: row for row in manifest.shards}
     if sorted(table) != sorted(stats):
         problems.append(f"{name}: lists shards {sorted(set(table) ^ set(stats))} that differ from stats/")
     for shard in sorted(set(table) & set(stats)):
-        expected = stats[shard].model_dump(mode="json", exclude={"keys"})
-        problems += [f"{name}: shards[{shard}].{field}={table[shard].get(field)!r}, {layout.STATS_DIR}/{shard}.json "
-                     f"says {value!r}" for field, value in expected.items() if not _same(table[shard].get(field), value)]
+        problems += [f"{name}: shards[{shard}].{key}={claimed!r}, {layout.STATS_DIR}/{shard}.json says {value!r}"
+                     for key, claimed, value in differing_fields(table[shard], stats[shard].row())]
     shards = list(stats.values())
-    unet_rows, standard_rows = sum(s.unet_rows for s in shards), sum(s.standard_rows for s in shards)
-    expected_counts = {"shards": len(shards), "samples": sum(s.samples for s in shards),
-                       "image_formats": sorted({s.image_format for s in shards}),
-                       "taus": sorted({tau for s in shards for tau in s.taus})}
-    expected_totals = {"samples": expected_counts["samples"], "unet_rows": unet_rows, "standard_rows": standard_rows,
-                       "percent_saved": percent_saved(unet_rows, standard_rows),
-                       "shard_wall_seconds": sum(s.wall_seconds for s in shards),
-                       "device_seconds": sum(s.device_seconds for s in shards),
-                       "tar_bytes": sum(s.tar_bytes for s in shards)}
-    for section, claimed, expected in (("counts", counts, expected_counts), ("totals", totals, expected_totals)):
-        problems += [f"{name}: {section}.{field}={claimed.get(field)!r}, the shard stats give {value!r}"
-                     for field, value in expected.items() if not _same(claimed.get(field), value)]
-    if totals.get("samples") != samples_read:
-        problems.append(f"{name}: totals.samples={totals.get('samples')!r}, the tars hold {samples_read}")
+    problems += [f"{name}: counts.{key}={claimed!r}, the shard stats give {value!r}"
+                 for key, claimed, value in differing_fields(manifest.counts, counts_of(shards))]
+    recomputed = totals_of(shards, manifest.versions, oracle_accuracy=manifest.totals.oracle_accuracy)
+    problems += [f"{name}: totals.{key}={claimed!r}, "
+                 f"{'the versions' if key == 'wall_seconds' else 'the shard stats'} give {value!r}"
+                 for key, claimed, value in differing_fields(manifest.totals, recomputed)]
+    totals = manifest.totals
+    if totals.samples != samples_read:
+        problems.append(f"{name}: totals.samples={totals.samples!r}, the tars hold {samples_read}")
     if record_sums is not None:
-        checks = [(not _close(float(totals.get("unet_rows", -1)), record_sums[0]),
-                   f"totals.unet_rows={totals.get('unet_rows')!r}, records' unet_rows sum to {record_sums[0]:g}"),
-                  (totals.get("standard_rows") != record_sums[1], f"totals.standard_rows="
-                   f"{totals.get('standard_rows')!r}, records' standard_unet_rows sum to {record_sums[1]}")]
+        checks = [(not _close(totals.unet_rows, record_sums[0]),
+                   f"totals.unet_rows={totals.unet_rows!r}, records' unet_rows sum to {record_sums[0]:g}"),
+                  (totals.standard_rows != record_sums[1], f"totals.standard_rows="
+                   f"{totals.standard_rows!r}, records' standard_unet_rows sum to {record_sums[1]}")]
         problems += [f"{name}: {message}" for wrong, message in checks if wrong]
-    return problems + [f"{name}: {message}" for message in version_problems(manifest, table)]
+    return problems + [f"{name}: {message}" for message in version_problems(manifest)]
 
 
-def version_problems(manifest: dict, table: dict[str, dict]) -> list[str]:
+def differing_fields(claimed: BaseModel, expected: BaseModel) -> list[tuple[str, Any, Any]]:
+    """(field, claimed value, expected value) for every field of two entries of one type that differ."""
+    return [(key, getattr(claimed, key), getattr(expected, key)) for key in type(expected).model_fields
+            if not _same(getattr(claimed, key), getattr(expected, key))]
+
+
+def version_problems(manifest: Manifest) -> list[str]:
     """The version history against the dataset: numbered 1, 2, ...; its shards added and removed give the listed
-    shards; the last version's sample count and the versions' wall time are the totals'."""
-    versions = manifest.get("versions")
-    if versions is None:
-        return [] if manifest.get("format", 1) < 2 else ["versions: missing"]
-    try:
-        problems, present = [], set()
-        for number, version in enumerate(versions, 1):
-            if version["version"] != number:
-                problems.append(f"versions[{number - 1}].version={version['version']!r}, expected {number}")
-            present = (present - set(version["shards_removed"])) | set(version["shards_added"])
-        if not versions:
-            return ["versions: empty"]
-        if present != set(table):
-            problems.append(f"versions: their shards added and removed give {len(present)} shards, "
-                            f"{sorted(present ^ set(table))[:3]} differ from the shard table")
-        if versions[-1]["samples"] != manifest["totals"]["samples"]:
-            problems.append(f"versions[-1].samples={versions[-1]['samples']!r}, totals.samples="
-                            f"{manifest['totals']['samples']!r}")
-        wall = sum(v["wall_seconds"] for v in versions)
-        if not _same(manifest["totals"].get("wall_seconds"), wall):
-            problems.append(f"totals.wall_seconds={manifest['totals'].get('wall_seconds')!r}, the versions' "
-                            f"wall_seconds sum to {wall!r}")
-        return problems
-    except (KeyError, TypeError) as exc:
-        return [f"versions: incomplete ({type(exc).__name__}: {exc})"]
+    shards; the last version's sample count is the totals'. (The versions' wall time is checked with the totals.)"""
+    versions = manifest.versions
+    if not versions:
+        return ["versions: empty"]
+    problems, present = [], set()
+    for number, version in enumerate(versions, 1):
+        if version.version != number:
+            problems.append(f"versions[{number - 1}].version={version.version!r}, expected {number}")
+        present = (present - set(version.shards_removed)) | set(version.shards_added)
+    listed = {row.shard for row in manifest.shards}
+    if present != listed:
+        problems.append(f"versions: their shards added and removed give {len(present)} shards, "
+                        f"{sorted(present ^ listed)[:3]} differ from the shard table")
+    if versions[-1].samples != manifest.totals.samples:
+        problems.append(f"versions[-1].samples={versions[-1].samples!r}, totals.samples={manifest.totals.samples!r}")
+    return problems
 
 
 def _same(claimed, expected) -> bool:

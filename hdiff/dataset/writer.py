@@ -47,14 +47,13 @@ class Sample:
     record: dict[str, Any]
 
 
-class ShardStats(BaseModel):
-    """What a finished shard holds and cost; its file under stats/ is the shard's done-marker."""
+class ShardRow(BaseModel):
+    """A finished shard's counts, digest and compute: its row in the manifest's per-shard table."""
 
     model_config = ConfigDict(extra="forbid")
 
     shard: str
     samples: int = Field(ge=0)
-    keys: list[str]
     sha256: str = Field(description="hex digest of the tar's bytes")
     tar_bytes: int = Field(ge=0)
     image_format: str
@@ -66,6 +65,16 @@ class ShardStats(BaseModel):
                                "samples)")
     worker: str | None = Field(None, description="host:pid of the process that generated it")
     taus: list[float] = Field(default_factory=list, description="the τ values its records were sampled at")
+
+
+class ShardStats(ShardRow):
+    """What a finished shard holds and cost; its file under stats/ is the shard's done-marker."""
+
+    keys: list[str] = Field(description="its samples' keys, in tar order")
+
+    def row(self) -> ShardRow:
+        """Its row in the manifest (all but the keys)."""
+        return ShardRow.model_validate(self.model_dump(exclude={"keys"}))
 
 
 def _as_rgb_image(image: np.ndarray | Image.Image) -> Image.Image:
