@@ -33,7 +33,7 @@ DENDROGRAM_NAME = "dendrogram.png"
 LOCK_NAME = ".lock"
 MARKER_NAME = ".hdiff-dataset"
 DATA_FILES_GLOB = f"{DATA_DIR}/*.tar"
-SHARD_NAME = re.compile(r"^shard-[0-9a-f]{16}$")  # `shard_name`'s: a file under another name is not hdiff's
+SHARD_NAME = re.compile(r"^shard-[0-9a-f]+$")  # `shard_name`'s: a file under another name is not hdiff's
 
 
 def shard_name(members: Iterable[tuple[str, int]]) -> str:
