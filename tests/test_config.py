@@ -176,3 +176,30 @@ def test_strict_types_refuse_bools_and_strings_for_numbers():
         with pytest.raises(HdiffError, match=rf"^generation settings: {next(iter(values))}: input should be"):
             GenerationSettings.checked(**values)
     assert GenerationSettings.checked(tau=1).tau == 1.0  # an integer is a number
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("generation: {images_per_prompt: 1000000}\n",
+     r"generation\.images_per_prompt 1000000 is more than limits\.images_per_prompt \(100\); raise"),
+    ("ingest: {limit: 200000}\ngeneration: {images_per_prompt: 100}\n",
+     r"200000 prompts × 100 images is 20000000 images, more than limits\.images \(10000000\); raise limits\.images"),
+])
+def test_bounds_are_checked_when_the_config_is_read(tmp_path, extra, message):
+    with pytest.raises(HdiffError, match=message) as info:
+        load_config(write(tmp_path, MINIMAL + extra))
+    assert len(str(info.value).splitlines()) == 1
+    raised = load_config(write(tmp_path, MINIMAL + extra + "limits: {images_per_prompt: 1000000, images: 10000000000}\n"))
+    assert raised.limits.images == 10_000_000_000
+
+
+def test_steps_beyond_the_schedulers_training_timesteps_are_refused_before_work(tmp_path, capsys):
+    from hdiff.cli import main
+
+    out = tmp_path / "out"
+    assert main(["build", str(CONFIGS / "demo.yaml"), "--set", f"output={out}", "--set", "generation.steps=1001"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("hdiff: generation.steps: 1001 steps are more than the 1000 training timesteps of hdiff/shapes's "
+                   "scheduler; choose at most 1000")
+    assert not out.exists()
+    assert main(["build", str(CONFIGS / "demo.yaml"), "--set", f"output={out}", "--set", "model.device=cuda:7"]) == 2
+    assert "'cuda:7' is not on this machine" in capsys.readouterr().err and not out.exists()

@@ -22,10 +22,10 @@ from hdiff.validation import format_validation_error as _format
 MOVED_TO_GENERATION = ("steps", "guidance_scale", "height", "width")  # were model.*: read there with a note
 
 
-def _checked(check, value):
-    """`check(value)`, its HdiffError turned into the ValueError pydantic reports on the field."""
+def _checked(check, *values):
+    """`check(*values)`, its HdiffError turned into the ValueError pydantic reports on the field."""
     try:
-        return check(value)
+        return check(*values)
     except HdiffError as exc:
         raise ValueError(str(exc)) from None
 
@@ -139,6 +139,21 @@ class RunnerConfig(_Section):
     retries: int = Field(2, ge=0)
 
 
+class LimitsConfig(_Section):
+    """Bounds that stop a typo from filling a disk: raise them on purpose."""
+
+    images_per_prompt: int = Field(100, ge=1, description="the most generation.images_per_prompt may be")
+    images: int = Field(10_000_000, ge=1, description="the most images one build may make (prompts kept × "
+                        "images_per_prompt), checked before ingest when ingest.limit sets the prompts, else "
+                        "right after ingest, before any embedding or generation")
+
+    def check(self, prompts: int, images_per_prompt: int) -> None:
+        """HdiffError (one line) when `prompts` prompts at `images_per_prompt` each exceed `images`."""
+        if prompts * images_per_prompt > self.images:
+            raise HdiffError(f"{prompts} prompts × {images_per_prompt} images is {prompts * images_per_prompt} "
+                             f"images, more than limits.images ({self.images}); raise limits.images to allow it")
+
+
 class UpdateConfig(_Section):
     prune: bool = Field(False, description="remove prompts that left the corpus from the dataset (rewriting the "
                         "shards that hold them); off: they are kept and counted in the version")
@@ -156,6 +171,7 @@ class BuildConfig(_Section):
     output_format: OutputFormatConfig = Field(default_factory=OutputFormatConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     update: UpdateConfig = Field(default_factory=UpdateConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -175,6 +191,16 @@ class BuildConfig(_Section):
                       f"generation (read as {', '.join('generation.' + key for key in moved)}); move "
                       f"{'it' if len(moved) == 1 else 'them'} in the config", HdiffDeprecation, stacklevel=2)
         return {**data, "model": {k: v for k, v in model.items() if k not in moved}, "generation": generation}
+
+    @model_validator(mode="after")
+    def _within_limits(self) -> BuildConfig:
+        if self.generation.images_per_prompt > self.limits.images_per_prompt:
+            raise ValueError(f"generation.images_per_prompt {self.generation.images_per_prompt} is more than "
+                             f"limits.images_per_prompt ({self.limits.images_per_prompt}); raise "
+                             "limits.images_per_prompt to allow it")
+        if self.ingest.limit is not None:  # the prompts are known before ingest
+            _checked(self.limits.check, self.ingest.limit, self.generation.images_per_prompt)
+        return self
 
     @model_validator(mode="after")
     def _compile_runs_alone(self) -> BuildConfig:

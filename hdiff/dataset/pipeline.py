@@ -30,6 +30,7 @@ from hdiff.dataset.embed_cache import embed_into_file, embed_with_cache
 from hdiff.dataset.ingest import IngestReport, SpilledToDisk, ingest_into
 from hdiff.dataset.manifest import Corpus
 from hdiff.dataset.sources import check_inputs
+from hdiff.models.loading import check_steps
 from hdiff.dataset.shard import semantic_shards
 from hdiff.dataset.update import (Committed, Rewrite, RunPlan, ShardJob, corpus_fingerprint, new_prompts, plan_run,
                                   read_committed)
@@ -65,6 +66,7 @@ def preflight(config: BuildConfig) -> None:
         for device in visible_devices(config.model.device):
             check_present(device)
     check_inputs(config)
+    check_steps(config.model.id, config.generation.steps, "generation.steps")
 
 
 def prepare(config: BuildConfig, progress: bool = True) -> Prepared:
@@ -85,6 +87,7 @@ def prepare(config: BuildConfig, progress: bool = True) -> Prepared:
                              long_policy=config.ingest.long_policy, near_dedupe=config.ingest.near_dedupe,
                              embed_fn=embed, limit=config.ingest.limit, sample_seed=config.ingest.sample_seed,
                              source=corpus.label)
+        config.limits.check(report.kept, config.generation.images_per_prompt)  # before any embedding
         fresh = new_prompts(committed, (p for chunk in kept.chunks() for p in chunk))
         parts = []
         if fresh:

@@ -11,7 +11,7 @@ from hdiff.models import flux, kandinsky, pixart, sd3, sdxl, shapes, stable_diff
 from hdiff.devices import resolve_device
 from hdiff.models.base import ADAPTERS, Adapter
 from hdiff.models.schedulers import make_scheduler
-from hdiff.shapes.model import METADATA_FILE, SHAPES_MODEL_ID, WEIGHTS_DIR
+from hdiff.shapes.model import METADATA_FILE, SHAPES_MODEL_ID, WEIGHTS_DIR, model_folder
 
 ALIASES = {SHAPES_MODEL_ID: "shapes", "shapes": "shapes"}
 
@@ -148,3 +148,30 @@ def model_provenance(source: str, *, adapter: str | None = None, **options) -> d
     for role, companion in cls.companion_sources(options).items():
         entries[role] = {"id": companion, "revision": named[f"{role}_revision"]}
     return entries
+
+
+def training_timesteps(source: str) -> int | None:
+    """`num_train_timesteps` of the model's scheduler (scheduler/scheduler_config.json of a local folder, the
+    shipped model, or the local Hub cache); None when it cannot be read without a download."""
+    if source in ALIASES or Path(source).is_dir():
+        path = model_folder(source) / "scheduler" / "scheduler_config.json"
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = Path(hf_hub_download(source, "scheduler/scheduler_config.json", local_files_only=True))
+        except Exception:  # noqa: BLE001 - not cached: the load checks it later
+            return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("num_train_timesteps")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def check_steps(source: str, steps: int | None, key: str = "steps") -> None:
+    """HdiffError with one line when `steps` exceeds the model's scheduler's training timesteps."""
+    available = training_timesteps(source) if steps is not None else None
+    if available is not None and steps > available:
+        raise HdiffError(f"{key}: {steps} steps are more than the {available} training timesteps of {source}'s "
+                         f"scheduler; choose at most {available}")
