@@ -17,7 +17,9 @@ def _where(loc: tuple) -> str:
 def _message(err: dict, root: type[BaseModel]) -> str:
     kind, ctx = err["type"], err.get("ctx", {})
     if kind == "extra_forbidden":
-        return f"unknown key; expected one of: {', '.join(_section_class(root, err['loc'][:-1]).model_fields)}"
+        hint = did_you_mean(str(err["loc"][-1]), root)
+        return (f"unknown key{f' (did you mean {hint}?)' if hint else ''}; expected one of: "
+                f"{', '.join(_section_class(root, err['loc'][:-1]).model_fields)}")
     if kind == "missing":
         return "required"
     bounds = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"),
@@ -32,6 +34,24 @@ def _message(err: dict, root: type[BaseModel]) -> str:
     if kind == "value_error":
         return str(ctx.get("error", err["msg"]))
     return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {err['input']!r}"
+
+
+# keys a diffusers user would guess -> hdiff's (section.key); a key of another section is found by `did_you_mean`
+GUESSES = {"num_inference_steps": "steps", "num_steps": "steps", "guidance": "guidance_scale", "cfg": "guidance_scale",
+           "cfg_scale": "guidance_scale", "size": "height", "resolution": "height", "batch_size": "max_batch",
+           "torch_dtype": "dtype", "pretrained_model_name_or_path": "id", "model_id": "id", "scheduler_name": "scheduler"}
+
+
+def did_you_mean(key: str, root: type[BaseModel]) -> str | None:
+    """The dotted key of `root`'s sections that an unknown `key` most likely means, e.g. "generation.steps" for
+    num_inference_steps, "generation.height" for a height put in the model section; None if there is none."""
+    wanted = GUESSES.get(key, key)
+    for section, info in root.model_fields.items():
+        fields = getattr(info.annotation, "model_fields", {})
+        if wanted in fields:
+            more = " and generation.width" if key in ("size", "resolution") else ""
+            return f"{section}.{wanted}{more}"
+    return None
 
 
 def _number(limit):

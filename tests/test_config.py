@@ -1,6 +1,7 @@
 """The build config: the shipped configs load, bad files give one line per problem, parameters round-trip."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,17 @@ def test_steps_beyond_the_schedulers_training_timesteps_are_refused_before_work(
     assert not out.exists()
     assert main(["build", str(CONFIGS / "demo.yaml"), "--set", f"output={out}", "--set", "model.device=cuda:7"]) == 2
     assert "'cuda:7' is not on this machine" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("extra, hint", [
+    ("generation: {num_inference_steps: 20}\n", "generation.num_inference_steps: unknown key (did you mean generation.steps?)"),
+    ("generation: {guidance: 3.0}\n", "generation.guidance: unknown key (did you mean generation.guidance_scale?)"),
+    ("output_format: {height: 64}\n", "output_format.height: unknown key (did you mean generation.height?)"),
+    ("generation: {scheduler: euler}\n", "generation.scheduler: unknown key (did you mean model.scheduler?)"),
+])
+def test_a_key_a_diffusers_user_would_guess_gets_a_hint(tmp_path, extra, hint):
+    with pytest.raises(HdiffError, match=re.escape(hint)):
+        load_config(write(tmp_path, MINIMAL + extra))
+    section, key = hint.split(":")[0].split(".")
+    with pytest.raises(HdiffError, match=re.escape(hint.split(": ", 1)[1].replace("unknown key", f"unknown key {key!r}"))):
+        apply_overrides(load_config(CONFIGS / "demo.yaml"), {f"{section}.{key}": "1"})

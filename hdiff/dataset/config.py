@@ -17,6 +17,7 @@ from hdiff.errors import HdiffDeprecation, HdiffError
 from hdiff.devices import check_devices
 from hdiff.models.schedulers import check_scheduler
 from hdiff.settings import GenerationSettings
+from hdiff.validation import did_you_mean
 from hdiff.validation import format_validation_error as _format
 
 MOVED_TO_GENERATION = ("steps", "guidance_scale", "height", "width")  # were model.*: read there with a note
@@ -260,7 +261,9 @@ def apply_overrides(config: BuildConfig, overrides: dict[str, Any]) -> BuildConf
                 raise HdiffError(f"override {dotted}: no section {key!r}")
             node = node[key]
         if leaf not in node:
-            raise HdiffError(f"override {dotted}: unknown key {leaf!r}; expected one of: {', '.join(node)}")
+            hint = did_you_mean(leaf, BuildConfig)
+            raise HdiffError(f"override {dotted}: unknown key {leaf!r}{f' (did you mean {hint}?)' if hint else ''}; "
+                             f"expected one of: {', '.join(node)}")
         node[leaf] = _parsed(value) if not isinstance(node[leaf], str) else value
     given = {"tau": "generation.tau" in overrides, "budget": "generation.budget" in overrides}
     if given["budget"] and not given["tau"]:
