@@ -73,7 +73,7 @@ def cmd_generate(args) -> int:
 
 def cmd_build(args) -> int:
     from hdiff.dataset.config import apply_overrides, load_config
-    from hdiff.dataset.pipeline import preflight
+    from hdiff.dataset.pipeline import describe_dry_run, prepare, preflight
     from flows.build_dataset import build_dataset_from_config
 
     config = load_config(args.config)
@@ -86,6 +86,9 @@ def cmd_build(args) -> int:
             overrides[key] = value
         config = apply_overrides(config, overrides)
     preflight(config)  # before the flow (and a temporary Prefect server) starts; the flow checks again
+    if args.dry_run:
+        print(describe_dry_run(config, prepare(config)))
+        return 0
     built = build_dataset_from_config(config)
     totals = built.manifest.totals
     compute = ""
@@ -153,6 +156,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("config", help="the build config, a YAML file (see configs/demo.yaml)")
     b.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config value, e.g. --set generation.tau=0.5 (repeatable)")
+    b.add_argument("--dry-run", action="store_true", help="print what the run would do (prompts new, kept and "
+                   "removed; shards; images; the saving) without generating or loading a diffusion model")
     b.set_defaults(func=cmd_build)
 
     v = sub.add_parser("verify", help="check a built dataset; exit 1 if anything is wrong")

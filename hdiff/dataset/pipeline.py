@@ -215,3 +215,27 @@ def rewrite_shard(out_dir, rewrite: Rewrite) -> ShardStats | None:
     kept = (old.samples - len(rewrite.drop)) / old.samples
     return write_shard(out_dir, rewrite.new, samples(), image_format=old.image_format,
                        wall_seconds=old.wall_seconds * kept, device_seconds=old.device_seconds * kept)
+
+
+def describe_dry_run(config: BuildConfig, prepared: Prepared) -> str:
+    """What a run of `config` would do, as `prepare` planned it: the prompts new, kept and removed, the shards, the
+    images and the compute, in a few lines. Nothing is generated and no diffusion model is loaded."""
+    plan, report, g = prepared.plan, prepared.ingest_report, config.generation
+    new = sum(len(shard.prompts) for shard in plan.shards)
+    sizes = sorted(len(shard.prompts) for shard in plan.shards)
+    shard_sizes = f" of {sizes[0]}–{sizes[-1]} prompts" if sizes else ""
+    if g.budget is not None:
+        saving = f"generation.budget asks for {g.budget:.0%} of UNet rows saved"
+    elif g.tau == 0:
+        saving = "τ = 0: standard sampling, nothing saved"
+    else:
+        saving = ("the saving at τ is known once the model encodes the prompts; generation.budget fixes it in "
+                  "advance")
+    return "\n".join([
+        f"dry run: {config.name} into {config.output} (nothing generated, no diffusion model loaded)",
+        f"corpus: {report.read} read, {report.kept} kept ({report.summary()})",
+        f"prompts: {new} new, {len(prepared.committed.prompt_ids)} already in the dataset, {plan.removed} to "
+        f"remove, {plan.not_in_corpus} no longer in the corpus and kept",
+        f"shards: {len(plan.shards)} to generate{shard_sizes}, {len(plan.rewrites)} to rewrite",
+        f"images: {new * g.images_per_prompt} to generate ({g.images_per_prompt} a prompt); {saving}",
+    ])
