@@ -25,7 +25,9 @@ def cmd_generate(args) -> int:
     from hdiff.figures import save_dendrogram, save_grid
     from hdiff.generate import ImageJob, generate
     from hdiff.models import load_adapter
-    from hdiff.models.loading import check_steps
+    from hdiff.generate import check_negative_prompt
+    from hdiff.models.base import ADAPTERS
+    from hdiff.models.loading import adapter_name_for, check_steps
     from hdiff.models.schedulers import count_evaluations
 
     # every setting is checked before the prompts are embedded or a model loads; unset ones are the model's own
@@ -35,6 +37,8 @@ def cmd_generate(args) -> int:
     prompts = read_prompt_file(args.prompts)
     job = ImageJob.from_prompts(prompts, images_per_prompt=requested.images_per_prompt, base_seed=requested.seed)
     check_steps(args.model, requested.steps, "--steps")
+    if requested.negative_prompt:
+        check_negative_prompt(ADAPTERS[args.adapter or adapter_name_for(args.model)], requested.negative_prompt)
     options = {"prior": args.prior} if args.prior else {}
     adapter = load_adapter(args.model, adapter=args.adapter, device=args.device, scheduler=args.scheduler,
                            allow_pickle=args.allow_pickle, **options)

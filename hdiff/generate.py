@@ -128,7 +128,8 @@ def records_for(adapter: Adapter, job: ImageJob, plan: Plan, settings: Generatio
             prompt=job.prompts[row], prompt_id=job.prompt_ids[row], copy_index=job.copy_index[row],
             seed=job.seeds[row], model=adapter.model_id, **adapter.provenance, scheduler=adapter.scheduler_name,
             steps=settings.steps,
-            evaluations=plan.num_evaluations, guidance_scale=settings.guidance_scale, tau=plan.schedule.tau,
+            evaluations=plan.num_evaluations, guidance_scale=settings.guidance_scale,
+            negative_prompt=settings.negative_prompt, tau=plan.schedule.tau,
             schedule=plan.schedule.kind, height=settings.height, width=settings.width,
             noise_device=settings.noise_device, node_condition=settings.node_condition,
             cluster_path=[ClusterStep(node=n, size=s, from_step=k) for n, s, k in plan.leaf_path(leaf)],
@@ -149,6 +150,7 @@ def generate_packed(adapter: Adapter, jobs: list[ImageJob], settings: Generation
     """Several jobs (shards) sampled together, each clustered in its own tree, their active clusters batched
     together at every evaluation so that the UNet's batches stay full while clusters are few."""
     settings = settings.for_model(adapter)
+    check_negative_prompt(type(adapter), settings.negative_prompt)
     conds = [encode_job(adapter, job) for job in jobs]
     plan = plan_jobs(adapter, jobs, conds, settings)
     job = ImageJob.concat(jobs)
@@ -161,6 +163,13 @@ def generate_packed(adapter: Adapter, jobs: list[ImageJob], settings: Generation
         out.append(Generation(adapter, part, plan, settings, latents[lo:hi], records[lo:hi]))
         lo = hi
     return out
+
+
+def check_negative_prompt(adapter: type[Adapter], negative_prompt: str) -> None:
+    """HdiffError (one line) for a negative prompt given to a family whose stock pipeline takes none."""
+    if negative_prompt and not adapter.takes_negative_prompt:
+        raise HdiffError(f"the {adapter.name} adapter takes no negative prompt (its stock pipeline has none, or hdiff "
+                         "does not drive it); leave negative_prompt empty")
 
 
 def plan_job(adapter: Adapter, job: ImageJob, cond: Conditioning, settings: GenerationSettings) -> Plan:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 NoiseDevice = Literal["cpu", "device"]
 NOISE_DEVICES: tuple[str, ...] = NoiseDevice.__args__
@@ -42,6 +42,8 @@ class ImageRecord(BaseModel):
     steps: int = Field(ge=1, description="denoising steps requested")
     evaluations: int = Field(ge=1, description="scheduler evaluations (steps, or more for 2nd-order schedulers)")
     guidance_scale: float
+    negative_prompt: str = Field(default="", description="the negative prompt (left out of the JSON when empty, the "
+                                 "stock default)")
     tau: float = Field(ge=0)
     schedule: str
     height: int
@@ -55,6 +57,13 @@ class ImageRecord(BaseModel):
     shared_evaluations: int = Field(ge=0, description="evaluations spent in a node shared with other images")
     unet_rows: float = Field(ge=0, description="UNet rows attributable to this image")
     standard_unet_rows: int = Field(ge=0, description="UNet rows standard sampling would spend on it")
+
+    @model_serializer(mode="wrap")
+    def _without_an_empty_negative_prompt(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        if not data.get("negative_prompt"):  # the records of datasets built before the field stay byte for byte
+            data.pop("negative_prompt", None)
+        return data
 
 
 class SourceRow(BaseModel):

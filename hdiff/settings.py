@@ -56,6 +56,8 @@ class GenerationSettings(BaseModel):
                                       "every machine) or 'device' (the model's device: no host work)")
     node_condition: NodeCondition | None = Field(None, description="a shared node's conditioning: its members' "
                                                  "'mean' or its 'medoid' member's (default: the model's own)")
+    negative_prompt: str = Field("", description="what the images should not show, as the stock pipeline's "
+                                 "negative_prompt (SD 1.x/2.x, SDXL, SD3.5, PixArt-Σ; default: the stock empty one)")
 
     @classmethod
     def checked(cls, origin: str = "generation settings", **values: Any) -> GenerationSettings:

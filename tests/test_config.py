@@ -204,6 +204,9 @@ def test_steps_beyond_the_schedulers_training_timesteps_are_refused_before_work(
     assert not out.exists()
     assert main(["build", str(CONFIGS / "demo.yaml"), "--set", f"output={out}", "--set", "model.device=cuda:7"]) == 2
     assert "'cuda:7' is not on this machine" in capsys.readouterr().err and not out.exists()
+    assert main(["build", str(CONFIGS / "demo.yaml"), "--set", f"output={out}",
+                 "--set", "generation.negative_prompt=blurry"]) == 2
+    assert "the shapes adapter takes no negative prompt" in capsys.readouterr().err and not out.exists()
 
 
 @pytest.mark.parametrize("extra, hint", [

@@ -70,3 +70,14 @@ def test_unguided_stable_diffusion_matches_stock_pipeline():
                      generator=generators(), output_type="np").images
     got = hdiff_images(StableDiffusionAdapter("tiny-sd", stock), 1.0)
     assert np.abs(got - expected).max() <= 1e-5
+
+
+def test_a_negative_prompt_matches_the_stock_stable_diffusion_pipeline():
+    stock = tm.stable_diffusion()
+    expected = stock(PROMPTS, height=SIZE, width=SIZE, num_inference_steps=STEPS, guidance_scale=7.5,
+                     negative_prompt=["a dog"] * len(PROMPTS), generator=generators(), output_type="np").images
+    settings = GenerationSettings(steps=STEPS, guidance_scale=7.5, height=SIZE, width=SIZE, tau=0.0,
+                                  negative_prompt="a dog")
+    got = generate(StableDiffusionAdapter("tiny-sd", stock), ImageJob.from_prompts(PROMPTS, seeds=SEEDS),
+                   settings).float_images()
+    assert np.abs(got - expected).max() <= 1e-5

@@ -58,7 +58,7 @@ def settings(family: str, **overrides) -> GenerationSettings:
     return GenerationSettings(**{**base, **overrides})
 
 
-def stock_images(twins, family: str, scheduler: str | None) -> np.ndarray:
+def stock_images(twins, family: str, scheduler: str | None, **call) -> np.ndarray:
     pipeline = twins[family][0]
     original = pipeline.scheduler
     if scheduler is not None:
@@ -67,7 +67,7 @@ def stock_images(twins, family: str, scheduler: str | None) -> np.ndarray:
         return pipeline(PROMPTS, height=SIZE, width=SIZE, num_inference_steps=STEPS,
                         guidance_scale=FAMILIES[family][2], output_type="np",
                         generator=[torch.Generator("cpu").manual_seed(s) for s in SEEDS],
-                        **FAMILIES[family][3], **STOCK_ONLY.get(family, {})).images
+                        **FAMILIES[family][3], **STOCK_ONLY.get(family, {}), **call).images
     finally:
         pipeline.scheduler = original
 
@@ -102,6 +102,28 @@ def test_tau_zero_matches_the_stock_pipeline(twins, family, scheduler):
     got = generate(adapter, ImageJob.from_prompts(PROMPTS, seeds=SEEDS), settings(family)).float_images()
     assert got.shape == expected.shape == (len(PROMPTS), SIZE, SIZE, 3)
     assert np.abs(got - expected).max() <= 1e-5
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "pixart-sigma"])
+def test_a_negative_prompt_matches_the_stock_pipeline(twins, family):
+    negative = "blurry, a dog"
+    expected = stock_images(twins, family, None, negative_prompt=negative)
+    adapter = loaded(twins, family)
+    generation = generate(adapter, ImageJob.from_prompts(PROMPTS, seeds=SEEDS),
+                          settings(family, negative_prompt=negative))
+    assert np.abs(generation.float_images() - expected).max() <= 1e-5
+    assert np.abs(expected - stock_images(twins, family, None)).max() > 1e-3  # the negative prompt changed them
+    assert {r.negative_prompt for r in generation.records} == {negative}
+    assert generation.records[0].model_dump()["negative_prompt"] == negative
+
+
+def test_a_family_without_a_negative_prompt_refuses_one_in_one_line(twins):
+    with pytest.raises(HdiffError, match=r"^the flux adapter takes no negative prompt .*; leave negative_prompt empty$"):
+        generate(loaded(twins, "flux-dev"), ImageJob.from_prompts(PROMPTS, seeds=SEEDS),
+                 settings("flux-dev", negative_prompt="blurry"))
+    record = generate(loaded(twins, "sdxl"), ImageJob.from_prompts(PROMPTS[:1], seeds=SEEDS[:1]),
+                      settings("sdxl")).records[0]
+    assert "negative_prompt" not in record.model_dump()  # empty: left out, as in records made before the field
 
 
 @pytest.mark.parametrize("family, rows_per_cluster", [("sdxl", 2), ("sd3", 2), ("flux-dev", 1), ("pixart-sigma", 2)])

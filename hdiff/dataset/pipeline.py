@@ -30,7 +30,6 @@ from hdiff.dataset.embed_cache import embed_into_file, embed_with_cache
 from hdiff.dataset.ingest import IngestReport, SpilledToDisk, ingest_into
 from hdiff.dataset.manifest import Corpus
 from hdiff.dataset.sources import check_inputs
-from hdiff.models.loading import check_steps
 from hdiff.dataset.shard import semantic_shards
 from hdiff.dataset.update import (Committed, Rewrite, RunPlan, ShardJob, corpus_fingerprint, new_prompts, plan_run,
                                   read_committed)
@@ -38,7 +37,9 @@ from hdiff.dataset.writer import Sample, ShardStats, read_stats, shard_is_comple
 from hdiff.dataset.ownership import check_output_folder
 from hdiff.devices import DevicePool, check_present, visible_devices
 from hdiff.files import atomic_path, check_writable_output
-from hdiff.generate import ImageJob, generate_packed
+from hdiff.generate import ImageJob, check_negative_prompt, generate_packed
+from hdiff.models.base import ADAPTERS
+from hdiff.models.loading import adapter_name_for, check_steps
 from hdiff.models.schedulers import count_evaluations
 from hdiff.prompts import sample_key
 
@@ -67,6 +68,8 @@ def preflight(config: BuildConfig) -> None:
             check_present(device)
     check_inputs(config)
     check_steps(config.model.id, config.generation.steps, "generation.steps")
+    if config.generation.negative_prompt:
+        check_negative_prompt(ADAPTERS[adapter_name_for(config.model.id)], config.generation.negative_prompt)
 
 
 def prepare(config: BuildConfig, progress: bool = True) -> Prepared:

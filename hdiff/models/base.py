@@ -111,7 +111,7 @@ class Adapter(ABC):
     cluster_features: ClassVar[str] = ""  # what the tree clusters, in words (docs/models.md)
     cuda_dtype: ClassVar[torch.dtype] = torch.float16  # the dtype the family runs in on CUDA
     scales_model_input: ClassVar[bool] = True  # scheduler.scale_model_input before the network, as the stock loop
-
+    takes_negative_prompt: ClassVar[bool] = False  # whether `negative` encodes a negative prompt as the stock call
     def __init__(self, model_id: str, scheduler, device: torch.device, dtype: torch.dtype):
         self.model_id = model_id
         self.scheduler = scheduler
@@ -135,8 +135,9 @@ class Adapter(ABC):
         """Conditioning rows for `prompts` (`generators` feed any stochastic encoder, e.g. a diffusion prior)."""
 
     @abstractmethod
-    def negative(self) -> dict[str, torch.Tensor]:
-        """The unconditional row (batch dim 1) used for classifier-free guidance."""
+    def negative(self, negative_prompt: str = "") -> dict[str, torch.Tensor]:
+        """The unconditional row (batch dim 1) used for classifier-free guidance: the stock pipeline's encoding of
+        `negative_prompt` ("" is its default; only families with `takes_negative_prompt` accept another)."""
 
     @abstractmethod
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:

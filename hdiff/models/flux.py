@@ -50,7 +50,7 @@ class FluxAdapter(FlowMatchingAdapter):
                                                         max_sequence_length=self.max_sequence_length)
         return Conditioning({"prompt_embeds": states, "pooled_projections": pooled}, pooled.float().cpu().numpy())
 
-    def negative(self):
+    def negative(self, negative_prompt=""):
         return {}  # no unconditional row
 
     def latent_shape(self, height, width):

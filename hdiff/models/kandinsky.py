@@ -74,7 +74,7 @@ class Kandinsky22Adapter(Adapter):
         return Conditioning({"image_embeds": embeds}, embeds.float().cpu().numpy())
 
     @torch.no_grad()
-    def negative(self):
+    def negative(self, negative_prompt=""):
         zero = self.prior_pipeline.get_zero_embed(1, device=self.device)  # (1, D)
         return {"image_embeds": zero.to(self.dtype)}
 

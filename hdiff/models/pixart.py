@@ -20,6 +20,7 @@ from hdiff.models.base import Conditioning, StockPipelineAdapter, register
 @register
 class PixArtSigmaAdapter(StockPipelineAdapter):
     name = "pixart-sigma"
+    takes_negative_prompt = True
     pipeline_classes = ("PixArtSigmaPipeline",)
     options = ("max_sequence_length", "clean_caption")
     stock_pipeline = "PixArtSigmaPipeline"
@@ -36,8 +37,8 @@ class PixArtSigmaAdapter(StockPipelineAdapter):
         self.max_sequence_length = max_sequence_length
         self.clean_caption = clean_caption  # the stock call's caption cleaning (needs bs4 and ftfy, else skipped)
 
-    def _encode(self, prompts: list[str], guided: bool):
-        return self.pipeline.encode_prompt(prompts, guided, negative_prompt="", num_images_per_prompt=1,
+    def _encode(self, prompts: list[str], guided: bool, negative_prompt: str = ""):
+        return self.pipeline.encode_prompt(prompts, guided, negative_prompt=negative_prompt, num_images_per_prompt=1,
                                            device=self.device, clean_caption=self.clean_caption,
                                            max_sequence_length=self.max_sequence_length)
 
@@ -50,8 +51,8 @@ class PixArtSigmaAdapter(StockPipelineAdapter):
                             masks=("prompt_attention_mask",))
 
     @torch.no_grad()
-    def negative(self):
-        _, _, states, mask = self._encode([""], True)
+    def negative(self, negative_prompt=""):
+        _, _, states, mask = self._encode([""], True, negative_prompt)
         return {"prompt_embeds": states, "prompt_attention_mask": mask}
 
     def latent_shape(self, height, width):

@@ -19,6 +19,7 @@ from hdiff.models.flow import FlowMatchingAdapter, dynamic_shift
 @register
 class StableDiffusion3Adapter(FlowMatchingAdapter):
     name = "sd3"
+    takes_negative_prompt = True
     pipeline_classes = ("StableDiffusion3Pipeline",)
     options = ("max_sequence_length",)
     stock_pipeline = "StableDiffusion3Pipeline"
@@ -32,9 +33,10 @@ class StableDiffusion3Adapter(FlowMatchingAdapter):
         super().__init__(model_id, pipeline, device=device, dtype=dtype)
         self.max_sequence_length = max_sequence_length
 
-    def _encode(self, prompts: list[str], guided: bool):
+    def _encode(self, prompts: list[str], guided: bool, negative_prompt: str = ""):
         return self.pipeline.encode_prompt(prompt=prompts, prompt_2=None, prompt_3=None, device=self.device,
                                            num_images_per_prompt=1, do_classifier_free_guidance=guided,
+                                           negative_prompt=negative_prompt or None,
                                            max_sequence_length=self.max_sequence_length)
 
     @torch.no_grad()
@@ -43,8 +45,8 @@ class StableDiffusion3Adapter(FlowMatchingAdapter):
         return Conditioning({"prompt_embeds": states, "pooled_projections": pooled}, pooled.float().cpu().numpy())
 
     @torch.no_grad()
-    def negative(self):
-        _, states, _, pooled = self._encode([""], True)  # the stock negative prompt: ""
+    def negative(self, negative_prompt=""):
+        _, states, _, pooled = self._encode([""], True, negative_prompt)  # the stock default: ""
         return {"prompt_embeds": states, "pooled_projections": pooled}
 
     def latent_shape(self, height, width):

@@ -44,9 +44,11 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
         return Conditioning({"prompt_embeds": states, "text_embeds": pooled}, pooled.float().cpu().numpy())
 
     @torch.no_grad()
-    def negative(self):
+    def negative(self, negative_prompt=""):
+        # "" is the stock call's default (None): zeros when the model forces them for an empty prompt
         _, states, _, pooled = self.pipeline.encode_prompt([""], device=self.device, num_images_per_prompt=1,
-                                                           do_classifier_free_guidance=True)
+                                                           do_classifier_free_guidance=True,
+                                                           negative_prompt=negative_prompt or None)
         return {"prompt_embeds": states, "text_embeds": pooled}  # (1, L, D), (1, P)
 
     def time_ids(self, latents: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:

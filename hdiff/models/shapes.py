@@ -103,7 +103,7 @@ class ShapesAdapter(Adapter):
             vectors[rows] = torch.from_numpy(embed_texts([canonical[row] for row in rows], self.sentence_model))
         return vectors
 
-    def negative(self):
+    def negative(self, negative_prompt=""):
         return {"image_embeds": torch.zeros(1, self.unet.config.encoder_hid_dim, device=self.device,
                                             dtype=self.dtype)}
 

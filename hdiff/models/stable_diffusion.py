@@ -16,6 +16,7 @@ from hdiff.models.base import Conditioning, StockPipelineAdapter, register
 class StableDiffusionAdapter(StockPipelineAdapter):
     name = "stable-diffusion"
     pipeline_classes = ("StableDiffusionPipeline",)
+    takes_negative_prompt = True
     options = ()
     stock_pipeline = "StableDiffusionPipeline"
     stock_pipeline_kwargs = {"safety_checker": None, "requires_safety_checker": False}
@@ -30,8 +31,9 @@ class StableDiffusionAdapter(StockPipelineAdapter):
         return Conditioning({"prompt_embeds": states}, states.float().mean(dim=1).cpu().numpy())
 
     @torch.no_grad()
-    def negative(self):
-        _, states = self.pipeline.encode_prompt([""], self.device, 1, True, negative_prompt=None)
+    def negative(self, negative_prompt=""):
+        _, states = self.pipeline.encode_prompt([""], self.device, 1, True,
+                                                negative_prompt=[negative_prompt] if negative_prompt else None)
         return {"prompt_embeds": states}  # (1, L, D)
 
     def latent_shape(self, height, width):

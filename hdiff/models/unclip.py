@@ -54,6 +54,7 @@ class StableUnCLIPAdapter(StableDiffusionAdapter):
     """Latent shape, VAE decoding and the denoiser are Stable Diffusion's; conditioning adds the prior's embedding."""
 
     name = "unclip"
+    takes_negative_prompt = False  # its prior's negative path is not driven yet
     pipeline_classes = ("StableUnCLIPPipeline",)
     options = ("prior_steps", "prior_guidance", "noise_level")
     stock_pipeline = "StableUnCLIPPipeline"
@@ -78,7 +79,7 @@ class StableUnCLIPAdapter(StableDiffusionAdapter):
         return Conditioning({"prompt_embeds": states, "class_labels": labels}, embeds.float().cpu().numpy())
 
     @torch.no_grad()
-    def negative(self):
+    def negative(self, negative_prompt=""):
         _, states = self.pipeline.encode_prompt([""], self.device, 1, True, negative_prompt=None)  # (1, L, D_text)
         width = self.pipeline.unet.config.projection_class_embeddings_input_dim
         return {"prompt_embeds": states, "class_labels": torch.zeros(1, width, device=self.device, dtype=self.dtype)}

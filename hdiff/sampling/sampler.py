@@ -43,7 +43,7 @@ def sample_plan(plan: Plan, adapter: Adapter, cond: Conditioning, seeds: np.ndar
     timesteps = scheduler.timesteps
     if len(timesteps) != plan.num_evaluations:
         raise ValueError(f"plan has {plan.num_evaluations} evaluations, scheduler {len(timesteps)}")
-    negative = {name: value.to(adapter.device) for name, value in adapter.negative().items()}
+    negative = {name: value.to(adapter.device) for name, value in adapter.negative(s.negative_prompt).items()}
     pass_generator = step_accepts_generator(scheduler)
 
     noise_device = adapter.noise_generator_device(s.noise_device == "device")
