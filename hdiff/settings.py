@@ -83,20 +83,14 @@ class GenerationSettings(BaseModel):
             filled["tau"] = adapter.default_tau
         return self.model_copy(update={name: value for name, value in filled.items() if getattr(self, name) is None})
 
-    def image_fields(self) -> dict[str, Any]:
-        """The fields that decide the images (all but the speed-only ones), as JSON values."""
-        return {name: value for name, value in self.model_dump(mode="json").items() if name not in self.speed_only}
-
 
 FLAG_ALIASES = {"guidance_scale": ("--guidance",)}  # shorter spellings the command line has always taken
 
 
-def add_flags(parser, fields: tuple[str, ...] | None = None) -> None:
-    """One `--flag` per field of GenerationSettings (or of `fields`), its help the field's description; a flag
-    left out stays unset, so the field keeps its default (`from_flags`)."""
+def add_flags(parser) -> None:
+    """One `--flag` per field of GenerationSettings, its help the field's description; a flag left out stays
+    unset, so the field keeps its default (`from_flags`)."""
     for name, info in GenerationSettings.model_fields.items():
-        if fields is not None and name not in fields:
-            continue
         kind, choices = _flag_type(info.annotation)
         default = "" if info.default is None else f" (default: {info.default})"
         help_text = info.description if info.default is None or "default:" in info.description else \
