@@ -43,6 +43,7 @@ def test_bench_plan_prints_stages_and_totals(capsys):
     assert "machine: " in out
 
 
+@pytest.mark.subprocess  # each mode is measured in a fresh interpreter
 def test_bench_ingest_measures_each_mode(tmp_path, capsys):
     code = main(["bench", "ingest", "--prompts", "900", "--dir", str(tmp_path)])
     out = capsys.readouterr().out
