@@ -182,8 +182,8 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--revision", default=None)
     u.set_defaults(func=cmd_push)
 
-    bench = sub.add_parser("bench", help="benchmarks that print figures: saved, quality, speed, plan, ingest")
-    bench.add_argument("which", choices=["saved", "quality", "speed", "plan", "ingest"])
+    bench = sub.add_parser("bench", help="benchmarks that print figures: saved, quality, speed, plan, ingest, shipped")
+    bench.add_argument("which", choices=["saved", "quality", "speed", "plan", "ingest", "shipped"])
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_bench)
     return p
