@@ -1,4 +1,5 @@
-# hdiff: `make demo` sets up and builds the demo dataset; `make test` sets up and runs the tests.
+# hdiff: `make demo` sets up and builds the demo dataset; `make test` sets up and runs the tests; `make test-fast` runs
+# the fast loop (no server, no subprocess, no shipped model: pytest -m "not slow").
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,8 +8,12 @@ OLAH := .venv-olah/bin/olah-cli
 export HF_HUB_OFFLINE ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
+# the tests import hdiff from this checkout, in pytest and in every process they start (a venv shared between
+# checkouts, or installed editable from another one, would otherwise supply its own)
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+PYTEST := $(BIN)/python -m pytest
 
-.PHONY: setup demo test bench-saved clean
+.PHONY: setup demo test test-fast bench-saved clean
 
 $(BIN)/hdiff: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +33,10 @@ $(OLAH): | $(BIN)/hdiff
 	$(BIN)/python tests/hub_server.py install
 
 test: setup $(OLAH)
-	$(BIN)/pytest -q
+	$(PYTEST) -q --durations=15 $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PYTEST) -q -m "not slow" --durations=10 $(PYTEST_ARGS)
 
 bench-saved: setup
 	$(BIN)/hdiff bench saved --prompts-dir data/prompts

@@ -121,6 +121,9 @@ def cmd_push(args) -> int:
     return 0
 
 
+BENCHMARKS = ("saved", "quality", "speed", "plan", "ingest", "shipped")  # modules of hdiff.bench
+
+
 def cmd_bench(args) -> int:
     import importlib
 
@@ -175,8 +178,8 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--revision", default=None, help="the branch to commit to (default: main)")
     u.set_defaults(func=cmd_push)
 
-    bench = sub.add_parser("bench", help="benchmarks that print figures: saved, quality, speed, plan, ingest")
-    bench.add_argument("which", choices=["saved", "quality", "speed", "plan", "ingest"], help="the benchmark")
+    bench = sub.add_parser("bench", help=f"benchmarks that print figures: {', '.join(BENCHMARKS)}")
+    bench.add_argument("which", choices=BENCHMARKS, help="the benchmark (a module of hdiff.bench)")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="its own flags (hdiff bench WHICH --help)")
     bench.set_defaults(func=cmd_bench)
     return p

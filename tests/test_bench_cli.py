@@ -43,6 +43,7 @@ def test_bench_plan_prints_stages_and_totals(capsys):
     assert "machine: " in out
 
 
+@pytest.mark.subprocess  # each mode is measured in a fresh interpreter
 def test_bench_ingest_measures_each_mode(tmp_path, capsys):
     code = main(["bench", "ingest", "--prompts", "900", "--dir", str(tmp_path)])
     out = capsys.readouterr().out
@@ -82,6 +83,31 @@ def test_bench_saved_on_a_tiny_set(tmp_path, capsys):
     assert "machine: " in out and "time: " in out
 
 
+@pytest.mark.shipped
+def test_bench_shipped_prints_each_figure_beside_its_floor(tmp_path, capsys):
+    """`hdiff bench shipped` on a sliver of its sets (--scale 0.05: 2 to 6 prompts a set; the standard check runs in
+    tests/test_shapes_model.py): each check's figures in one table, each with its floor; the JSON and the exit status
+    agree with the table (on so few prompts a floor may be missed: then it says so and exits 1)."""
+    report = tmp_path / "shipped.json"
+    code = main(["bench", "shipped", "--scale", "0.05", "--checks", "sharing,equal-compute,prior,reader", "--json",
+                 str(report)])
+    out = capsys.readouterr().out
+    rows = table_rows(out, "check")
+    figures = json.loads(report.read_text())["figures"]
+    assert [row[1] for row in rows] == [f["what"] for f in figures]
+    checks = [f["check"] for f in figures]
+    assert checks == ["default τ 0.1, 2 paraphrased"] * 3 + ["6 steps τ 0.1 vs 3 steps τ 0, 6 clustered"] * 4 + [
+        "prior, 2 held-out"] + ["reader, 3 a set"] * 3, checks
+    missed = [row for row in rows if row[4] == "MISSED"]
+    assert [row[4] == "ok" for row in rows] == [f["ok"] for f in figures]
+    assert code == (1 if missed else 0)
+    assert f"{len(rows) - len(missed)} of {len(rows)} figures meet their floors" in out
+    floors = {row[1]: row[3] for row in rows}
+    assert floors["UNet rows saved"] == "≥ 25.0%" and floors["accuracy, hdiff"] == "≥ 99.2%"
+    assert floors["templates read right"] == "≥ 99.0%" and floors["render error, hdiff / standard"] == "< 0.8"
+    assert "time: " in out and "machine: " in out
+
+
 def test_bench_saved_reads_the_paper_sets_from_the_repository():
     """A clean clone has the sets: the default folder is data/prompts, the paper's four in the README's order."""
     from hdiff.bench import saved
@@ -111,6 +137,8 @@ def test_bench_saved_missing_folder_is_one_line_and_exit_2(tmp_path, capsys):
     (["quality", "--device", "gpu0"], "cuda:N"),
     (["quality", "--schedule", "linera"], "cosine"),
     (["quality", "--out", "{tmp}/file"], "is a file"),
+    (["shipped", "--scale", "0"], "--scale"),
+    (["shipped", "--checks", "speed"], "choose from standard"),
     (["speed", "--guidance", "nan"], "--guidance"),
     (["speed", "--size", "30"], "multiple of 8"),
     (["speed", "--noise-device", "gpu"], "--noise-device"),

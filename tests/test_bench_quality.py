@@ -12,7 +12,6 @@ import json
 import numpy as np
 import pytest
 
-import tiny_models as tm
 from hdiff.bench import quality
 from hdiff.errors import HdiffError
 
@@ -23,12 +22,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def prior_model(tmp_path_factory) -> str:
-    """The tiny shapes model (4 steps by default) with a layout prior fitted on random vectors."""
+def prior_model(tiny_shapes, tmp_path_factory) -> str:
+    """The tiny shapes model (4 steps by default) with a layout prior fitted on random vectors (in a copy)."""
+    import shutil
+
     from hdiff.shapes.prior import fit_prior, save_prior
     from hdiff.shapes.prompts import training_pairs
 
-    model = tm.tiny_shapes_model(tmp_path_factory.mktemp("tiny-prior"))
+    model = str(shutil.copytree(tiny_shapes, tmp_path_factory.mktemp("tiny-prior") / "model"))
     scenes = [scene for _, scene in training_pairs() if len(scene.objects) == 1][::40]
     vectors = np.random.default_rng(0).standard_normal((len(scenes), 384))
     save_prior(model, fit_prior(vectors, scenes))

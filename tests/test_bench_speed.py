@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from hdiff.bench import speed
-from tiny_models import tiny_shapes_model
 
 RUN_FIELDS = {"tau", "method", "wall_s", "parts_s", "images_per_s", "unet_rows", "rows_per_s_wall",
               "rows_per_s_unet", "peak_memory", "overhead"}
@@ -17,8 +16,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return tiny_shapes_model(tmp_path_factory.mktemp("tiny-shapes"))
+def tiny_model(tiny_shapes):
+    return tiny_shapes
 
 
 def check_result(result: dict, n: int, steps: int, taus: list[float]) -> None:

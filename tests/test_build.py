@@ -27,8 +27,6 @@ from hdiff import cli
 from hdiff.dataset import layout
 from hdiff.dataset.writer import file_sha256, read_stats
 
-from tiny_models import tiny_shapes_model
-
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CORPUS = REPO / "tests" / "data" / "prompts96.jsonl"  # 96 prompts: 6 shards here
 SHARDING = {"min_size": 8, "max_size": 24}  # 96 prompts → 6 shards
@@ -68,29 +66,16 @@ def listed_shards(out: Path) -> list[str]:
     return [row["shard"] for row in json.loads(layout.manifest_path(out).read_text())["shards"]]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def prefect_api() -> str:
-    """One Prefect server with a throwaway database for this module's builds (and the killed build's subprocess).
-
-    Importing the flow here sets up Prefect's console logging outside any test's output capture, whose stream closes
-    when that test ends.
-    """
-    import flows.build_dataset  # noqa: F401
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
+@pytest.fixture(scope="module")
+def model(tiny_shapes) -> str:
+    """The session's tiny shapes model (conftest): read, never written."""
+    return tiny_shapes
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> str:
-    return tiny_shapes_model(tmp_path_factory.mktemp("tiny-shapes"))
-
-
-@pytest.fixture(scope="module")
-def demo_config(tmp_path_factory, model):
-    """A config factory for the demo corpus: same settings, its own output and embedding cache each call."""
+def demo_config(tmp_path_factory, model, prefect_api):
+    """A config factory for the demo corpus: same settings, its own output and embedding cache each call. Builds
+    report to the session's Prefect server (conftest), and the killed build's subprocess to the same."""
     root = tmp_path_factory.mktemp("configs")
 
     def make(name: str) -> tuple[Path, Path]:
@@ -211,6 +196,7 @@ def stop_group(process: subprocess.Popen) -> None:
     process.wait(timeout=60)
 
 
+@pytest.mark.subprocess
 def test_killed_build_resumes_to_the_uninterrupted_dataset(reference, demo_config, prefect_api, capfd):
     total = len(layout.stats_shards(reference))
     assert total >= 4
@@ -449,8 +435,8 @@ def embedding_cache(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("data, expected", [case[1:] for case in BAD_INPUT], ids=[case[0] for case in BAD_INPUT])
-def test_bad_input_gives_one_line_error_or_counted_drop(tmp_path, model, embedding_cache, capfd, caplog, data,
-                                                        expected):
+def test_bad_input_gives_one_line_error_or_counted_drop(tmp_path, model, embedding_cache, prefect_api, capfd, caplog,
+                                                        data, expected):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_bytes(data)
     out = tmp_path / "out"

@@ -5,13 +5,12 @@ import json
 import pytest
 import torch
 
-import tiny_models as tm
 from hdiff.cli import main
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return tm.tiny_shapes_model(tmp_path_factory.mktemp("tiny-shapes"))
+def model(tiny_shapes):
+    return tiny_shapes
 
 
 def write(path, data: bytes):
@@ -94,11 +93,17 @@ def test_bad_input_gets_one_line_and_no_output(case, model, tmp_path, capsys, mo
 
 def test_tau_defaults_to_the_models_own(model, tmp_path):
     """τ's scale is the model's cluster features': without --tau, generate uses the model's default (the tiny model
-    has no prior, so 1.0; the shipped model's prior puts it at 0.1)."""
+    has no prior, so 1.0; the shipped model's: next test)."""
     prompts = write(tmp_path / "p.txt", b"a red circle\na blue square\n")
     out = tmp_path / "run"
     assert main(["generate", "--model", model, "--prompts", prompts, "--out", str(out), "--quiet"]) == 0
     assert json.loads((out / "report.json").read_text())["tau"] == 1.0
+
+
+@pytest.mark.shipped
+def test_the_default_model_is_the_shipped_one_with_its_own_tau(tmp_path):
+    """Without --model, generate loads the shipped shapes model, whose prior puts τ at 0.1."""
+    prompts = write(tmp_path / "p.txt", b"a red circle\na blue square\n")
     shipped = tmp_path / "shipped"
     assert main(["generate", "--prompts", prompts, "--out", str(shipped), "--quiet", "--steps", "2"]) == 0
     assert json.loads((shipped / "report.json").read_text())["tau"] == pytest.approx(0.1)

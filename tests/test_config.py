@@ -132,14 +132,12 @@ def test_overrides():
         apply_overrides(config, {"gen.tau": 1})
 
 
-def test_unset_tau_is_the_models_default():
-    from hdiff.models import load_adapter
-
+def test_unset_tau_is_the_models_default(shipped):
     def generation_settings(config, adapter):
         return config.generation_settings().for_model(adapter)
 
     config = load_config(CONFIGS / "demo.yaml")
-    adapter = load_adapter("hdiff/shapes", device="cpu")
+    adapter = shipped  # the shipped shapes model (conftest), loaded once for the session
     assert config.generation.tau is None and adapter.default_tau == pytest.approx(0.1)
     assert generation_settings(config, adapter).tau == adapter.default_tau
     assert generation_settings(apply_overrides(config, {"generation.tau": 0.3}), adapter).tau == 0.3

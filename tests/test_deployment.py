@@ -1,13 +1,13 @@
-"""prefect.yaml against a real local Prefect server (SQLite): deploy, start a worker, run with --param, check the tars.
+"""prefect.yaml against a real local Prefect API server (SQLite; the session's, tests/conftest.py): deploy, start a
+worker, run with --param, check the tars.
 
-Every process started here (server, worker, and the flow-run processes under them) is stopped by its pid at the end.
+Every process started here (the worker, and the flow-run processes under it) is stopped by its pid at the end.
 """
 
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,23 +17,14 @@ import httpx
 import psutil
 import pytest
 
-from tiny_models import tiny_shapes_model
-
-pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 POOL = "hdiff-process"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Processes:
-    """Long-running commands in their own sessions, logged to files, stopped newest first (worker before server)."""
+    """Long-running commands in their own sessions, logged to files, stopped newest first."""
 
     def __init__(self, env: dict[str, str], logs: Path):
         self.env, self.logs, self.started = env, logs, []
@@ -104,35 +95,18 @@ def wait_for(check, timeout: float, what: str, interval: float = 1.0):
 
 
 @pytest.fixture
-def prefect_server(tmp_path):
-    """A `prefect server start` on a free port with SQLite in a temp PREFECT_HOME; yields (env, processes)."""
-    port = free_port()
+def prefect_server(prefect_api, tmp_path):
+    """The session's Prefect API server, with this test's own PREFECT_HOME for the CLI and the worker; yields (env,
+    processes)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=prefect_api,
                PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", HF_HUB_OFFLINE="1",
-               PREFECT_WORKER_QUERY_SECONDS="2")
+               PREFECT_WORKER_QUERY_SECONDS="1")
     processes = Processes(env, tmp_path)
     try:
-        server = processes.start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui")
-
-        def ready() -> bool | None:
-            assert server.poll() is None, f"the server exited ({server.returncode})\n{processes.log_tail('server')}"
-            return _healthy(env["PREFECT_API_URL"])
-
-        try:
-            wait_for(ready, timeout=120, what="the Prefect server's /health")
-        except TimeoutError as exc:
-            raise AssertionError(f"{exc}\n{processes.log_tail('server')}") from None
         yield env, processes
     finally:
         processes.stop_all()
-
-
-def _healthy(api_url: str) -> bool | None:
-    try:
-        return httpx.get(f"{api_url}/health", timeout=2).json() is True or None
-    except (httpx.HTTPError, ValueError):
-        return None
 
 
 def flow_run_state(api_url: str, flow_run_id: str) -> str:
@@ -148,7 +122,7 @@ def write_revision(folder: Path, prompts: list[str], part: int) -> None:
     pq.write_table(pa.table({"prompt": prompts}), folder / f"train-{part:05d}.parquet")
 
 
-def test_demo_deployment_runs_and_reruns_over_a_grown_corpus(tmp_path, prefect_server):
+def test_demo_deployment_runs_and_reruns_over_a_grown_corpus(tmp_path, prefect_server, tiny_shapes):
     """The scheduled path: deploy, run the deployment, add a revision to the corpus, run it again. The dataset ends
     with every prompt once and the second version's compute covers only the new prompts."""
     env, processes = prefect_server
@@ -156,7 +130,7 @@ def test_demo_deployment_runs_and_reruns_over_a_grown_corpus(tmp_path, prefect_s
     out, corpus = tmp_path / "out", tmp_path / "corpus"
     prompts = [json.loads(line)["prompt"] for line in (REPO / "tests/data/prompts96.jsonl").read_text().splitlines()]
     write_revision(corpus, prompts[:12], 0)
-    overrides = {"model.id": tiny_shapes_model(tmp_path / "model"), "output": str(out),
+    overrides = {"model.id": tiny_shapes, "output": str(out),
                  "source.path_or_id": str(corpus), "embedding.cache_dir": str(tmp_path / "embeddings"), "sharding.min_size": 4,
                  "sharding.max_size": 8, "generation.tau": 0.5}
 

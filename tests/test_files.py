@@ -97,6 +97,7 @@ def test_a_held_lock_stops_a_second_holder_with_one_line(tmp_path):
         pass
 
 
+@pytest.mark.subprocess
 def test_a_killed_holder_releases_the_lock(tmp_path):
     """kill -9 leaves the lock file behind but not the lock: the kernel drops it with the process."""
     import signal

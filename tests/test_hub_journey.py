@@ -24,7 +24,7 @@ from hub_server import (KANDINSKY_DECODER, KANDINSKY_PRIOR, PARTI_PROMPTS, PICKL
 
 from hdiff.dataset import layout
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.subprocess  # every test runs the README's commands in a subprocess
 
 REPO = Path(__file__).resolve().parents[1]
 README_MARK = "<!-- tests/test_hub_journey.py runs these commands -->"
@@ -85,16 +85,6 @@ def cached_files(home: Path, kind: str, repo_id: str) -> set[str]:
 @pytest.fixture(scope="module")
 def commands() -> dict[str, list[str]]:
     return readme_commands()
-
-
-@pytest.fixture(scope="module")
-def prefect_api() -> str:
-    """One Prefect server for the builds' subprocesses (each would start a temporary one)."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
 
 
 @pytest.fixture(scope="module")

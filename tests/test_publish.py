@@ -220,6 +220,7 @@ def test_readme_example(tmp_path, hub, monkeypatch):
     assert hub.files("you/hdiff-demo") == local_files(demo)
 
 
+@pytest.mark.subprocess
 def test_plain_environment_variables_reach_the_stand_in(build, hub):
     """As a user runs it: HF_ENDPOINT, HF_HUB_DISABLE_XET and HF_TOKEN read by a fresh process."""
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": TOKEN,

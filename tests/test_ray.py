@@ -21,45 +21,29 @@ from hdiff.dataset import layout
 from hdiff.dataset.config import apply_overrides, load_config
 from hdiff.dataset.verify import verify_build
 from hdiff.dataset.writer import read_stats
-from tiny_models import tiny_shapes_model
-
-pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def prefect_api():
-    """A temporary Prefect API (SQLite) for this test, stopped at its end.
-
-    Importing the flow here sets up Prefect's console logging outside the test's output capture.
-    """
-    import flows.build_dataset  # noqa: F401
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-def build(tmp_path: Path, runner: str, **overrides) -> Path:
+def build(tmp_path: Path, runner: str, model: str, **overrides) -> Path:
     from flows.build_dataset import build_dataset_from_config
 
     out = tmp_path / runner
     config = apply_overrides(load_config(REPO / "configs/demo.yaml"), {
         "output": str(out), "source.path_or_id": str(REPO / "tests/data/prompts96.jsonl"),
-        "embedding.cache_dir": str(tmp_path / "embeddings"), "model.id": tiny_shapes_model(tmp_path / "model"),
+        "embedding.cache_dir": str(tmp_path / "embeddings"), "model.id": model,
         "ingest.limit": 48, "sharding.min_size": 4, "sharding.max_size": 8, "runner.kind": runner, **overrides})
     build_dataset_from_config(config)
     return out
 
 
-def build_on_one_thread(tmp_path: Path, **overrides) -> Path:
+def build_on_one_thread(tmp_path: Path, model: str, **overrides) -> Path:
     """The local runner's build with torch on one thread, as each one-CPU Ray task runs (OMP_NUM_THREADS=1): CPU
     float results depend on the intra-op thread count."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return build(tmp_path, "local", **overrides)
+        return build(tmp_path, "local", model, **overrides)
     finally:
         torch.set_num_threads(threads)
 
@@ -153,11 +137,11 @@ def warm_every_node(ray) -> None:
              for node in nodes])
 
 
-def test_a_node_lost_mid_build_is_retried_on_the_other(tmp_path, prefect_api, two_node_cluster):
+def test_a_node_lost_mid_build_is_retried_on_the_other(tmp_path, prefect_api, tiny_shapes, two_node_cluster):
     """Shards run on both nodes; while the worker node runs one, it is killed (its processes SIGKILLed); the shard
     is retried on the head, and the dataset is byte-identical to an uninterrupted build."""
     address, nodes = two_node_cluster
-    reference = build_on_one_thread(tmp_path)
+    reference = build_on_one_thread(tmp_path, tiny_shapes)
     out = tmp_path / "ray"
     killed: dict[str, object] = {}
 
@@ -179,7 +163,7 @@ def test_a_node_lost_mid_build_is_retried_on_the_other(tmp_path, prefect_api, tw
         warm_every_node(ray)
         killer = threading.Thread(target=kill_the_worker_node_while_it_runs_a_shard, daemon=True)
         killer.start()
-        build(tmp_path, "ray", **{"runner.ray_address": address})
+        build(tmp_path, "ray", tiny_shapes, **{"runner.ray_address": address})
         killer.join(timeout=60)
     finally:
         ray.shutdown()

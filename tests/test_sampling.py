@@ -146,19 +146,36 @@ def test_settings_reject_bad_values(bad):
         GenerationSettings.checked(**bad)
 
 
-def test_channels_last_and_compiled_denoiser_give_the_same_images():
-    """The GPU habits path (Adapter.accelerate), run on the CPU: torch.compile (inductor) of the UNet's forward and
-    channels_last memory leave the images unchanged, and row-counting hooks on the module still see every call."""
-    adapter = sd_adapter("ddim")
-    job = ImageJob.from_prompts(PROMPTS[:6], base_seed=1)
-    run = settings(tau=1.0, budget=None, max_batch=4, batch_multiple=4)  # every forward: 4 clusters, 8 rows
-    reference = generate(adapter, job, run).float_images()
+def test_channels_last_and_compiled_denoiser_give_the_same_images(monkeypatch):
+    """The GPU habits path (Adapter.accelerate), run on the CPU: torch.compile of the UNet's forward and channels_last
+    memory leave the images unchanged, and row-counting hooks on the module still see every call.
+
+    accelerate() asks for torch's default backend (inductor), checked on the call; the test then compiles with
+    "aot_eager": the same dynamo capture of the forward (graphs, guards, one graph per batch size) and AOT
+    functionalization, without inductor's C++ code generation, which runs a compiler for 40 s with a cold cache
+    and is torch's to test."""
     import torch
     from torch._dynamo.utils import counters
 
+    adapter = sd_adapter("ddim")
+    job = ImageJob.from_prompts(PROMPTS[:6], base_seed=1)
+    run = settings(steps=3, tau=1.0, budget=None, max_batch=4, batch_multiple=4)  # every forward: 4 clusters, 8 rows
+    reference = generate(adapter, job, run).float_images()
+
+    compile_calls = []
+    real_compile = torch.compile
+
+    def compile_eagerly(model, **options):
+        compile_calls.append((model, options))
+        return real_compile(model, **{**options, "backend": "aot_eager"})
+
+    monkeypatch.setattr(torch, "compile", compile_eagerly)
     counters.clear()
     dynamo_settings = torch._dynamo.config.get_config_copy()
+    forward = adapter.denoiser.forward
     adapter.accelerate(channels_last=True, compile=True).accelerate(compile=True)  # a second call changes nothing
+    assert [(model, options) for model, options in compile_calls] == [(forward, {"dynamic": False})]  # default backend
+    assert adapter.denoiser.forward is not forward
     assert torch._dynamo.config.get_config_copy() == dynamo_settings  # the process's dynamo settings are its own
     assert adapter.denoiser.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     assert adapter.decoder.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)

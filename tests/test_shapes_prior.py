@@ -123,15 +123,15 @@ def test_save_load_round_trip_and_bad_files(fitted, tmp_path):
         load_prior(tmp_path)
 
 
-def test_add_prior_adds_a_prior_to_a_model_folder(tmp_path):
+def test_add_prior_adds_a_prior_to_a_model_folder(tiny_shapes, tmp_path):
     """What was run on the shipped weights: the prior from the folder's whitening and the training split."""
+    import shutil
+
     from hdiff.models import load_adapter
     from hdiff.shapes_training.add_prior import main
     from hdiff.shapes.prior import DEFAULT_TAU
-    from tiny_models import tiny_shapes_model
 
-    folder = tmp_path / "model"
-    tiny_shapes_model(folder)
+    folder = shutil.copytree(tiny_shapes, tmp_path / "model")  # a copy: the session's model is shared
     with pytest.raises(HdiffError, match="no layout prior"):
         load_adapter(str(folder), device="cpu", cluster_on="prior")
     pairs = [(prompt, scene) for prompt, scene in training_pairs() if len(scene.objects) == 1]
@@ -154,13 +154,6 @@ def test_add_prior_refuses_a_folder_without_a_unet(tmp_path):
 
     assert main([str(tmp_path)]) == 2
     assert list(tmp_path.iterdir()) == []
-
-
-@pytest.fixture(scope="module")
-def shipped():
-    from hdiff.models import load_adapter
-
-    return load_adapter("hdiff/shapes", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -195,12 +188,11 @@ def test_shipped_prior_reads_held_out_prompts(shipped, held_out_pairs, held_out_
     assert right >= 0.95
 
 
-def test_adapter_options_scheduler_names_and_unknown_options(tmp_path):
+def test_adapter_options_scheduler_names_and_unknown_options(tiny_shapes):
     """Scheduler names come from the one registry; an option the adapter does not know is refused, not dropped."""
     from hdiff.models.shapes import ShapesAdapter
-    from tiny_models import tiny_shapes_model
 
-    folder = tiny_shapes_model(tmp_path / "model")  # its default_scheduler: dpm++
+    folder = tiny_shapes  # its default_scheduler: dpm++
     assert type(ShapesAdapter.from_pretrained(folder).scheduler).__name__ == "DPMSolverMultistepScheduler"
     ddim = ShapesAdapter.from_pretrained(folder, scheduler="ddim", cluster_on="embedding")
     assert type(ddim.scheduler).__name__ == "DDIMScheduler" and ddim.cluster_on == "embedding"

@@ -179,13 +179,6 @@ def test_reader_config_from_a_recorded_file(tmp_path):
 # --- the shipped model ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def shipped_reader():
-    from hdiff.shapes.model import WEIGHTS_DIR
-
-    return load_reader(WEIGHTS_DIR)
-
-
 def test_shipped_reader_reads_held_out_phrasings(shipped_reader):
     from hdiff.shapes.model import SENTENCE_MODEL
     from hdiff.shapes.reader import token_embeddings

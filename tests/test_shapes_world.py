@@ -219,6 +219,36 @@ def test_detect_reads_attributes_back():
     assert read == {(o.shape, o.color, o.size, o.position) for o in scene.objects}
 
 
+def test_segmentation_skips_only_components_too_small_to_be_objects(monkeypatch):
+    """The oracle fills holes only in components whose box could hold MIN_AREA pixels (a filled component stays in its
+    box): on noise, where there are hundreds a colour, it finds what filling every one of them finds."""
+    from hdiff.shapes import oracle
+
+    def every_component(image):
+        pixels = oracle._as_float255(image)
+        background = np.median(oracle._border(pixels), axis=0)
+        background_name = oracle._nearest_color(background)
+        offsets = pixels - background
+        line, alpha = oracle._nearest_line(offsets, background, background_name)
+        regions = []
+        for k in np.unique(line[alpha > 0.5]):
+            labels, count = ndimage.label((line == k) & (alpha > 0.5), structure=oracle._FOUR_CONNECTED)
+            for index in range(1, count + 1):
+                mask = ndimage.binary_fill_holes(labels == index)
+                if mask.sum() >= oracle.MIN_AREA:
+                    regions.append(oracle._region(offsets, background, mask, alpha))
+        return background_name, regions
+
+    rng = np.random.default_rng(0)
+    noisy = [np.clip(render(scene).astype(int) + rng.integers(-90, 90, (IMAGE_SIZE, IMAGE_SIZE, 3)), 0, 255)
+             .astype(np.uint8) for scene in ONE[::97]]
+    images = noisy + [rng.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8) for _ in range(10)]
+    found = [detect(image) for image in images]
+    monkeypatch.setattr(oracle, "_segment", every_component)
+    assert [detect(image) for image in images] == found
+    assert sum(len(d.blobs) for d in found) > 0
+
+
 def test_score_prompt():
     scene = Scene("green", (Obj("square", "magenta", "large", "center"),))
     image = render(scene)

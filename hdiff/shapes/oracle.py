@@ -144,8 +144,10 @@ def _segment(image: np.ndarray) -> tuple[str, list[_Region]]:
     line, alpha = _nearest_line(offsets, background, background_name)  # (H, W), (H, W)
     regions = []
     for k in np.unique(line[alpha > 0.5]):
-        labels, count = ndimage.label((line == k) & (alpha > 0.5), structure=_FOUR_CONNECTED)
-        for index in range(1, count + 1):
+        labels, _ = ndimage.label((line == k) & (alpha > 0.5), structure=_FOUR_CONNECTED)
+        for index, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
+            if (rows.stop - rows.start) * (cols.stop - cols.start) < MIN_AREA:
+                continue  # filled, it stays inside its box: too small (noise makes hundreds of these an image)
             mask = ndimage.binary_fill_holes(labels == index)
             if mask.sum() >= MIN_AREA:
                 regions.append(_region(offsets, background, mask, alpha))
