@@ -65,7 +65,7 @@ class GenerationSettings(BaseModel):
         try:
             return cls(**values)
         except ValidationError as exc:
-            raise HdiffError(format_validation_error(exc, origin, cls)) from None
+            raise HdiffError(_grouped(format_validation_error(exc, origin, cls), origin)) from None
 
     @model_validator(mode="after")
     def _tau_or_budget(self) -> GenerationSettings:
@@ -108,12 +108,20 @@ def from_flags(args, **given: Any) -> GenerationSettings:
     try:
         return GenerationSettings(**values)
     except ValidationError as exc:  # one line per problem, naming the flag: "--tau: must be >= 0, got -1"
-        problems: dict[str, list[str]] = {}  # problem -> flags with it (--size: one line for height and width)
-        for line in format_validation_error(exc, "", GenerationSettings).splitlines():
-            field, _, problem = line.removeprefix(": ").partition(": ")
-            flag = f"--{field.replace('_', '-')}" if field in GenerationSettings.model_fields else field
-            problems.setdefault(problem, []).append(flag)
-        raise HdiffError("\n".join(f"{' and '.join(flags)}: {problem}" for problem, flags in problems.items())) from None
+        raise HdiffError(_grouped(format_validation_error(exc, "", GenerationSettings), "", flags=True)) from None
+
+
+def _grouped(lines: str, origin: str, flags: bool = False) -> str:
+    """`origin: field: problem` lines with fields that share a problem joined, so a size given once is refused
+    once ("height and width: must be a multiple of 8, got 30"); `flags` names them as command-line flags."""
+    problems: dict[str, list[str]] = {}
+    for line in lines.splitlines():
+        field, _, problem = line.removeprefix(f"{origin}: ").partition(": ")
+        if flags and field in GenerationSettings.model_fields:
+            field = f"--{field.replace('_', '-')}"
+        problems.setdefault(problem, []).append(field)
+    prefix = f"{origin}: " if origin else ""
+    return "\n".join(f"{prefix}{' and '.join(fields)}: {problem}" for problem, fields in problems.items())
 
 
 def _flag_type(annotation) -> tuple[type, tuple | None]:

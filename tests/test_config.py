@@ -191,6 +191,7 @@ def test_bounds_are_checked_when_the_config_is_read(tmp_path, extra, message):
     assert raised.limits.images == 10_000_000_000
 
 
+@pytest.mark.shipped  # reads the shipped model's scheduler config
 def test_steps_beyond_the_schedulers_training_timesteps_are_refused_before_work(tmp_path, capsys):
     from hdiff.cli import main
 

@@ -131,7 +131,7 @@ class ProjectedConditioning:
         return Conditioning({self.arch.pooled: pooled.to(self.device, self.dtype),
                              self.arch.sequence: tokens.to(self.device, self.dtype)}, pooled.numpy())
 
-    def negative(self):
+    def negative(self, negative_prompt=""):
         return {self.arch.pooled: torch.zeros(1, self.to_pooled.shape[1], device=self.device, dtype=self.dtype),
                 self.arch.sequence: torch.zeros(1, *self.positions.shape, device=self.device, dtype=self.dtype)}
 

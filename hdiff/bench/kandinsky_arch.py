@@ -118,5 +118,5 @@ class KandinskyArchAdapter(Kandinsky22Adapter):
         embeds = vectors @ self.projection  # (N, 1280)
         return Conditioning({"image_embeds": embeds.to(self.device, self.dtype)}, embeds.numpy())
 
-    def negative(self):
+    def negative(self, negative_prompt=""):
         return {"image_embeds": torch.zeros(1, IMAGE_EMBED_DIM, device=self.device, dtype=self.dtype)}
