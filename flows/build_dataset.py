@@ -30,7 +30,7 @@ from hdiff.dataset import layout, ownership, pipeline
 from hdiff.dataset.card import portable, prefect_summary_markdown, shard_table_rows
 from hdiff.dataset.finalize import commit_run
 from hdiff.dataset.ownership import check_output_folder
-from hdiff.dataset.settings import claim_output
+from hdiff.dataset.settings import claim_output, committed_identity
 from hdiff.dataset.sources import build_provenance
 from hdiff.dataset.update import BuildResult, RunReport
 from hdiff.dataset.writer import clean_partials
@@ -82,13 +82,15 @@ def rewrite_task(config: BuildConfig, rewrite) -> None:
 
 
 @task(name="commit")
-def commit_task(config: BuildConfig, prepared: pipeline.Prepared, wall_seconds: float) -> BuildResult:
-    """Commit the run; returns the manifest and what this run changed."""
+def commit_task(config: BuildConfig, prepared: pipeline.Prepared, identity: dict[str, Any],
+                wall_seconds: float) -> BuildResult:
+    """Commit the run with its dataset's identity (as claimed, the models' revisions as loaded); returns the
+    manifest and what this run changed."""
+    provenance = build_provenance(config, prepared.source_revision)
     manifest = commit_run(config.output, config=portable(config.to_flow_parameters()), committed=prepared.committed,
                           plan=prepared.plan, wall_seconds=wall_seconds, keep_extra=not config.update.prune,
-                          ingest=prepared.ingest_report,
-                          provenance=portable(build_provenance(config, prepared.source_revision)),
-                          model_id=config.model.id)
+                          ingest=prepared.ingest_report, provenance=portable(provenance), model_id=config.model.id,
+                          identity=committed_identity(identity, provenance))
     run = RunReport.of(prepared.committed, prepared.plan, manifest)
     get_run_logger().info("%s: %s", config.output, run.describe())
     if run.version is not None:
@@ -157,11 +159,11 @@ def build_dataset(config: dict[str, Any] | None = None, config_path: str | None 
         ownership.claim(cfg.output)
         clean_partials(cfg.output)
         prepared = prepare_task(cfg)
-        claim_output(cfg)  # a re-run must have the settings its finished shards were made with
+        identity = claim_output(cfg, prepared.committed.manifest)  # a re-run must match its finished shards
         for rewrite in prepared.plan.rewrites:
             rewrite_task(cfg, rewrite)
         generate_shards(cfg, prepared.shards)
-        return commit_task(cfg, prepared, time.perf_counter() - started)
+        return commit_task(cfg, prepared, identity, time.perf_counter() - started)
 
 
 def generate_shards(cfg: BuildConfig, shards: list[pipeline.ShardJob]) -> None:
