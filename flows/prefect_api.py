@@ -23,6 +23,8 @@ import httpx
 
 from hdiff.errors import HdiffError
 
+MIN_STARTUP_SECONDS = 120
+
 # Runs in the server's process before uvicorn: ask the kernel for SIGKILL when the parent (the build) dies; exit if
 # it died already (between the fork and the prctl). The signal survives the exec of uvicorn.
 _TIED_TO_PARENT = """
@@ -53,17 +55,34 @@ def prefect_api() -> Iterator[str]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_server() as url, temporary_settings({PREFECT_API_URL: url}):
-        yield url
+        try:
+            yield url
+        finally:
+            _drain_prefect_workers()  # the run's last logs and events reach the server before it stops
+
+
+def _drain_prefect_workers() -> None:
+    """Send what Prefect's log and event workers still hold, and stop them (as prefect_test_harness does before it
+    stops its server): a server stopped first loses them, and each worker's retries delay the exit."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    try:
+        APILogWorker.instance().drain()
+    except RuntimeError:  # never started
+        pass
+    EventsWorker.drain_all(timeout=10)
 
 
 @contextlib.contextmanager
 def temporary_server(timeout: float | None = None) -> Iterator[str]:
     """A Prefect API server on a free local port, for the block; it dies with this process (see the module's
     docstring). Yields its API URL once it answers; HdiffError when it does not within `timeout` seconds (default:
-    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)."""
+    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, at least MIN_STARTUP_SECONDS: a first start creates the
+    database, which took 46 s on a busy 2-core machine)."""
     from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
-    timeout = timeout or PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+    timeout = timeout or max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), MIN_STARTUP_SECONDS)
     for _ in range(3):  # another program may take the free port before the server binds it
         port = _free_port()
         process = _start(port)
