@@ -164,8 +164,10 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--revision", default=None, help="the branch to commit to (default: main)")
     u.set_defaults(func=cmd_push)
 
-    bench = sub.add_parser("bench", help="benchmarks that print figures: saved, quality, speed, plan, ingest")
-    bench.add_argument("which", choices=["saved", "quality", "speed", "plan", "ingest"], help="the benchmark")
+    bench = sub.add_parser("bench", help="benchmarks that print figures: saved, quality, speed, plan, ingest, "
+                           "startup")
+    bench.add_argument("which", choices=["saved", "quality", "speed", "plan", "ingest", "startup"],
+                       help="the benchmark")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="its own flags (hdiff bench WHICH --help)")
     bench.set_defaults(func=cmd_bench)
     return p
