@@ -25,12 +25,13 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
+from flows.prefect_api import prefect_api
 from hdiff.dataset.config import BuildConfig, apply_overrides, load_config
 from hdiff.dataset import layout, ownership, pipeline
 from hdiff.dataset.card import portable, prefect_summary_markdown, shard_table_rows
 from hdiff.dataset.finalize import commit_run
 from hdiff.dataset.ownership import check_output_folder
-from hdiff.dataset.settings import claim_output
+from hdiff.dataset.settings import claim_output, committed_identity
 from hdiff.dataset.sources import build_provenance
 from hdiff.dataset.update import BuildResult, RunReport
 from hdiff.dataset.writer import clean_partials
@@ -82,13 +83,15 @@ def rewrite_task(config: BuildConfig, rewrite) -> None:
 
 
 @task(name="commit")
-def commit_task(config: BuildConfig, prepared: pipeline.Prepared, wall_seconds: float) -> BuildResult:
-    """Commit the run; returns the manifest and what this run changed."""
+def commit_task(config: BuildConfig, prepared: pipeline.Prepared, identity: dict[str, Any],
+                wall_seconds: float) -> BuildResult:
+    """Commit the run with its dataset's identity (as claimed, the models' revisions as loaded); returns the
+    manifest and what this run changed."""
+    provenance = build_provenance(config, prepared.source_revision)
     manifest = commit_run(config.output, config=portable(config.to_flow_parameters()), committed=prepared.committed,
                           plan=prepared.plan, wall_seconds=wall_seconds, keep_extra=not config.update.prune,
-                          ingest=prepared.ingest_report,
-                          provenance=portable(build_provenance(config, prepared.source_revision)),
-                          model_id=config.model.id)
+                          ingest=prepared.ingest_report, provenance=portable(provenance), model_id=config.model.id,
+                          identity=committed_identity(identity, provenance))
     run = RunReport.of(prepared.committed, prepared.plan, manifest)
     get_run_logger().info("%s: %s", config.output, run.describe())
     if run.version is not None:
@@ -151,17 +154,22 @@ def build_dataset(config: dict[str, Any] | None = None, config_path: str | None 
     started = time.perf_counter()
     cfg = resolved_config(config, config_path, overrides)
     pipeline.preflight(cfg)  # one line now, rather than a failure after ingest and embedding
+    created = not Path(cfg.output).exists()
     Path(cfg.output).mkdir(parents=True, exist_ok=True)
     with exclusive_lock(layout.lock_path(cfg.output), f"output folder {cfg.output}"):
         check_output_folder(cfg.output, cfg.source.path_or_id)  # again, now that no other run can write it
-        ownership.claim(cfg.output)
-        clean_partials(cfg.output)
-        prepared = prepare_task(cfg)
-        claim_output(cfg)  # a re-run must have the settings its finished shards were made with
-        for rewrite in prepared.plan.rewrites:
-            rewrite_task(cfg, rewrite)
-        generate_shards(cfg, prepared.shards)
-        return commit_task(cfg, prepared, time.perf_counter() - started)
+        try:
+            ownership.claim(cfg.output)
+            clean_partials(cfg.output)
+            prepared = prepare_task(cfg)
+            identity = claim_output(cfg, prepared.committed.manifest)  # a re-run must match its finished shards
+            for rewrite in prepared.plan.rewrites:
+                rewrite_task(cfg, rewrite)
+            generate_shards(cfg, prepared.shards)
+            return commit_task(cfg, prepared, identity, time.perf_counter() - started)
+        except BaseException:
+            ownership.release_unused(cfg.output, created)  # refused before any shard: nothing left behind
+            raise
 
 
 def generate_shards(cfg: BuildConfig, shards: list[pipeline.ShardJob]) -> None:
@@ -209,8 +217,9 @@ def bad_input_reported_by_caller():
 
 
 def build_dataset_from_config(config: BuildConfig) -> BuildResult:
-    """Run the flow in this process (Prefect starts a temporary local API if no server is configured)."""
-    with bad_input_reported_by_caller():  # `hdiff build` prints the HdiffError's line
+    """Run the flow in this process, reporting to the configured Prefect API or to a temporary local server that
+    dies with this process (flows.prefect_api)."""
+    with bad_input_reported_by_caller(), prefect_api():  # `hdiff build` prints the HdiffError's line
         return build_dataset(config=config.to_flow_parameters())
 
 

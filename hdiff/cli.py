@@ -121,7 +121,7 @@ def cmd_push(args) -> int:
     return 0
 
 
-BENCHMARKS = ("saved", "quality", "speed", "plan", "ingest", "shipped")  # modules of hdiff.bench
+BENCHMARKS = ("saved", "quality", "speed", "plan", "ingest", "shipped", "startup")  # modules of hdiff.bench
 
 
 def cmd_bench(args) -> int:

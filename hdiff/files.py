@@ -138,3 +138,21 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def lock_holder(path: str | os.PathLike) -> str | None:
+    """Who holds the lock `exclusive_lock` takes on `path` (its pid, host and start), or None when no one does.
+    Takes nothing: a shared lock tried and given back at once."""
+    import fcntl
+
+    try:
+        f = open(path, "rb", buffering=0)
+    except OSError:  # no lock file: no run ever held it
+        return None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f.read().decode("utf-8", "replace").strip() or "another process"
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None

@@ -1,5 +1,10 @@
 """Publishing a finished build to the Hugging Face Hub as a dataset repo, one version at a time.
 
+Publish = verified: a push first runs `hdiff verify` and refuses a dataset with any problem (naming the first) or
+one a run is changing (its lock is held); it then uploads exactly the files the manifest lists, the list verify
+checks (hdiff.dataset.verify.dataset_files): the listed shards and their metadata tables, data/sizes.json, the card,
+the manifest and the figures. A shard a killed run left, a stray file, the stats and build_settings.json stay local.
+
 A push compares the build with the branch it goes to and commits only the difference: files that are new or whose
 bytes changed, and deletions of the dataset files (shards, figures) the build no longer has; files hdiff does not
 write are left alone. The commit is tagged with the dataset's version (`v3`, from the manifest); pushing a dataset
@@ -26,14 +31,16 @@ from huggingface_hub.hf_api import RepoFile
 
 from hdiff.dataset import layout, sidecars
 from hdiff.dataset.manifest import Manifest
+from hdiff.dataset.verify import dataset_files, verify_build
 from hdiff.dataset.writer import file_sha256, read_stats
 from hdiff.errors import HdiffError
+from hdiff.files import lock_holder
 
 log = logging.getLogger(__name__)
 
 UPLOAD_PATTERNS = [layout.DATA_FILES_GLOB, sidecars.METADATA_GLOB, f"{layout.DATA_DIR}/{sidecars.SIZES_NAME}",
                    layout.CARD_NAME, layout.MANIFEST_NAME, layout.GRID_NAME,
-                   layout.DENDROGRAM_NAME]  # not stats/, nor partial files of interrupted writes
+                   layout.DENDROGRAM_NAME]  # the paths a push manages on the Hub: it deletes those the dataset lacks
 HTTP_LOGGERS = {"httpx", "httpx2", "httpcore", "httpcore2", "urllib3", "huggingface_hub"}
 _NOISE = re.compile(r"For more information check: \S+")  # httpx's link to MDN's page on the status code
 _SECRET_SHAPES = [
@@ -51,8 +58,9 @@ def push_dataset(
     revision: str | None = None,
     commit_message: str | None = None,
 ) -> str:
-    """Create the dataset repo if needed, commit what changed since the branch's last push (shards, card, manifest,
-    figures) and tag it with the dataset's version; returns the repo URL."""
+    """Verify the build, create the dataset repo if needed, commit what changed since the branch's last push (the
+    files the manifest lists) and tag it with the dataset's version; returns the repo URL. HdiffError, before any
+    request, for a build verify rejects or a run is changing."""
     out = Path(out_dir)
     shards = check_build(out)
     secret = token or get_token()
@@ -74,7 +82,7 @@ def _create_and_upload(api: HfApi, out: Path, repo_id: str, private: bool, revis
         api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)
     remote = {entry.path: entry for entry in api.list_repo_tree(repo_id, repo_type="dataset", revision=revision,
                                                                 recursive=True) if isinstance(entry, RepoFile)}
-    local = published_files(out)
+    local = dataset_files(out, Manifest.read(out))
     operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(file)) for path, file in local.items()
                   if path not in remote or not same_content(out, path, file, remote[path])]
     operations += [CommitOperationDelete(path_in_repo=path) for path in sorted(remote)
@@ -82,7 +90,8 @@ def _create_and_upload(api: HfApi, out: Path, repo_id: str, private: bool, revis
     tag = version_tag(out)
     target = revision
     if operations:
-        default_message = f"hdiff build{f' {tag}' if tag else ''}: {len(layout.tar_shards(out))} shards"
+        shards = sum(path.endswith(".tar") for path in local)
+        default_message = f"hdiff build{f' {tag}' if tag else ''}: {shards} shards"
         commit = api.create_commit(repo_id, operations, repo_type="dataset", revision=revision,
                                    commit_message=commit_message or default_message)
         target = commit.oid
@@ -97,19 +106,13 @@ def is_published(path: str) -> bool:
     return any(fnmatch.fnmatchcase(path, pattern) for pattern in UPLOAD_PATTERNS)
 
 
-def published_files(out: Path) -> dict[str, Path]:
-    """Repository path -> local file, for every file of the build a push publishes."""
-    return {path.relative_to(out).as_posix(): path for pattern in UPLOAD_PATTERNS for path in sorted(out.glob(pattern))
-            if path.is_file()}
-
-
 def same_content(out: Path, path: str, file: Path, remote: RepoFile) -> bool:
     """Whether the remote file holds the local file's bytes: by sha256 for LFS files (a shard's from its stats),
     by git blob id otherwise."""
     if remote.size != file.stat().st_size:
         return False
     if remote.lfs is not None:
-        stats = read_stats(out, file.stem) if path.startswith(f"{layout.DATA_DIR}/") else None
+        stats = read_stats(out, file.stem) if path.endswith(".tar") else None
         return remote.lfs.sha256 == (stats.sha256 if stats is not None else file_sha256(file))
     data = file.read_bytes()
     return remote.blob_id == hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
@@ -122,21 +125,23 @@ def version_tag(out: Path) -> str | None:
 
 
 def check_build(out: Path) -> list[str]:
-    """The build's shard names; raises HdiffError when `out` is not a finished build."""
+    """The build's shard names; raises HdiffError with one line when `out` is not a finished build, a run holds it,
+    or verify finds a problem (the first one is named)."""
     if not layout.manifest_path(out).is_file():
         raise HdiffError(f"{out} is not an hdiff build: no {layout.MANIFEST_NAME}")
+    if (holder := lock_holder(layout.lock_path(out))) is not None:
+        raise HdiffError(f"{out} is being changed by a run ({holder}); push it when the run has finished")
     try:
-        Manifest.read(out)
+        manifest = Manifest.read(out)
     except (OSError, ValueError) as exc:  # a pydantic ValidationError is a ValueError
         raise HdiffError(f"{out}: {layout.MANIFEST_NAME} is not an hdiff manifest ({type(exc).__name__}); see "
                          f"`hdiff verify {out}`") from None
-    shards = layout.tar_shards(out)
-    if not shards:
-        raise HdiffError(f"{out} is not an hdiff build: no {layout.DATA_FILES_GLOB} shards")
-    unfinished = sorted(set(shards) - set(layout.stats_shards(out)))
-    if unfinished:
-        raise HdiffError(f"{out} is an unfinished build: no stats for {', '.join(unfinished[:3])}")
-    return shards
+    if not manifest.shards:
+        raise HdiffError(f"{out} is not an hdiff build: its manifest lists no shards")
+    if problems := verify_build(out):
+        more = f" (and {len(problems) - 1} more: see `hdiff verify {out}`)" if len(problems) > 1 else ""
+        raise HdiffError(f"{out} fails verification, nothing pushed: {problems[0]}{more}")
+    return [row.shard for row in manifest.shards]
 
 
 def describe(err: BaseException) -> str:

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -29,9 +29,6 @@ class GenerationSettings(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
-
-    # fields that change only speed, not one byte of an image: not part of a dataset's identity
-    speed_only: ClassVar[tuple[str, ...]] = ("max_batch", "batch_multiple")
 
     steps: int | None = Field(None, ge=1, description="denoising steps (default: the model's own)")
     guidance_scale: float | None = Field(None, ge=0, description="classifier-free guidance scale (default: the "

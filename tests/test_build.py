@@ -252,29 +252,50 @@ def folder_bytes(folder: Path) -> dict[str, bytes]:
 
 
 def test_resuming_with_other_image_settings_stops_before_generating(reference, model, tmp_path, capfd, caplog):
-    """A re-run into a folder of finished shards must use the settings they were made with (or it would mix two
-    datasets); settings that only change speed may differ, and then every finished shard is kept."""
+    """A re-run into a folder of finished shards must have the identity they were made with (or it would mix two
+    datasets): every setting that changes bytes, batching included, and the model folder's content; the identity is
+    in the manifest, so deleting build_settings.json hides nothing. The device and runner may differ, and then
+    every finished shard is kept."""
     out = tmp_path / "out"
     shutil.copytree(reference, out)
-    assert json.loads(layout.settings_path(out).read_text())["generation.tau"] is None  # recorded by the first run
+    identity = json.loads(layout.manifest_path(out).read_text())["identity"]
+    assert json.loads(layout.settings_path(out).read_text()) == identity  # recorded by the first run
+    assert identity["generation.tau"] is None and identity["model.revision"].startswith("sha256:")
     before = folder_bytes(out)
 
-    changed = write_config(tmp_path, name="changed", output=out, source=str(DEMO_CORPUS), model=model,
-                           cache=tmp_path / "embeddings", generation={"tau": 0.5, "seed": 3})
-    assert cli.main(["build", str(changed)]) == 2
-    printed = capfd.readouterr()
-    assert "Traceback" not in printed.out + printed.err + caplog.text
-    messages = [line for line in printed.err.splitlines() if line.startswith("hdiff: ")]
-    assert len(messages) == 1, printed.err[-2000:]
-    assert "holds shards built with other settings (generation.tau None → 0.5; generation.seed 0 → 3)" in messages[0]
-    assert folder_bytes(out) == before  # nothing written, nothing removed
+    def refused(name: str, model_id: str = model, **sections) -> str:
+        config = write_config(tmp_path, name=name, output=out, source=str(DEMO_CORPUS), model=model_id,
+                              cache=tmp_path / "embeddings", **sections)
+        assert cli.main(["build", str(config)]) == 2
+        printed = capfd.readouterr()
+        assert "Traceback" not in printed.out + printed.err + caplog.text
+        messages = [line for line in printed.err.splitlines() if line.startswith("hdiff: ")]
+        assert len(messages) == 1, printed.err[-2000:]
+        assert folder_bytes(out) == before  # nothing written, nothing removed
+        return messages[0]
+
+    assert "holds shards built with other settings (generation.tau None → 0.5; generation.seed 0 → 3; recorded " \
+        "in manifest.json)" in refused("changed", generation={"tau": 0.5, "seed": 3})
+    layout.settings_path(out).unlink()
+    del before[layout.SETTINGS_NAME]
+    assert "(generation.max_batch 64 → 7; generation.pack_shards 1 → 2; recorded in manifest.json)" in \
+        refused("batched", generation={"max_batch": 7, "pack_shards": 2})
+
+    other_model = tmp_path / "model"  # the same folder name, one byte of its content changed
+    other_model.mkdir()
+    shutil.copytree(model, other_model / Path(model).name)
+    config_file = next(p for p in (other_model / Path(model).name).rglob("*.json"))
+    config_file.write_text(config_file.read_text() + " ")
+    message = refused("other-model", model_id=str(other_model / Path(model).name))
+    assert f"model.revision {identity['model.revision']!r} → 'sha256:" in message
 
     faster = write_config(tmp_path, name="faster", output=out, source=str(DEMO_CORPUS), model=model,
-                          cache=tmp_path / "embeddings", generation={"max_batch": 7, "pack_shards": 2})
+                          cache=tmp_path / "embeddings", runner={"gpu_concurrency": 2, "retries": 0})
     assert cli.main(["build", str(faster)]) == 0
     after = folder_bytes(out)
-    kept = [name for name in before if name.startswith((layout.DATA_DIR, layout.STATS_DIR, layout.SETTINGS_NAME))]
+    kept = [name for name in before if name.startswith((layout.DATA_DIR, layout.STATS_DIR))]
     assert {name: after[name] for name in kept} == {name: before[name] for name in kept}  # every shard skipped
+    assert json.loads(layout.settings_path(out).read_text()) == identity  # written again
 
 
 # ---------------------------------------------------------------------------------------------- a changing corpus
@@ -451,7 +472,7 @@ def test_bad_input_gives_one_line_error_or_counted_drop(tmp_path, model, embeddi
         messages = [line for line in printed.err.splitlines() if line.startswith("hdiff: ")]
         assert len(messages) == 1 and re.search(expected, messages[0]), printed.err[-2000:]
         assert printed.err.count("not a JSON object") == 1  # printed once, not again by each failed run
-        assert list(out.glob(layout.DATA_FILES_GLOB)) == [] and layout.partial_files(out) == []
+        assert not out.exists()  # refused before any shard: no folder left behind, not even its lock
         return
 
     ingest_counts, stored = expected

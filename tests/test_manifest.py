@@ -23,7 +23,7 @@ def stats(name: str, samples: int = 2, **compute) -> ShardStats:
     """A shard's stats with `samples` keys named after it; `compute` overrides the figures."""
     figures = {"sha256": "0" * 64, "tar_bytes": 1024 * samples, "image_format": "png", "unet_rows": 1.5 * samples,
                "standard_rows": 4 * samples, "wall_seconds": 0.25 * samples, "device_seconds": 0.125 * samples,
-               "taus": [0.5], **compute}
+               "taus": [0.5], "device": "cpu", **compute}
     return ShardStats(shard=name, samples=samples, keys=[f"{name}-{i:03d}" for i in range(samples)], **figures)
 
 
@@ -39,7 +39,8 @@ def version(number: int, shards: list[ShardStats], wall_seconds: float = 1.0) ->
 
 def tiny_manifest(shards: list[ShardStats], versions: int = 1) -> Manifest:
     """A manifest of `shards` whose history is `versions` runs, the first of which wrote every shard."""
-    return manifest_for(config={"name": "tiny"}, ingest=IngestReport(read=len(shards), kept=len(shards)),
+    prompts = sum(s.samples for s in shards)
+    return manifest_for(config={"name": "tiny"}, ingest=IngestReport(read=prompts, kept=prompts),
                         shards=shards, versions=[version(n, shards) for n in range(1, versions + 1)],
                         hardware=HARDWARE, created_utc="2026-12-01T00:00:00+00:00")
 

@@ -12,18 +12,24 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi, constants
 from hub_standin import HubStandIn
-from test_loaders import write_shards
-from test_manifest import stats, tiny_manifest, version
+from test_writer_verify import KEYS, NAMES, PER_SHARD, fake_prompts, fake_samples, identity
 
-from hdiff.dataset.manifest import Manifest
+from hdiff.dataset import layout
+from hdiff.dataset.finalize import commit_run
+from hdiff.dataset.ingest import IngestReport
+from hdiff.dataset.manifest import Corpus, Manifest
+from hdiff.dataset.update import Rewrite, RunPlan, ShardJob, corpus_fingerprint, read_committed
+from hdiff.dataset.verify import dataset_files, verify_build
+from hdiff.dataset.writer import write_shard
 from hdiff.errors import HdiffError
+from hdiff.files import exclusive_lock, write_atomically
+from hdiff.prompts import prompt_id, sample_key
 from hdiff.publish import push_dataset, scrub
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")  # huggingface_hub's LFS PUT
 
 TOKEN = "hf_standinSECRETtoken0123456789"
 REPO = "someone/hdiff-demo"
-PUSHED = ["README.md", "data/shard-00000.tar", "data/shard-00001.tar", "dendrogram.png", "grid.png", "manifest.json"]
 
 # The README's push example; the test below runs the Python half.
 README_PUSH = '''
@@ -35,19 +41,29 @@ url = push_dataset("out/demo", "you/hdiff-demo")  # creates the dataset repo if 
 '''
 
 
+def commit_version(out: Path, shards: list[int], removed: tuple[int, ...] = ()) -> Manifest:
+    """Commit a version of the fake dataset (tests/test_writer_verify.py) holding `shards`: new ones written, the
+    `removed` ones pruned whole, as a build's run would."""
+    committed = read_committed(out)
+    for s in shards:
+        if NAMES[s] not in committed.shards:
+            write_shard(out, NAMES[s], fake_samples(s), device="cpu")
+    ids = [prompt_id(p) for s in shards for p in fake_prompts(s)]
+    corpus = Corpus(source="test", revision=None, prompts=len(ids), fingerprint=corpus_fingerprint(ids))
+    plan = RunPlan([ShardJob(NAMES[s], tuple(fake_prompts(s))) for s in shards if NAMES[s] not in committed.shards],
+                   [Rewrite(NAMES[s], frozenset(KEYS[s]), None) for s in removed], corpus=corpus,
+                   expected_keys=frozenset(sample_key(pid, 0) for pid in ids), not_in_corpus=0,
+                   removed=PER_SHARD * len(removed))
+    write_atomically(layout.settings_path(out), json.dumps(identity()).encode())
+    return commit_run(out, config={"name": "hdiff-demo"}, committed=committed, plan=plan,
+                      ingest=IngestReport(read=len(ids), kept=len(ids)), wall_seconds=1.0, keep_extra=False,
+                      identity=identity())
+
+
 def write_build(out: Path) -> Path:
-    """A finished build: shards, stats, card, manifest, figures, plus files a push must leave behind."""
-    write_shards(out / "data", n_shards=2, per_shard=2)
-    (out / "stats").mkdir()
-    for shard in ("shard-00000", "shard-00001"):
-        (out / "stats" / f"{shard}.json").write_text(json.dumps({"shard": shard, "images": 2}))
-    tiny_manifest([stats("shard-00000"), stats("shard-00001")], versions=0).write(out)  # no versions yet: no tag
-    (out / "README.md").write_text("---\nlicense: mit\ntask_categories:\n- text-to-image\n---\n# hdiff demo\n")
-    (out / "grid.png").write_bytes(b"\x89PNG grid")
-    (out / "dendrogram.png").write_bytes(b"\x89PNG dendrogram")
-    (out / "data" / "shard-00002.tar.0123abcd.partial").write_bytes(b"an interrupted write")
-    (out / "manifest.json.4567cdef.partial").write_bytes(b"another")
-    (out / "config.yaml").write_text("not for the Hub\n")
+    """A finished, verified build of two shards: v1."""
+    commit_version(out, [0, 1])
+    assert verify_build(out) == []
     return out
 
 
@@ -76,15 +92,19 @@ def hub(monkeypatch, tmp_path):
 
 
 def local_files(out: Path) -> dict[str, bytes]:
-    return {path: (out / path).read_bytes() for path in PUSHED}
+    """What a push publishes: the files the manifest lists (the list verify checks), by their path."""
+    return {path: file.read_bytes() for path, file in dataset_files(out, Manifest.read(out)).items()}
 
 
 def test_push_uploads_exactly_the_build(build, hub):
     url = push_dataset(build, REPO)
     assert url == f"{hub.url}/datasets/{REPO}"
     assert hub.repos[REPO].repo_type == "dataset"
+    assert sorted(hub.files(REPO)) == sorted([f"data/{name}.{ext}" for name in NAMES[:2] for ext in ("tar", "parquet")]
+                                             + ["README.md", "data/sizes.json", "grid.png", "manifest.json"])
     assert hub.files(REPO) == local_files(build)
-    assert len(hub.commits) == 1 and hub.commits[0]["summary"] == "hdiff build: 2 shards"
+    assert len(hub.commits) == 1 and hub.commits[0]["summary"] == "hdiff build v1: 2 shards"
+    assert hub.repos[REPO].tags == {"v1": hub.commits[0]["oid"]}
     assert hub.authorizations() == {f"Bearer {TOKEN}"}
     assert any(path.startswith("/lfs/") and path.count("/") == 3 for _, path, _ in hub.requests)  # multi-part
 
@@ -96,23 +116,16 @@ def test_second_push_to_existing_repo_updates_it(build, hub):
     manifest.write(build)
     push_dataset(build, REPO, commit_message="second", private=True)
     assert hub.files(REPO) == local_files(build)
-    assert [c["summary"] for c in hub.commits] == ["hdiff build: 2 shards", "second"]
+    assert [c["summary"] for c in hub.commits] == ["hdiff build v1: 2 shards", "second"]
     assert hub.repos[REPO].visibility is None  # private applies on creation only
-
-
-def set_versions(out: Path, count: int) -> None:
-    manifest = Manifest.read(out)
-    manifest.versions = [version(n, []) for n in range(1, count + 1)]
-    manifest.write(out)
 
 
 def test_versions_push_only_what_changed_and_are_tagged(build, hub):
     """v1 pushed whole; the same dataset again makes no commit; v2 (one shard added, one removed) commits the new
-    shard, the manifest and the deletion only, and leaves files hdiff does not manage alone."""
-    set_versions(build, 1)
+    shard, its table, the changed files and the deletions only, and leaves files hdiff does not manage alone."""
     push_dataset(build, REPO)
     (first,) = hub.commits
-    assert sorted(first["paths"]) == PUSHED and first["summary"] == "hdiff build v1: 2 shards"
+    assert sorted(first["paths"]) == sorted(local_files(build)) and first["summary"] == "hdiff build v1: 2 shards"
     assert hub.repos[REPO].tags == {"v1": first["oid"]}
     HfApi(token=TOKEN).upload_file(path_or_fileobj=b"CC-BY-4.0\n", path_in_repo="LICENSE", repo_id=REPO,
                                    repo_type="dataset")  # the owner's own file
@@ -120,20 +133,16 @@ def test_versions_push_only_what_changed_and_are_tagged(build, hub):
     push_dataset(build, REPO)
     assert len(hub.commits) == 2 and hub.repos[REPO].tags == {"v1": first["oid"]}  # nothing new: no commit, no tag
 
-    write_shards(build / "extra", n_shards=3, per_shard=2)
-    (build / "extra" / "shard-00002.tar").rename(build / "data" / "shard-00002.tar")
-    (build / "stats" / "shard-00002.json").write_text(json.dumps({"shard": "shard-00002", "images": 2}))
-    for old in ("data/shard-00000.tar", "stats/shard-00000.json"):
-        (build / old).unlink()
-    set_versions(build, 2)
+    commit_version(build, [1, 2], removed=(0,))
+    assert verify_build(build) == []
     push_dataset(build, REPO)
     second = hub.commits[-1]
-    assert sorted(second["paths"]) == ["data/shard-00000.tar", "data/shard-00002.tar", "manifest.json"]
-    assert second["deleted"] == ["data/shard-00000.tar"] and second["summary"] == "hdiff build v2: 2 shards"
+    gone = [f"data/{NAMES[0]}.parquet", f"data/{NAMES[0]}.tar"]
+    assert sorted(second["paths"]) == sorted(gone + [f"data/{NAMES[2]}.parquet", f"data/{NAMES[2]}.tar",
+                                                     "README.md", "data/sizes.json", "grid.png", "manifest.json"])
+    assert second["deleted"] == gone and second["summary"] == "hdiff build v2: 2 shards"
     assert hub.repos[REPO].tags == {"v1": first["oid"], "v2": second["oid"]}
-    published = {path: (build / path).read_bytes() for path in PUSHED if (build / path).exists()}
-    published["data/shard-00002.tar"] = (build / "data" / "shard-00002.tar").read_bytes()
-    assert hub.files(REPO) == {**published, "LICENSE": b"CC-BY-4.0\n"}
+    assert hub.files(REPO) == {**local_files(build), "LICENSE": b"CC-BY-4.0\n"}
 
 
 def test_push_to_a_branch_and_private_repo(build, hub):
@@ -184,19 +193,45 @@ def test_missing_token_is_reported_before_any_request(build, hub, monkeypatch):
     assert hub.requests == []
 
 
-@pytest.mark.parametrize(("remove", "complaint"), [("manifest.json", "no manifest.json"),
-                                                   ("data", "no data/\\*.tar"),
-                                                   ("stats/shard-00001.json", "no stats for shard-00001$")])
-def test_not_a_finished_build(build, hub, remove, complaint):
-    target = build / remove
-    if target.is_dir():
-        for child in target.iterdir():
-            child.unlink()
+@pytest.mark.parametrize(("fault", "complaint"), [
+    ("no manifest", "is not an hdiff build: no manifest.json$"),
+    ("no tars", f"fails verification, nothing pushed: stats/{NAMES[0]}.json: its tar data/{NAMES[0]}.tar is missing"),
+    ("no stats", f"fails verification, nothing pushed: data/{NAMES[1]}.tar: has no stats file"),
+    ("a killed commit's shard", "fails verification, nothing pushed: data/shard-0123456789abcdef.tar: a shard "
+                                "manifest.json does not list"),
+    ("a stray file", "fails verification, nothing pushed: config.yaml: unexpected entry"),
+    ("an edited figure", "fails verification, nothing pushed: manifest.json: totals.tar_bytes="),
+])
+def test_push_refuses_what_verify_rejects(build, hub, fault, complaint):
+    """Publish = verified: a dataset verify rejects is not pushed, and the message is verify's first problem."""
+    if fault == "no manifest":
+        layout.manifest_path(build).unlink()
+    elif fault == "no tars":
+        for tar in (build / "data").glob("*.tar"):
+            tar.unlink()
+    elif fault == "no stats":
+        layout.stats_path(build, NAMES[1]).unlink()
+    elif fault == "a killed commit's shard":  # finished by a run killed before its commit: not the dataset's
+        write_shard(build, "shard-0123456789abcdef", fake_samples(2), device="cpu")
+    elif fault == "a stray file":
+        (build / "config.yaml").write_text("not for the Hub\n")
     else:
-        target.unlink()
-    with pytest.raises(HdiffError, match=complaint):
+        manifest = Manifest.read(build)
+        manifest.totals.tar_bytes += 1
+        manifest.write(build)
+    with pytest.raises(HdiffError, match=complaint) as caught:
         push_dataset(build, REPO)
+    assert "\n" not in str(caught.value)
     assert hub.requests == []
+
+
+def test_push_waits_for_a_run_to_finish(build, hub):
+    with exclusive_lock(layout.lock_path(build), "output folder"):
+        with pytest.raises(HdiffError, match=r"is being changed by a run \(pid \d+ on .*\); push it when the run "):
+            push_dataset(build, REPO)
+    assert hub.requests == []
+    push_dataset(build, REPO)
+    assert hub.files(REPO) == local_files(build)
 
 
 def test_a_damaged_manifest_is_not_pushed(build, hub):

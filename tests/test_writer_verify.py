@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import tarfile
@@ -23,7 +24,7 @@ from hdiff.dataset.update import Committed, RunPlan, ShardJob, corpus_fingerprin
 from hdiff.dataset.verify import run_verify, verify_build
 from hdiff.dataset.writer import Sample, clean_partials, file_sha256, read_stats, shard_is_complete, write_shard
 from hdiff.errors import HdiffError
-from hdiff.files import partial_path, write_atomically
+from hdiff.files import exclusive_lock, lock_holder, partial_path, write_atomically
 from hdiff.prompts import image_seed, prompt_id, sample_key
 
 SHARDS, PER_SHARD, SIZE, BASE_SEED = 3, 5, 8, 7
@@ -69,18 +70,27 @@ def fake_plan(extra_prompt: str | None = None) -> RunPlan:
                    expected_keys=frozenset(sample_key(pid, 0) for pid in ids), not_in_corpus=0, removed=0)
 
 
-def commit(out: Path, plan: RunPlan) -> Manifest:
-    return commit_run(out, config={"name": "tiny-test", "seed": 0}, committed=Committed(None), plan=plan,
+def identity(image_format: str = "png") -> dict:
+    """The fake build's identity (hdiff.dataset.settings): what fake_record's images were made with."""
+    return {"generation.seed": BASE_SEED, "generation.steps": 4, "generation.guidance_scale": 5.0,
+            "generation.tau": 0.5, "generation.budget": None, "generation.schedule": "linear",
+            "generation.height": SIZE, "generation.width": SIZE, "generation.images_per_prompt": 1,
+            "output_format.image_format": image_format, "model.revision": None}
+
+
+def commit(out: Path, plan: RunPlan, image_format: str = "png") -> Manifest:
+    return commit_run(out, config={"name": "tiny-test", "generation": {"seed": BASE_SEED, "steps": 4}},
+                      committed=Committed(None), plan=plan,
                       ingest=IngestReport(read=20, kept=15, dropped={"empty": 2, "duplicate": 3}),
-                      wall_seconds=1.5, keep_extra=False)
+                      wall_seconds=1.5, keep_extra=False, identity=identity(image_format))
 
 
 def build(out: Path, image_format: str = "png") -> Manifest:
     """Three shards written and committed as a first run would (hdiff.dataset.finalize.commit_run)."""
     for s in range(SHARDS):
-        write_shard(out, NAMES[s], fake_samples(s), image_format=image_format)
-    write_atomically(layout.settings_path(out), json.dumps({"generation.seed": BASE_SEED}).encode())
-    return commit(out, fake_plan())
+        write_shard(out, NAMES[s], fake_samples(s), image_format=image_format, device="cpu")  # generated here
+    write_atomically(layout.settings_path(out), json.dumps(identity(image_format)).encode())
+    return commit(out, fake_plan(), image_format)
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +254,7 @@ def test_rewriting_a_shard_replaces_it_whole(copy):
     before = read_stats(copy, NAMES[1])
     layout.tar_path(copy, NAMES[1]).write_bytes(b"garbage")
     assert not shard_is_complete(copy, NAMES[1])
-    write_shard(copy, NAMES[1], fake_samples(1), wall_seconds=before.wall_seconds)
+    write_shard(copy, NAMES[1], fake_samples(1), wall_seconds=before.wall_seconds, device=before.device)
     assert shard_is_complete(copy, NAMES[1]) and verify_build(copy) == []
 
 
@@ -308,7 +318,7 @@ def set_in(path: list, value):
         node = data
         for part in path[:-1]:
             node = node[part]
-        node[path[-1]] = value(node[path[-1]])
+        node[path[-1]] = value(node.get(path[-1]))
     return change
 
 
@@ -334,7 +344,51 @@ EDITS = {
     "settings": (lambda out: layout.settings_path(out).unlink(), "build_settings.json: missing"),
     "grid": (lambda out: layout.grid_path(out).write_bytes(b""), "grid.png: missing or does not decode"),
     "card": (lambda out: layout.card_path(out).unlink(), "README.md: missing"),
+    # every figure of the manifest, the card's, the sidecars, the identity, and the folder's layout (issue 23.6)
+    "oracle_accuracy": (lambda out: edit_json(out / "manifest.json", set_in(
+        ["totals", "oracle_accuracy"], lambda v: {"all": 1.0, "n": 15, "unscored": 0})),
+        "manifest.json: totals.oracle_accuracy"),
+    "version unet_rows": (lambda out: edit_json(out / "manifest.json", set_in(["versions", 0, "unet_rows"],
+                                                                                lambda v: v + 1)),
+                          "manifest.json: versions[0].unet_rows=73.0, the shards it generated give 72"),
+    "version standard_rows": (lambda out: edit_json(out / "manifest.json", set_in(
+        ["versions", 0, "standard_rows"], lambda v: 0)), "manifest.json: versions[0].standard_rows=0"),
+    "prompts_added": (lambda out: edit_json(out / "manifest.json", set_in(["versions", 0, "prompts_added"],
+                                                                            lambda v: 14)),
+                      "manifest.json: versions[0].prompts_added=14"),
+    "ingest": (lambda out: edit_json(out / "manifest.json", set_in(["ingest", "read"], lambda v: 25)),
+               "manifest.json: ingest.read=25"),
+    "config": (lambda out: edit_json(out / "manifest.json", set_in(["config", "generation", "steps"], lambda v: 50)),
+               "manifest.json: config.generation.steps 50, the identity says 4"),
+    "card figure": (lambda out: layout.card_path(out).write_text(
+        layout.card_path(out).read_text().replace("saving 40.0%", "saving 90.0%")),
+        "README.md: differs from the card manifest.json gives, at line"),
+    "sizes.json": (lambda out: edit_json(out / "data" / "sizes.json", set_in([f"{NAMES[0]}.tar"], lambda v: 6)),
+                   "data/sizes.json: differs"),
+    "parquet deleted": (lambda out: (out / "data" / f"{NAMES[1]}.parquet").unlink(), "data/{1}.parquet: missing"),
+    "parquet of another tar": (lambda out: shutil.copy(out / "data" / f"{NAMES[0]}.parquet",
+                                                       out / "data" / f"{NAMES[1]}.parquet"),
+                               "data/{1}.parquet: made for other tar bytes"),
+    "stray file": (lambda out: (out / "notes.txt").write_text("mine"), "notes.txt: unexpected entry"),
+    "stray folder": (lambda out: (out / "data" / "extra").mkdir(), "data/extra: unexpected entry"),
+    "unlisted shard": (lambda out: shutil.copy(layout.tar_path(out, NAMES[0]),
+                                               layout.tar_path(out, "shard-0123456789abcdef")),
+                       "data/shard-0123456789abcdef.tar: a shard manifest.json does not list"),
+    "symlinked tar": (lambda out: symlink_outside(layout.tar_path(out, NAMES[1])),
+                      "data/{1}.tar: a symbolic link"),
+    "record steps": (lambda out: edit_record(out, 1, 2, set_in(["steps"], lambda v: 5)),
+                     "data/{1}.tar: {key}: record steps 5, the dataset's generation.steps is 4"),
+    "settings file": (lambda out: edit_json(layout.settings_path(out), set_in(["generation.steps"], lambda v: 9)),
+                      "build_settings.json: generation.steps 9, the manifest says 4"),
 }
+
+
+def symlink_outside(path: Path) -> None:
+    """Replace a file with a symbolic link to a copy of it outside the dataset folder."""
+    outside = path.parents[2] / f"outside-{path.name}"
+    shutil.copy(path, outside)
+    path.unlink()
+    path.symlink_to(outside)
 
 
 @pytest.mark.parametrize("edit", list(EDITS))
@@ -380,3 +434,21 @@ def test_a_commit_refuses_a_dataset_verify_would_reject(copy, fault):
         with pytest.raises(HdiffError, match=f"nothing committed.*{NAMES[2]}: its tar differs from its stats"):
             commit(copy, fake_plan())
     assert not layout.manifest_path(copy).exists() and layout.partial_files(copy) == []
+
+
+def test_while_a_run_holds_the_lock_verify_checks_the_last_commit_only(copy, capsys):
+    """Mid-prune: an unlisted new shard, a partial file and sizes.json already rewritten for the next commit. Verify
+    says a run holds the folder, reports none of that, and still checks the listed shards."""
+    write_shard(copy, "shard-0123456789abcdef", fake_samples(0)[:2], device="cpu")
+    partial_path(layout.tar_path(copy, "shard-0123456789abcdef")).write_bytes(b"half")
+    (copy / "data" / "sizes.json").write_text("{}")
+    assert verify_build(copy) != []  # no run holds it: all of that is wrong
+    with exclusive_lock(layout.lock_path(copy), "output folder"):
+        assert lock_holder(layout.lock_path(copy)).startswith(f"pid {os.getpid()} on ")
+        assert verify_build(copy) == []
+        assert run_verify(copy) == 0
+        assert "a run holds the folder (pid " in capsys.readouterr().out
+        damaged = layout.tar_path(copy, NAMES[2])
+        damaged.write_bytes(damaged.read_bytes()[:2048])
+        assert any(p.startswith(f"data/{NAMES[2]}.tar: ") for p in verify_build(copy))
+    assert lock_holder(layout.lock_path(copy)) is None

@@ -69,7 +69,8 @@ def provenance_section(manifest: Manifest) -> str | None:
     if not manifest.provenance:
         return None
     lines = ["| | id | revision |", "|---|---|---|"]
-    for role, entry in manifest.provenance.items():
+    first = {"source": 0, "model": 1}  # then companions by name: the same card from a manifest read back (sorted)
+    for role, entry in sorted(manifest.provenance.items(), key=lambda item: (first.get(item[0], 2), item[0])):
         if isinstance(entry, SourceProvenance):
             where, details = entry.dataset, {"name": entry.name, "split": entry.split}
         else:

@@ -23,13 +23,14 @@ from hdiff.shapes.built import built_accuracy
 
 def commit_run(out_dir: str | Path, *, config: dict, committed: Committed, plan: RunPlan, ingest: IngestReport,
                wall_seconds: float, keep_extra: bool, provenance: dict | None = None,
-               model_id: str | None = None) -> Manifest:
+               model_id: str | None = None, identity: dict | None = None) -> Manifest:
     """Commit what the run wrote: check the dataset it leaves (every corpus sample in exactly one shard, every new
     shard's tar equal to its stats), write the sidecars, grid, card and manifest, then remove the shards the dataset
     no longer has. A run that changes nothing writes nothing and adds no version. `config` and `provenance` are
     stored as given (pass them through hdiff.dataset.card.portable); `ingest` is the run's ingest counts. For a
     shapes-world `model_id` the oracle's accuracy on every image of the dataset goes into the totals
-    (hdiff.shapes.built). Returns the manifest; HdiffError (nothing committed) when a check fails."""
+    (hdiff.shapes.built). `identity` (hdiff.dataset.settings) goes into the manifest. Returns the manifest;
+    HdiffError (nothing committed) when a check fails."""
     out = Path(out_dir)
     clean_partials(out)  # left by writers killed during the run (a lost Ray node's); none is writing now
     final_names = plan.final_shards(committed)
@@ -38,7 +39,8 @@ def commit_run(out_dir: str | Path, *, config: dict, committed: Committed, plan:
         remove_shards(out, leftovers)  # finished shards of a killed run that this run did not plan
         return committed.manifest
     order = [name for name in committed.shards if name in final_names]
-    order += [name for name in [r.new for r in plan.rewrites] + [s.name for s in plan.shards] if name not in order]
+    order += [name for name in [r.new for r in plan.rewrites if r.new] + [s.name for s in plan.shards]
+              if name not in order]  # a shard pruned whole (new None) is gone
     final = {name: read_stats(out, name) for name in order}
     problems = [f"{name}: no readable stats" for name, stats in final.items() if stats is None]
     problems += [f"{name}: its tar differs from its stats" for name in set(order) - set(committed.shards)
@@ -54,7 +56,8 @@ def commit_run(out_dir: str | Path, *, config: dict, committed: Committed, plan:
     manifest = manifest_for(config=config, ingest=ingest, shards=list(final.values()), versions=versions,
                             hardware=Hardware.this_machine(), provenance=provenance,
                             oracle_accuracy=OracleAccuracy.model_validate(oracle) if oracle is not None else None,
-                            created_utc=committed.manifest.created_utc if committed.manifest else None)
+                            created_utc=committed.manifest.created_utc if committed.manifest else None,
+                            identity=identity)
     sidecars.write_sidecars(out, list(final.values()))
     write_dataset_files(out, manifest, order)
     remove_shards(out, leftovers)

@@ -1,5 +1,5 @@
 """manifest.json, typed: the dataset's configuration, counts, last run's ingest counts, per-shard table, compute
-totals, versions, hardware and provenance. A run's commit writes it last (hdiff.dataset.finalize); the next run,
+totals, versions, hardware, provenance and identity. A run's commit writes it last (hdiff.dataset.finalize); the next run,
 verify, publish and the card read it.
 
 `counts_of` and `totals_of` aggregate the shards' stats: the commit writes what they give, and verify recomputes them
@@ -169,6 +169,9 @@ class Manifest(_Entry):
     hardware: Hardware
     provenance: dict[str, SourceProvenance | ModelProvenance] | None = Field(
         None, description="the corpus (role `source`), the model and its companions, with their revisions")
+    identity: dict[str, Any] | None = _left_out_when_none(
+        "everything that decides the pixels: image settings as dotted keys and the models' resolved revisions "
+        "(hdiff.dataset.settings); a re-run must match it, verify checks every record against it")
 
     @classmethod
     def read(cls, out_dir: str | Path) -> Manifest:
@@ -214,14 +217,16 @@ def totals_of(shards: Sequence[ShardRow], versions: Sequence[Version],
 
 def manifest_for(*, config: dict[str, Any], ingest: IngestReport, shards: list[ShardStats], versions: list[Version],
                  hardware: Hardware, oracle_accuracy: OracleAccuracy | None = None,
-                 provenance: dict[str, Any] | None = None, created_utc: str | None = None) -> Manifest:
+                 provenance: dict[str, Any] | None = None, created_utc: str | None = None,
+                 identity: dict[str, Any] | None = None) -> Manifest:
     """The manifest of a dataset of `shards` (in listing order) whose history is `versions`, committed now.
 
     `config` and `provenance` are stored as given (pass them through hdiff.dataset.card.portable); `oracle_accuracy`
-    is the shapes world oracle's on the dataset's images (hdiff.shapes.built), None for other models.
+    is the shapes world oracle's on the dataset's images (hdiff.shapes.built), None for other models; `identity` is
+    the dataset's (hdiff.dataset.settings).
     """
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return Manifest(hdiff_version=hdiff.__version__, created_utc=created_utc or now, updated_utc=now, config=config,
                     counts=counts_of(shards), ingest=ingest, shards=[s.row() for s in shards],
                     totals=totals_of(shards, versions, oracle_accuracy), versions=versions, hardware=hardware,
-                    provenance=provenance)
+                    provenance=provenance, identity=identity)

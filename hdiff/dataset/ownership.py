@@ -43,9 +43,9 @@ def check_output_folder(out: str | os.PathLike, source: str | None = None) -> No
 
 
 def is_hdiff_folder(out: Path) -> bool:
-    """True for an empty folder or one a build made (its marker, an hdiff manifest, or a killed build's lock with
-    finished shards)."""
-    if not any(out.iterdir()):
+    """True for an empty folder (or one holding only a build's lock: this build's own, taken before the check) or
+    one a build made (its marker, an hdiff manifest, or a killed build's lock with finished shards)."""
+    if not any(path.name != layout.LOCK_NAME for path in out.iterdir()):  # empty, or a refused build's lock
         return True
     if layout.marker_path(out).is_file():
         return True
@@ -59,6 +59,23 @@ def claim(out: str | os.PathLike) -> None:
     path = layout.marker_path(out)
     if not path.is_file():
         write_atomically(path, b"hdiff dataset folder: hdiff build writes here, and only here\n")
+
+
+def release_unused(out: str | os.PathLike, created: bool) -> None:
+    """After a run that stopped before any shard was written (bad input, a refused resume): remove what it wrote
+    (the marker, build_settings.json, empty data/ and stats/, the lock) and, when the run `created` it, the folder,
+    so a refused build leaves nothing behind. A folder holding any shard or a manifest is left as it is. Call with
+    the folder's lock held (its file goes last)."""
+    out = Path(out)
+    if layout.manifest_path(out).exists() or layout.tar_shards(out) or layout.stats_shards(out):
+        return
+    for folder in (out / layout.DATA_DIR, out / layout.STATS_DIR):
+        if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+            folder.rmdir()
+    for path in (layout.marker_path(out), layout.settings_path(out), layout.lock_path(out)):
+        path.unlink(missing_ok=True)
+    if created and not any(out.iterdir()):
+        out.rmdir()
 
 
 def source_root(source: str | None) -> Path | None:

@@ -52,26 +52,37 @@ def tar_records(path: Path) -> list[dict[str, Any]]:
         return [json.loads(tar.extractfile(m).read()) for m in tar if m.name.endswith(".json")]
 
 
+def metadata_table(records: list[dict[str, Any]], tar_sha256: str):
+    """A shard's metadata table (pyarrow) from its tar's records, the tar's sha256 in the schema's metadata."""
+    import pyarrow as pa
+
+    rows = [metadata_row(r) for r in records]
+    columns = list(dict.fromkeys(name for row in rows for name in row))
+    table = pa.Table.from_pylist(rows, schema=None).select(columns)
+    return table.replace_schema_metadata({TAR_SHA256_KEY: tar_sha256.encode()})
+
+
 def write_metadata(out_dir: str | Path, shard: str, tar_sha256: str) -> Path:
     """data/<shard>.parquet from the shard's tar, unless it is already there for this tar's bytes."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = metadata_path(out_dir, shard)
     if path.is_file() and pq.read_schema(path).metadata.get(TAR_SHA256_KEY) == tar_sha256.encode():
         return path
-    rows = [metadata_row(r) for r in tar_records(layout.tar_path(out_dir, shard))]
-    columns = list(dict.fromkeys(name for row in rows for name in row))
-    table = pa.Table.from_pylist(rows, schema=None).select(columns)
-    table = table.replace_schema_metadata({TAR_SHA256_KEY: tar_sha256.encode()})
+    table = metadata_table(tar_records(layout.tar_path(out_dir, shard)), tar_sha256)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return path
+
+
+def sizes_json(shard_stats: list) -> bytes:
+    """data/sizes.json's bytes: samples per tar (`ShardStats` or manifest rows), by tar name."""
+    sizes = {f"{stats.shard}.tar": stats.samples for stats in sorted(shard_stats, key=lambda s: s.shard)}
+    return (json.dumps(sizes, indent=1, sort_keys=True) + "\n").encode()
 
 
 def write_sidecars(out_dir: str | Path, shard_stats: list) -> None:
     """A metadata parquet for every finished shard (`ShardStats`), and data/sizes.json."""
     for stats in shard_stats:
         write_metadata(out_dir, stats.shard, stats.sha256)
-    sizes = {f"{stats.shard}.tar": stats.samples for stats in sorted(shard_stats, key=lambda s: s.shard)}
-    write_atomically(sizes_path(out_dir), (json.dumps(sizes, indent=1, sort_keys=True) + "\n").encode())
+    write_atomically(sizes_path(out_dir), sizes_json(shard_stats))

@@ -1,16 +1,31 @@
-"""Checking a build folder: every shard readable and equal to its stats, every sample whole and its record valid and
-consistent (prompt id = hash of the prompt, seed = the seed rule, key, shard), keys unique, nothing half-written
-left behind, the card, grid, dendrogram and build_settings.json present and readable, and every figure of the
-manifest (per-shard table, counts, totals, versions) equal to what the shards' stats give.
+"""Checking a build folder against its manifest, which lists the dataset (`dataset_files`, what `hdiff push`
+publishes):
+
+- every listed shard: its tar readable (a plain file, not a link) and equal to its stats; every sample whole, its
+  record valid and consistent (prompt id = hash of the prompt, key, shard, seed = the seed rule), keys unique;
+- every record against the dataset's identity (hdiff.dataset.settings: steps, guidance, size, τ, schedule, model
+  revision, ...), and the records against each other: one dataset, one set of image settings;
+- each shard's metadata parquet present and equal to the table its tar gives, data/sizes.json equal to the counts;
+- every figure of the manifest: per-shard table, counts, totals (the oracle's accuracy recomputed from the images),
+  ingest counts, each version's figures, the configuration against the identity;
+- the card equal to the one the manifest gives (every figure it shows comes from the manifest), the grid and
+  dendrogram decoding, build_settings.json equal to the identity;
+- nothing else: no file outside the layout (hdiff.dataset.layout), no unlisted shard, no leftover partial file,
+  no symbolic link anywhere.
+
+While a run holds the folder's lock, the folder is in the middle of a change: only the last commit is checked (the
+listed shards, their sidecars and the manifest's figures), not the files a run rewrites or leaves until it commits.
 
 Each problem is one line naming the file (relative to the build folder), the field, and where there is one the key.
 """
 
 from __future__ import annotations
 
+import difflib
 import io
 import json
 import math
+import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,17 +34,40 @@ from typing import Any
 from PIL import Image
 from pydantic import BaseModel, ValidationError
 
-from hdiff.dataset import layout
-from hdiff.dataset.manifest import Manifest, counts_of, totals_of
-from hdiff.dataset.sidecars import is_sidecar
-from hdiff.dataset.writer import (IMAGE_ENCODERS, ShardStats, file_sha256, read_all_stats, tar_samples,
-                                  validation_summary)
+from hdiff.dataset import layout, sidecars
+from hdiff.dataset.card import dataset_card
+from hdiff.dataset.manifest import Manifest, OracleAccuracy, counts_of, totals_of
+from hdiff.dataset.settings import IMAGE_SETTINGS, REVISION_SUFFIX, changes
+from hdiff.dataset.writer import IMAGE_ENCODERS, ShardStats, file_sha256, tar_samples, validation_summary
+from hdiff.files import lock_holder
 from hdiff.prompts import image_seed, prompt_id, sample_key
 from hdiff.records import DatasetRecord
 
 IMAGE_EXTENSIONS = frozenset(IMAGE_ENCODERS)
 SAMPLE_EXTENSIONS = IMAGE_EXTENSIONS | {"txt", "json"}
 REL_TOL = 1e-6
+TOP_LEVEL = frozenset({layout.DATA_DIR, layout.STATS_DIR, layout.MANIFEST_NAME, layout.SETTINGS_NAME,
+                       layout.CARD_NAME, layout.GRID_NAME, layout.DENDROGRAM_NAME, layout.LOCK_NAME,
+                       layout.MARKER_NAME})
+# record fields every image of a dataset shares, and the identity key each must equal when it is set
+SHARED_FIELDS = {"model": None, "model_revision": "model.revision", "pipeline_class": None, "prior": None,
+                 "prior_revision": "prior.revision", "scheduler": None, "steps": "generation.steps",
+                 "evaluations": None, "guidance_scale": "generation.guidance_scale", "schedule": "generation.schedule",
+                 "height": "generation.height", "width": "generation.width",
+                 "noise_device": "generation.noise_device", "node_condition": "generation.node_condition",
+                 "image_format": "output_format.image_format"}
+
+
+def dataset_files(out: str | Path, manifest: Manifest) -> dict[str, Path]:
+    """Path in the dataset (posix) -> file, for every file of the dataset the manifest lists: its shards' tars and
+    metadata tables, data/sizes.json, the card, the manifest, the grid and (when drawn) the dendrogram. What
+    verify checks and `hdiff push` publishes; the stats files, build_settings.json and the lock stay local."""
+    out = Path(out)
+    names = [f"{layout.DATA_DIR}/{row.shard}{suffix}" for row in manifest.shards for suffix in (".tar", ".parquet")]
+    names += [f"{layout.DATA_DIR}/{sidecars.SIZES_NAME}", layout.CARD_NAME, layout.MANIFEST_NAME, layout.GRID_NAME]
+    if layout.dendrogram_path(out).exists() or layout.dendrogram_path(out).is_symlink():
+        names.append(layout.DENDROGRAM_NAME)
+    return {name: out / name for name in names}
 
 
 @dataclass
@@ -39,7 +77,24 @@ class ShardReading:
     keys: list[str] = field(default_factory=list)
     unet_rows: float = 0.0
     standard_evals: int = 0
+    records: list[dict] = field(default_factory=list)  # the json of each sample, in order (for the sidecar)
     complete: bool = True  # the tar read to the end and every sample had a valid record
+
+
+@dataclass
+class SharedValues:
+    """The value of each SHARED_FIELDS field the first record showed, and where: one dataset, one set of settings."""
+
+    first: dict[str, tuple[Any, str]] = field(default_factory=dict)
+
+    def problems(self, record: DatasetRecord, at: str) -> list[str]:
+        found = []
+        for name in SHARED_FIELDS:
+            value = getattr(record, name)
+            seen, where = self.first.setdefault(name, (value, at))
+            if value != seen:
+                found.append(f"record {name} {value!r} differs from {seen!r} in {where}: the dataset mixes settings")
+        return found
 
 
 def _close(a: float, b: float) -> bool:
@@ -111,9 +166,28 @@ def identity_problems(record: DatasetRecord, base_seed: int | None) -> list[str]
     return problems
 
 
-def read_shard(out: Path, shard: str, seen: dict[str, str], problems: list[str],
-               base_seed: int | None = None) -> ShardReading:
-    """Read and check every sample of one tar, recording keys in `seen` (key → file) to catch duplicates."""
+def settings_problems(record: DatasetRecord, identity: dict[str, Any] | None) -> list[str]:
+    """A record against the dataset's identity: every setting the identity fixes (a None setting is the model's
+    own, and the records must then agree with each other: SharedValues)."""
+    if not identity:
+        return []
+    problems = []
+    for name, key in SHARED_FIELDS.items():
+        if key is not None and identity.get(key) is not None and getattr(record, name) != identity[key]:
+            problems.append(f"record {name} {getattr(record, name)!r}, the dataset's {key} is {identity[key]!r}")
+    tau = identity.get("generation.tau")
+    if tau is not None and identity.get("generation.budget") is None and not _close(record.tau, tau):
+        problems.append(f"record tau {record.tau!r}, the dataset's generation.tau is {tau!r}")
+    copies = identity.get("generation.images_per_prompt")
+    if isinstance(copies, int) and record.copy_index >= copies:
+        problems.append(f"record copy_index {record.copy_index}, the dataset makes {copies} image(s) per prompt")
+    return problems
+
+
+def read_shard(out: Path, shard: str, seen: dict[str, str], problems: list[str], base_seed: int | None = None,
+               identity: dict[str, Any] | None = None, shared: SharedValues | None = None) -> ShardReading:
+    """Read and check every sample of one tar, recording keys in `seen` (key → file) to catch duplicates; each
+    record is checked against `identity` and, through `shared`, against the other records."""
     where = f"{layout.DATA_DIR}/{shard}.tar"
     reading = ShardReading()
     try:
@@ -127,9 +201,13 @@ def read_shard(out: Path, shard: str, seen: dict[str, str], problems: list[str],
             problems += sample_issues
             if record is None:
                 reading.complete = False
-            else:
-                reading.unet_rows += record.unet_rows
-                reading.standard_evals += record.standard_unet_rows
+                continue
+            problems += [f"{at}: {message}" for message in settings_problems(record, identity)]
+            if shared is not None:
+                problems += [f"{at}: {message}" for message in shared.problems(record, at)]
+            reading.unet_rows += record.unet_rows
+            reading.standard_evals += record.standard_unet_rows
+            reading.records.append(json.loads(files["json"]))
     except (tarfile.TarError, OSError, EOFError) as exc:
         last = f" after sample {reading.keys[-1]!r}" if reading.keys else ""
         problems.append(f"{where}: unreadable{last} (truncated or damaged): {exc}")
@@ -169,46 +247,100 @@ def stats_problems(out: Path, shard: str, stats: ShardStats, reading: ShardReadi
     return [f"{where}: {message}" for wrong, message in checks if wrong]
 
 
-def layout_problems(out: Path) -> list[str]:
-    """Leftover partial files, and files that do not belong under data/ or stats/."""
+def sidecar_problems(out: Path, shard: str, stats: ShardStats, reading: ShardReading) -> list[str]:
+    """The shard's metadata parquet: present, made for this tar's bytes, and holding the table its records give."""
+    import pyarrow.parquet as pq
+
+    path = sidecars.metadata_path(out, shard)
+    where = path.relative_to(out).as_posix()
+    if path.is_symlink() or not path.is_file():
+        return [f"{where}: missing (the metadata table of {layout.DATA_DIR}/{shard}.tar)"]
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow reports damage through many exception types
+        return [f"{where}: unreadable ({type(exc).__name__})"]
+    made_for = (table.schema.metadata or {}).get(sidecars.TAR_SHA256_KEY, b"").decode("utf-8", "replace")
+    if made_for != stats.sha256:
+        return [f"{where}: made for other tar bytes (sha256 {made_for[:12] or 'none'}), not its tar's"]
+    if reading.complete and not table.equals(sidecars.metadata_table(reading.records, stats.sha256)):
+        return [f"{where}: its rows differ from the records of {layout.DATA_DIR}/{shard}.tar"]
+    return []
+
+
+def layout_problems(out: Path, listed: set[str] | None) -> list[str]:
+    """Leftover partial files, symbolic links, and files that are not the dataset's: outside the layout, or a
+    shard the manifest does not list (`listed`; None: no readable manifest, every shard-named file counts)."""
     problems = [f"{path.relative_to(out).as_posix()}: leftover partial file of an interrupted write"
                 for path in layout.partial_files(out)]
-    for folder, suffix in ((layout.DATA_DIR, ".tar"), (layout.STATS_DIR, ".json")):
+    for folder, names, files in os.walk(out):
+        for name in sorted(names + files):
+            path = Path(folder) / name
+            if path.is_symlink():
+                problems.append(f"{path.relative_to(out).as_posix()}: a symbolic link (a dataset holds files only)")
+    for path in sorted(out.iterdir()):
+        if path.name not in TOP_LEVEL and not path.name.endswith(layout.PARTIAL_SUFFIX):
+            problems.append(f"{path.name}: unexpected entry (not a file of the dataset's layout)")
+        elif path.name in (layout.DATA_DIR, layout.STATS_DIR) and not path.is_dir():
+            problems.append(f"{path.name}: not a folder")
+    for folder, suffixes in ((layout.DATA_DIR, (".tar", ".parquet")), (layout.STATS_DIR, (".json",))):
         for path in sorted((out / folder).iterdir()) if (out / folder).is_dir() else []:
-            if folder == layout.DATA_DIR and path.is_file() and is_sidecar(path):  # hdiff.dataset.sidecars
+            where = f"{folder}/{path.name}"
+            if path.name.endswith(layout.PARTIAL_SUFFIX) or path.is_symlink():
                 continue
-            if not path.name.endswith(layout.PARTIAL_SUFFIX) and not (path.is_file() and path.suffix == suffix):
-                problems.append(f"{folder}/{path.name}: unexpected entry (only *{suffix} files belong here)")
+            if folder == layout.DATA_DIR and path.name == sidecars.SIZES_NAME and path.is_file():
+                continue
+            if not (path.is_file() and path.suffix in suffixes and layout.SHARD_NAME.match(path.stem)):
+                problems.append(f"{where}: unexpected entry (only shard files belong here)")
+            elif listed is not None and path.stem not in listed:
+                problems.append(f"{where}: a shard {layout.MANIFEST_NAME} does not list (left by a run that did "
+                                "not commit; the next build removes it)")
     if not (out / layout.DATA_DIR).is_dir():
         problems.append(f"{layout.DATA_DIR}/: missing")
     return problems
 
 
-def read_stats_files(out: Path, problems: list[str]) -> dict[str, ShardStats]:
-    """Every stats file that parses, by shard name; the others become problems."""
-    found = {}
-    for shard in layout.stats_shards(out):
-        try:
-            found[shard] = ShardStats.model_validate_json(layout.stats_path(out, shard).read_bytes())
-        except ValidationError as exc:
-            problems.append(f"{layout.STATS_DIR}/{shard}.json: does not parse: {validation_summary(exc)}")
-    return found
+def read_stats_file(out: Path, shard: str, problems: list[str]) -> ShardStats | None:
+    """A shard's stats; a missing or unparsable file becomes a problem."""
+    path = layout.stats_path(out, shard)
+    where = f"{layout.STATS_DIR}/{shard}.json"
+    if path.is_symlink() or not path.is_file():
+        problems.append(f"{layout.DATA_DIR}/{shard}.tar: has no stats file {where}")
+        return None
+    try:
+        return ShardStats.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        problems.append(f"{where}: does not parse: {validation_summary(exc)}")
+    except OSError as exc:
+        problems.append(f"{where}: unreadable ({type(exc).__name__})")
+    return None
+
+
+def read_manifest(out: Path) -> tuple[Manifest | None, list[str]]:
+    """The manifest, or None and the one problem that says why not."""
+    name = layout.MANIFEST_NAME
+    try:
+        return Manifest.read(out), []
+    except FileNotFoundError:
+        return None, [f"{name}: missing"]
+    except ValidationError as exc:
+        return None, [f"{name}: not a manifest: {validation_summary(exc)}"]
+    except (OSError, ValueError) as exc:
+        return None, [f"{name}: unreadable: {type(exc).__name__}: {exc}"]
 
 
 def manifest_problems(out: Path, stats: dict[str, ShardStats], record_sums: tuple[float, int] | None,
                       samples_read: int) -> list[str]:
-    """The manifest's per-shard table, counts, totals and versions against the stats files (`counts_of`,
-    `totals_of`: what the commit wrote), and (when every record validated) against the records."""
-    name = layout.MANIFEST_NAME
-    try:
-        manifest = Manifest.read(out)
-    except FileNotFoundError:
-        return [f"{name}: missing"]
-    except ValidationError as exc:
-        return [f"{name}: not a manifest: {validation_summary(exc)}"]
-    except (OSError, ValueError) as exc:
-        return [f"{name}: unreadable: {type(exc).__name__}: {exc}"]
+    """The manifest's figures against the shards' stats (`figure_problems`), reading the manifest first."""
+    manifest, problems = read_manifest(out)
+    return problems if manifest is None else figure_problems(manifest, stats, record_sums, samples_read)
 
+
+def figure_problems(manifest: Manifest, stats: dict[str, ShardStats], record_sums: tuple[float, int] | None,
+                    samples_read: int) -> list[str]:
+    """The manifest's per-shard table, counts, totals, ingest counts, versions and configuration against the stats
+    files (`counts_of`, `totals_of`: what the commit wrote), and (when every record validated) against the records.
+    The oracle's accuracy is checked against the images (`oracle_problems`)."""
+    name = layout.MANIFEST_NAME
     problems = []
     table = {row.shard: row for row in manifest.shards}
     if sorted(table) != sorted(stats):
@@ -232,7 +364,9 @@ def manifest_problems(out: Path, stats: dict[str, ShardStats], record_sums: tupl
                   (totals.standard_rows != record_sums[1], f"totals.standard_rows="
                    f"{totals.standard_rows!r}, records' standard_unet_rows sum to {record_sums[1]}")]
         problems += [f"{name}: {message}" for wrong, message in checks if wrong]
-    return problems + [f"{name}: {message}" for message in version_problems(manifest)]
+    problems += [f"{name}: {message}" for message in ingest_problems(manifest)]
+    problems += [f"{name}: {message}" for message in config_problems(manifest)]
+    return problems + [f"{name}: {message}" for message in version_problems(manifest, stats)]
 
 
 def differing_fields(claimed: BaseModel, expected: BaseModel) -> list[tuple[str, Any, Any]]:
@@ -241,17 +375,66 @@ def differing_fields(claimed: BaseModel, expected: BaseModel) -> list[tuple[str,
             if not _same(getattr(claimed, key), getattr(expected, key))]
 
 
-def version_problems(manifest: Manifest) -> list[str]:
+def ingest_problems(manifest: Manifest) -> list[str]:
+    """The last run's ingest counts: every prompt read was kept or dropped for a reason, no more were truncated than
+    kept, and the corpus of the last version is what was kept."""
+    ingest, problems = manifest.ingest, []
+    counts = {"ingest.read": ingest.read, "ingest.kept": ingest.kept, "ingest.truncated": ingest.truncated,
+              **{f"ingest.dropped.{reason}": count for reason, count in ingest.dropped.items()}}
+    problems += [f"{key}={value!r} is not a count" for key, value in counts.items()
+                 if not isinstance(value, int) or isinstance(value, bool) or value < 0]
+    if problems:
+        return problems
+    if ingest.read != ingest.kept + sum(ingest.dropped.values()):
+        problems.append(f"ingest.read={ingest.read}, but kept ({ingest.kept}) and dropped "
+                        f"({sum(ingest.dropped.values())}) add up to {ingest.kept + sum(ingest.dropped.values())}")
+    if ingest.truncated > ingest.kept:
+        problems.append(f"ingest.truncated={ingest.truncated} is more than ingest.kept={ingest.kept}")
+    if manifest.versions and manifest.versions[-1].corpus.prompts != ingest.kept:
+        problems.append(f"ingest.kept={ingest.kept}, the last version's corpus.prompts is "
+                        f"{manifest.versions[-1].corpus.prompts}")
+    return problems
+
+
+def config_problems(manifest: Manifest) -> list[str]:
+    """The configuration's image settings against the identity (hdiff.dataset.settings)."""
+    if not manifest.identity:
+        return []
+    config = {f"{section}.{key}": values[key] for section, keys in IMAGE_SETTINGS.items()
+              if isinstance(values := manifest.config.get(section), dict) for key in keys if key in values}
+    return [f"config.{change.replace(' → ', ', the identity says ', 1)}" for change in
+            changes(config, {k: v for k, v in manifest.identity.items() if not k.endswith(REVISION_SUFFIX)})]
+
+
+def images_per_prompt(manifest: Manifest) -> int:
+    """The dataset's images per prompt: the identity's, else the configuration's, else 1."""
+    value = (manifest.identity or {}).get("generation.images_per_prompt",
+                                          (manifest.config.get("generation") or {}).get("images_per_prompt", 1))
+    return value if isinstance(value, int) and value >= 1 else 1
+
+
+def version_problems(manifest: Manifest, stats: dict[str, ShardStats] | None = None) -> list[str]:
     """The version history against the dataset: numbered 1, 2, ...; its shards added and removed give the listed
-    shards; the last version's sample count is the totals'. (The versions' wall time is checked with the totals.)"""
+    shards; each version's sample count follows from the prompts it added and removed, the last one's is the
+    totals'; a version whose shards are all still here cost what its generated shards (those with a device; a
+    rewritten shard has none) cost. (The versions' wall time is checked with the totals.)"""
     versions = manifest.versions
     if not versions:
         return ["versions: empty"]
-    problems, present = [], set()
+    problems, present, samples = [], set(), 0
+    copies = images_per_prompt(manifest)
     for number, version in enumerate(versions, 1):
+        at = f"versions[{number - 1}]"
         if version.version != number:
-            problems.append(f"versions[{number - 1}].version={version.version!r}, expected {number}")
+            problems.append(f"{at}.version={version.version!r}, expected {number}")
         present = (present - set(version.shards_removed)) | set(version.shards_added)
+        expected = samples + copies * (version.prompts_added - version.prompts_removed)
+        if version.samples != expected:
+            problems.append(f"{at}.samples={version.samples!r}, but {samples} before it, {version.prompts_added} "
+                            f"prompt(s) added and {version.prompts_removed} removed give {expected}")
+        samples = version.samples
+        if stats is not None and set(version.shards_added) <= set(stats):
+            problems += [f"{at}.{message}" for message in version_compute_problems(version, stats, copies)]
     listed = {row.shard for row in manifest.shards}
     if present != listed:
         problems.append(f"versions: their shards added and removed give {len(present)} shards, "
@@ -259,6 +442,38 @@ def version_problems(manifest: Manifest) -> list[str]:
     if versions[-1].samples != manifest.totals.samples:
         problems.append(f"versions[-1].samples={versions[-1].samples!r}, totals.samples={manifest.totals.samples!r}")
     return problems
+
+
+def version_compute_problems(version, stats: dict[str, ShardStats], copies: int) -> list[str]:
+    """One version's compute and prompts added against the stats of the shards it generated."""
+    generated = [stats[name] for name in version.shards_added if stats[name].device is not None]
+    expected = {"unet_rows": sum(s.unet_rows for s in generated),
+                "standard_rows": sum(s.standard_rows for s in generated),
+                "device_seconds": sum(s.device_seconds for s in generated),
+                "prompts_added": sum(s.samples for s in generated) // copies}
+    return [f"{key}={getattr(version, key)!r}, the shards it generated give {value!r}"
+            for key, value in expected.items() if not _same(getattr(version, key), value)]
+
+
+def oracle_problems(out: Path, manifest: Manifest) -> list[str]:
+    """totals.oracle_accuracy against the oracle run again on every image of the dataset (shapes-world models)."""
+    from hdiff.shapes.built import built_accuracy, has_oracle
+
+    claimed = manifest.totals.oracle_accuracy
+    model = (manifest.config.get("model") or {}).get("id")
+    if claimed is None and not has_oracle(model):
+        return []
+    samples = (sample for row in manifest.shards for sample in tar_samples(layout.tar_path(out, row.shard)))
+    where = f"{layout.MANIFEST_NAME}: totals.oracle_accuracy"
+    try:
+        scored = built_accuracy(model if has_oracle(model) else "hdiff/shapes", samples)
+    except ValueError as exc:  # the oracle reads shapes-world images only
+        return [f"{where} is given, but the oracle cannot read the images ({exc})"]
+    expected = OracleAccuracy.model_validate(scored) if scored is not None else None
+    if claimed is None or expected is None:
+        return [] if claimed == expected else [f"{where}={claimed!r}, the images give {expected!r}"]
+    return [f"{where}.{key}={value!r}, the images give {right!r}"
+            for key, value, right in differing_fields(claimed, expected)]
 
 
 def _same(claimed, expected) -> bool:
@@ -271,16 +486,45 @@ def _same(claimed, expected) -> bool:
     return claimed == expected
 
 
-def folder_file_problems(out: Path) -> tuple[list[str], int | None]:
-    """The card, grid, dendrogram (when present) and build_settings.json: present, readable, decoding; and the
-    build's base seed from the settings (None when they are unreadable)."""
-    problems = []
-    card = layout.card_path(out)
+def card_problems(out: Path, manifest: Manifest | None) -> list[str]:
+    """README.md: present, and (with a manifest) the card the manifest gives, figure for figure."""
     try:
-        if not card.read_text(encoding="utf-8").startswith("---\n"):
-            problems.append(f"{layout.CARD_NAME}: no YAML front matter")
+        text = layout.card_path(out).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        problems.append(f"{layout.CARD_NAME}: missing or unreadable ({type(exc).__name__})")
+        return [f"{layout.CARD_NAME}: missing or unreadable ({type(exc).__name__})"]
+    if not text.startswith("---\n"):
+        return [f"{layout.CARD_NAME}: no YAML front matter"]
+    if manifest is None:
+        return []
+    expected = dataset_card(out, manifest)
+    if text == expected:
+        return []
+    ours, theirs = text.splitlines(), expected.splitlines()
+    _, i, _, j, _ = next(op for op in difflib.SequenceMatcher(None, ours, theirs, autojunk=False).get_opcodes()
+                         if op[0] != "equal")
+    here, there = (ours[i] if i < len(ours) else ""), (theirs[j] if j < len(theirs) else "")
+    start = max(0, len(os.path.commonprefix([here, there])) - 40)
+    return [f"{layout.CARD_NAME}: differs from the card {layout.MANIFEST_NAME} gives, at line {i + 1}: "
+            f"{here[start:start + 100]!r}; the manifest gives {there[start:start + 100]!r}"]
+
+
+def sizes_problems(out: Path, manifest: Manifest) -> list[str]:
+    """data/sizes.json: the sample count of every listed tar, as the commit writes it."""
+    path = sidecars.sizes_path(out)
+    where = path.relative_to(out).as_posix()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return [f"{where}: missing or unreadable ({type(exc).__name__})"]
+    return [] if data == sidecars.sizes_json(manifest.shards) else \
+        [f"{where}: differs from the shards' sample counts in {layout.MANIFEST_NAME}"]
+
+
+def folder_file_problems(out: Path, manifest: Manifest | None = None) -> tuple[list[str], dict | None]:
+    """The card (the one the manifest gives), grid, dendrogram (when present) and build_settings.json (the
+    manifest's identity): present, readable, decoding; and the identity (the manifest's, else build_settings.json's;
+    None when neither is readable)."""
+    problems = card_problems(out, manifest)
     for figure, required in ((layout.grid_path(out), True), (layout.dendrogram_path(out), False)):
         if not figure.exists() and not required:
             continue
@@ -289,51 +533,100 @@ def folder_file_problems(out: Path) -> tuple[list[str], int | None]:
                 image.load()
         except Exception as exc:  # PIL reports damage through many exception types
             problems.append(f"{figure.name}: missing or does not decode ({type(exc).__name__})")
-    base_seed = None
+    identity = manifest.identity if manifest is not None else None
     try:
-        base_seed = int(json.loads(layout.settings_path(out).read_text(encoding="utf-8"))["generation.seed"])
+        recorded = json.loads(layout.settings_path(out).read_text(encoding="utf-8"))
+        int(recorded["generation.seed"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         problems.append(f"{layout.SETTINGS_NAME}: missing or unreadable ({type(exc).__name__})")
-    return problems, base_seed
+        return problems, identity
+    if identity is not None:
+        problems += [f"{layout.SETTINGS_NAME}: {change.replace(' → ', ', the manifest says ', 1)}"
+                     for change in changes(recorded, identity)]
+    return problems, identity if identity is not None else recorded
+
+
+def recorded_settings(out: Path) -> dict | None:
+    """build_settings.json's record, None when it is missing or unreadable."""
+    try:
+        recorded = json.loads(layout.settings_path(out).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
 
 
 def verify_build(out_dir: str | Path) -> list[str]:
-    """Every problem found in the build folder, one line each; an empty list means the build is sound."""
+    """Every problem found in the build folder, one line each; an empty list means the build is sound. While a
+    run holds the folder's lock, only the last commit is checked."""
     out = Path(out_dir)
     if not out.is_dir():
         return [f"{out}: no such build folder"]
-    problems = layout_problems(out)
-    file_issues, base_seed = folder_file_problems(out)
-    problems += file_issues
-    stats = read_stats_files(out, problems)
-    tars = layout.tar_shards(out)
-    problems += [f"{layout.DATA_DIR}/{shard}.tar: has no stats file {layout.STATS_DIR}/{shard}.json"
-                 for shard in tars if shard not in stats]
-    problems += [f"{layout.STATS_DIR}/{shard}.json: its tar {layout.DATA_DIR}/{shard}.tar is missing"
-                 for shard in sorted(set(stats) - set(tars))]
+    return check_folder(out, committed_only=lock_holder(layout.lock_path(out)) is not None)
+
+
+def check_folder(out: Path, committed_only: bool) -> list[str]:
+    """The problems of a build folder (see the module's docstring); `committed_only`: the last commit's files."""
+    manifest, problems = read_manifest(out)
+    if manifest is not None:
+        listed = [row.shard for row in manifest.shards]
+    else:
+        listed = sorted(set(layout.tar_shards(out)) | set(layout.stats_shards(out)))
+    identity = manifest.identity if manifest is not None else None
+    if not committed_only:
+        problems += layout_problems(out, set(listed) if manifest is not None else None)
+        file_issues, identity = folder_file_problems(out, manifest)
+        problems += file_issues
+        if manifest is not None:
+            problems += sizes_problems(out, manifest)
+    if identity is None and committed_only:
+        identity = recorded_settings(out)
+    base_seed = (identity or {}).get("generation.seed")
+    base_seed = base_seed if isinstance(base_seed, int) else None
 
     seen: dict[str, str] = {}
+    shared = SharedValues()
+    stats: dict[str, ShardStats] = {}
     all_complete, samples, unet_rows, standard_evals = True, 0, 0.0, 0
-    for shard in tars:
-        reading = read_shard(out, shard, seen, problems, base_seed)
-        if shard in stats:
-            problems += stats_problems(out, shard, stats[shard], reading)
+    for shard in listed:
+        tar = layout.tar_path(out, shard)
+        shard_stats = read_stats_file(out, shard, problems)
+        if shard_stats is not None:
+            stats[shard] = shard_stats
+        if tar.is_symlink() or not tar.is_file():
+            if shard_stats is not None:
+                problems.append(f"{layout.STATS_DIR}/{shard}.json: its tar {layout.DATA_DIR}/{shard}.tar is "
+                                f"{'a symbolic link' if tar.is_symlink() else 'missing'}")
+            all_complete = False
+            continue
+        reading = read_shard(out, shard, seen, problems, base_seed, identity, shared)
+        if shard_stats is not None:
+            problems += stats_problems(out, shard, shard_stats, reading)
+            if manifest is not None:
+                problems += sidecar_problems(out, shard, shard_stats, reading)
         all_complete &= reading.complete
         samples += len(reading.keys)
         unet_rows += reading.unet_rows
         standard_evals += reading.standard_evals
+    if manifest is None:
+        return problems
     record_sums = (unet_rows, standard_evals) if all_complete else None
-    return problems + manifest_problems(out, stats, record_sums, samples_read=samples)
+    problems += figure_problems(manifest, stats, record_sums, samples_read=samples)
+    if all_complete:
+        problems += oracle_problems(out, manifest)
+    return problems
 
 
 def run_verify(out_dir: str | Path) -> int:
     """Print every problem of the build folder; 0 when there are none, else 1 (for `hdiff verify OUT`)."""
+    holder = lock_holder(layout.lock_path(out_dir)) if Path(out_dir).is_dir() else None
+    if holder is not None:
+        print(f"{out_dir}: a run holds the folder ({holder}); checking its last commit only")
     problems = verify_build(out_dir)
     for problem in problems:
         print(problem)
     if problems:
         print(f"{out_dir}: {len(problems)} problem(s)")
         return 1
-    shards = read_all_stats(out_dir)
-    print(f"{out_dir}: ok ({sum(s.samples for s in shards)} samples in {len(shards)} shards)")
+    manifest = Manifest.read(out_dir)
+    print(f"{out_dir}: ok ({manifest.totals.samples} samples in {len(manifest.shards)} shards)")
     return 0
