@@ -78,7 +78,6 @@ def cmd_generate(args) -> int:
 def cmd_build(args) -> int:
     from hdiff.dataset.config import apply_overrides, load_config
     from hdiff.dataset.pipeline import describe_dry_run, prepare, preflight
-    from flows.build_dataset import build_dataset_from_config
 
     config = load_config(args.config)
     if args.set:
@@ -93,6 +92,8 @@ def cmd_build(args) -> int:
     if args.dry_run:
         print(describe_dry_run(config, prepare(config)))
         return 0
+    from flows.build_dataset import build_dataset_from_config  # Prefect: only for a run
+
     built = build_dataset_from_config(config)
     totals = built.manifest.totals
     compute = ""

@@ -36,9 +36,11 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-# datasets binds its log handler to the stderr of the moment it is first imported: import it here, outside any
-# test's captured (and later closed) stream
+# datasets and Prefect bind their log handlers to the stderr of the moment they are first imported: import them here,
+# outside any test's captured (and later closed) stream (a handler writing to a closed stream prints the record's
+# arguments as a "Logging error", tokens included)
 import datasets  # noqa: E402,F401
+import prefect  # noqa: E402,F401
 
 
 import pytest  # noqa: E402

@@ -39,6 +39,7 @@ def test_a_configured_api_is_used_and_nothing_is_started(monkeypatch):
         assert url == "http://127.0.0.1:9/api"
 
 
+@pytest.mark.subprocess
 def test_the_temporary_server_dies_with_the_build_even_on_kill_9(tmp_path):
     environment = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
     environment.update(PYTHONPATH=str(REPO), PREFECT_HOME=str(tmp_path / "prefect"))  # a throwaway database
