@@ -101,7 +101,9 @@ def test_push_uploads_exactly_the_build(build, hub):
     assert url == f"{hub.url}/datasets/{REPO}"
     assert hub.repos[REPO].repo_type == "dataset"
     assert sorted(hub.files(REPO)) == sorted([f"data/{name}.{ext}" for name in NAMES[:2] for ext in ("tar", "parquet")]
-                                             + ["README.md", "data/sizes.json", "grid.png", "manifest.json"])
+                                             + [f"stats/{name}.json" for name in NAMES[:2]]
+                                             + ["README.md", "data/sizes.json", "grid.png", "manifest.json",
+                                                "build_settings.json", "hdiff.yaml"])
     assert hub.files(REPO) == local_files(build)
     assert len(hub.commits) == 1 and hub.commits[0]["summary"] == "hdiff build v1: 2 shards"
     assert hub.repos[REPO].tags == {"v1": hub.commits[0]["oid"]}
@@ -137,9 +139,10 @@ def test_versions_push_only_what_changed_and_are_tagged(build, hub):
     assert verify_build(build) == []
     push_dataset(build, REPO)
     second = hub.commits[-1]
-    gone = [f"data/{NAMES[0]}.parquet", f"data/{NAMES[0]}.tar"]
+    gone = [f"data/{NAMES[0]}.parquet", f"data/{NAMES[0]}.tar", f"stats/{NAMES[0]}.json"]
     assert sorted(second["paths"]) == sorted(gone + [f"data/{NAMES[2]}.parquet", f"data/{NAMES[2]}.tar",
-                                                     "README.md", "data/sizes.json", "grid.png", "manifest.json"])
+                                                     f"stats/{NAMES[2]}.json", "README.md", "data/sizes.json",
+                                                     "grid.png", "manifest.json", "hdiff.yaml"])
     assert second["deleted"] == gone and second["summary"] == "hdiff build v2: 2 shards"
     assert hub.repos[REPO].tags == {"v1": first["oid"], "v2": second["oid"]}
     assert hub.files(REPO) == {**local_files(build), "LICENSE": b"CC-BY-4.0\n"}
