@@ -8,9 +8,9 @@ publishes):
 - each shard's metadata parquet present and equal to the table its tar gives, data/sizes.json equal to the counts;
 - every figure of the manifest: per-shard table, counts, totals (the oracle's accuracy recomputed from the images),
   ingest counts, each version's figures, the configuration against the identity;
-- the card equal to the one the manifest gives (every figure it shows comes from the manifest), the grid and
-  dendrogram decoding, build_settings.json equal to the identity;
-- nothing else: no file outside the layout (hdiff.dataset.layout), no unlisted shard, no leftover partial file,
+- the card and hdiff.yaml (hdiff.dataset.recipe) equal to the ones the manifest gives (every figure the card shows
+  comes from the manifest), the grid and dendrogram decoding, build_settings.json equal to the identity;
+- nothing else: no file outside the layout (hdiff.dataset.layout) but the local corpus hdiff.yaml names, no unlisted shard, no leftover partial file,
   no symbolic link anywhere.
 
 While a run holds the folder's lock, the folder is in the middle of a change: only the last commit is checked (the
