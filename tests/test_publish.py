@@ -83,8 +83,9 @@ def hub(monkeypatch, tmp_path):
         for offline in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # conftest sets them; the stand-in is local
             monkeypatch.delenv(offline, raising=False)
         # huggingface_hub reads these at import; the subprocess test covers the plain environment variables.
-        for name, value in {"ENDPOINT": standin.url, "HF_HUB_DISABLE_XET": True,
-                            "HUGGINGFACE_CO_URL_TEMPLATE": standin.url + "/{repo_id}/resolve/{revision}/{filename}", "HF_HUB_OFFLINE": False,
+        resolve = standin.url + "/{repo_id}/resolve/{revision}/{filename}"  # hf_hub_download's (pull)
+        for name, value in {"ENDPOINT": standin.url, "HUGGINGFACE_CO_URL_TEMPLATE": resolve,
+                            "HF_HUB_DISABLE_XET": True, "HF_HUB_OFFLINE": False,
                             "HF_TOKEN_PATH": str(home / "token"),
                             "AGENT_HARNESSES_PATH": str(home / ".agent_harnesses.json")}.items():
             monkeypatch.setattr(constants, name, value)

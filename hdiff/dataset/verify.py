@@ -10,8 +10,8 @@ publishes):
   ingest counts, each version's figures, the configuration against the identity;
 - the card and hdiff.yaml (hdiff.dataset.recipe) equal to the ones the manifest gives (every figure the card shows
   comes from the manifest), the grid and dendrogram decoding, build_settings.json equal to the identity;
-- nothing else: no file outside the layout (hdiff.dataset.layout) but the local corpus hdiff.yaml names, no unlisted shard, no leftover partial file,
-  no symbolic link anywhere.
+- nothing else: no file outside the layout (hdiff.dataset.layout) but the local corpus hdiff.yaml names, no
+  unlisted shard, no leftover partial file, no symbolic link anywhere.
 
 While a run holds the folder's lock, the folder is in the middle of a change: only the last commit is checked (the
 listed shards, their sidecars and the manifest's figures), not the files a run rewrites or leaves until it commits.
@@ -47,8 +47,8 @@ from hdiff.records import DatasetRecord
 IMAGE_EXTENSIONS = frozenset(IMAGE_ENCODERS)
 SAMPLE_EXTENSIONS = IMAGE_EXTENSIONS | {"txt", "json"}
 REL_TOL = 1e-6
-TOP_LEVEL = frozenset({layout.DATA_DIR, layout.STATS_DIR, layout.MANIFEST_NAME, layout.SETTINGS_NAME, layout.CONFIG_NAME,
-                       layout.CARD_NAME, layout.GRID_NAME, layout.DENDROGRAM_NAME, layout.LOCK_NAME,
+TOP_LEVEL = frozenset({layout.DATA_DIR, layout.STATS_DIR, layout.MANIFEST_NAME, layout.SETTINGS_NAME,
+                       layout.CONFIG_NAME, layout.CARD_NAME, layout.GRID_NAME, layout.DENDROGRAM_NAME, layout.LOCK_NAME,
                        layout.MARKER_NAME})
 # record fields every image of a dataset shares, and the identity key each must equal when it is set
 SHARED_FIELDS = {"model": None, "model_revision": "model.revision", "pipeline_class": None, "prior": None,
