@@ -1,4 +1,4 @@
-"""The `hdiff` command line: generate, build, verify, push, bench."""
+"""The `hdiff` command line: generate, build, verify, push, pull, bench."""
 
 from __future__ import annotations
 
@@ -122,6 +122,14 @@ def cmd_push(args) -> int:
     return 0
 
 
+def cmd_pull(args) -> int:
+    from hdiff.pull import pull_dataset
+
+    out = pull_dataset(args.repo, args.out)
+    print(f"{args.repo} in {out}: verified; `hdiff build {out / 'hdiff.yaml'}` extends it")
+    return 0
+
+
 BENCHMARKS = ("saved", "quality", "speed", "plan", "ingest", "shipped", "startup")  # modules of hdiff.bench
 
 
@@ -178,6 +186,12 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--private", action="store_true", help="create the repository private")
     u.add_argument("--revision", default=None, help="the branch to commit to (default: main)")
     u.set_defaults(func=cmd_push)
+
+    d = sub.add_parser("pull", help="fetch a pushed dataset (or one version of it) into a new folder and verify it")
+    d.add_argument("repo", metavar="REPO[@REVISION]", help="the Hub dataset repository, OWNER/NAME, and optionally "
+                   "a version tag (v1), branch or commit (default: main)")
+    d.add_argument("out", help="the new dataset folder (written under a temporary name, renamed once verified)")
+    d.set_defaults(func=cmd_pull)
 
     bench = sub.add_parser("bench", help=f"benchmarks that print figures: {', '.join(BENCHMARKS)}")
     bench.add_argument("which", choices=BENCHMARKS, help="the benchmark (a module of hdiff.bench)")

@@ -2,8 +2,10 @@
 
 Publish = verified: a push first runs `hdiff verify` and refuses a dataset with any problem (naming the first) or
 one a run is changing (its lock is held); it then uploads exactly the files the manifest lists, the list verify
-checks (hdiff.dataset.verify.dataset_files): the listed shards and their metadata tables, data/sizes.json, the card,
-the manifest and the figures. A shard a killed run left, a stray file, the stats and build_settings.json stay local.
+checks (hdiff.dataset.verify.dataset_files): the listed shards with their metadata tables and stats,
+data/sizes.json, the card, the manifest, build_settings.json, the portable hdiff.yaml and the figures: all that
+`hdiff verify` and a re-run need once pulled (hdiff.pull). A shard a killed run left, the lock, the marker and a
+local corpus kept beside hdiff.yaml stay local.
 
 A push compares the build with the branch it goes to and commits only the difference: files that are new or whose
 bytes changed, and deletions of the dataset files (shards, figures) the build no longer has; files hdiff does not
@@ -39,8 +41,8 @@ from hdiff.files import lock_holder
 log = logging.getLogger(__name__)
 
 UPLOAD_PATTERNS = [layout.DATA_FILES_GLOB, sidecars.METADATA_GLOB, f"{layout.DATA_DIR}/{sidecars.SIZES_NAME}",
-                   layout.CARD_NAME, layout.MANIFEST_NAME, layout.GRID_NAME,
-                   layout.DENDROGRAM_NAME]  # the paths a push manages on the Hub: it deletes those the dataset lacks
+                   f"{layout.STATS_DIR}/*.json", layout.CARD_NAME, layout.MANIFEST_NAME, layout.SETTINGS_NAME,
+                   layout.CONFIG_NAME, layout.GRID_NAME, layout.DENDROGRAM_NAME]  # the paths a push manages on the Hub: it deletes those the dataset lacks
 HTTP_LOGGERS = {"httpx", "httpx2", "httpcore", "httpcore2", "urllib3", "huggingface_hub"}
 _NOISE = re.compile(r"For more information check: \S+")  # httpx's link to MDN's page on the status code
 _SECRET_SHAPES = [

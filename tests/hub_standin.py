@@ -16,9 +16,13 @@ hf_api.py, _commit_api.py and lfs.py):
     POST /lfs/{oid}                                      multi-part completion              } Authorization
     POST /lfs-verify/{oid}                               LFS verify
     POST /api/{type}s/{repo}/commit/{revision}           ndjson commit: header, file (base64), lfsFile, deletedFile
-    GET  /api/{type}s/{repo}/tree/{revision}              list_repo_tree (recursive): git blob ids, LFS sha256
+    GET  /api/{type}s/{repo}/tree/{revision}              list_repo_tree (recursive) of a branch, tag or commit
     GET  /api/{type}s/{repo}/refs                         list_repo_refs: branches and tags
     POST /api/{type}s/{repo}/tag/{revision}               create_tag on a branch's head or a commit; 409 when taken
+    GET  /api/{type}s/{repo}/revision/{revision}          repo_info of a branch, tag or commit: its sha, its files
+    HEAD|GET /{prefix}{repo}/resolve/{revision}/{path}    a file at a branch, tag or commit (hf_hub_download)
+
+Every commit's files are kept (`snapshots`), so a tag or an old commit still gives what it pointed at.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import json
 import math
 import re
 import threading
+from urllib.parse import unquote
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -45,6 +50,12 @@ class Repo:
     branches: dict[str, dict[str, bytes]] = field(default_factory=lambda: {"main": {}})
     heads: dict[str, str] = field(default_factory=lambda: {"main": "0" * 40})  # branch -> commit oid
     tags: dict[str, str] = field(default_factory=dict)  # tag -> commit oid
+    snapshots: dict[str, dict[str, bytes]] = field(default_factory=lambda: {"0" * 40: {}})  # commit oid -> files
+
+    def commit_of(self, revision: str) -> str | None:
+        """The commit a branch, tag or commit oid names; None when none."""
+        oid = self.heads.get(revision) or self.tags.get(revision) or revision
+        return oid if oid in self.snapshots else None
 
 
 class HubStandIn:
@@ -138,6 +149,10 @@ class HubStandIn:
             ("GET", rf"/api/{repo}/tree/(?P<revision>[^/?]+)(\?.*)?", self._tree),
             ("GET", rf"/api/{repo}/refs(\?.*)?", self._refs),
             ("POST", rf"/api/{repo}/tag/(?P<revision>[^/?]+)", self._tag),
+            ("HEAD", rf"/(?P<prefix>datasets/|spaces/)?(?P<repo_id>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/"
+                     r"(?P<path>[^?]+)(\?.*)?", self._resolve_head),
+            ("GET", rf"/(?P<prefix>datasets/|spaces/)?(?P<repo_id>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/"
+                    r"(?P<path>[^?]+)(\?.*)?", self._resolve),
         ]
 
     def _repo_url(self, repo_type: str, repo_id: str) -> str:
@@ -159,9 +174,32 @@ class HubStandIn:
 
     def _repo_info(self, body: bytes, kind: str, repo_id: str, revision: str | None = None):
         repo = self._find_repo(kind, repo_id)
-        if repo is None or (revision or "main") not in repo.branches:
-            return 404, {"error": "Repository not found"}, {}
-        return 200, {"id": repo_id, "sha": "0" * 40, "private": repo.visibility == "private"}, {}
+        oid = repo.commit_of(unquote(revision or "main")) if repo is not None else None
+        if oid is None:
+            return 404, {"error": "Repository or revision not found"}, {"X-Error-Code": "RevisionNotFound"}
+        siblings = [{"rfilename": path} for path in sorted(repo.snapshots[oid])]
+        return 200, {"id": repo_id, "sha": oid, "private": repo.visibility == "private", "siblings": siblings}, {}
+
+    def _file_at(self, prefix: str | None, repo_id: str, revision: str, path: str):
+        repo = self.repos.get(repo_id)
+        kind = {None: "model", "datasets/": "dataset", "spaces/": "space"}[prefix]
+        oid = repo.commit_of(unquote(revision)) if repo is not None and repo.repo_type == kind else None
+        data = self.repos[repo_id].snapshots[oid].get(unquote(path)) if oid is not None else None
+        if data is None:
+            return None, {"X-Error-Code": "EntryNotFound"}
+        return data, {"X-Repo-Commit": oid, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
+
+    def _resolve_head(self, body: bytes, repo_id: str, revision: str, path: str, prefix: str | None = None):
+        data, headers = self._file_at(prefix, repo_id, revision, path)
+        if data is None:
+            return 404, {"error": "Entry not found"}, headers
+        return 200, b"", {**headers, "X-Content-Length": str(len(data))}
+
+    def _resolve(self, body: bytes, repo_id: str, revision: str, path: str, prefix: str | None = None):
+        data, headers = self._file_at(prefix, repo_id, revision, path)
+        if data is None:
+            return 404, {"error": "Entry not found"}, headers
+        return 200, data, headers
 
     def _create_branch(self, body: bytes, kind: str, repo_id: str, branch: str):
         repo = self._find_repo(kind, repo_id)
@@ -260,6 +298,7 @@ class HubStandIn:
         repo.branches[revision] = staged
         oid = hashlib.sha1(body).hexdigest()
         repo.heads[revision] = oid
+        repo.snapshots[oid] = dict(staged)
         self.commits.append({"repo_id": repo_id, "revision": revision, "summary": header["value"]["summary"],
                              "paths": [op["value"]["path"] for op in operations], "oid": oid,
                              "deleted": [op["value"]["path"] for op in operations if op["key"] == "deletedFile"]})
@@ -268,10 +307,12 @@ class HubStandIn:
 
     def _tree(self, body: bytes, kind: str, repo_id: str, revision: str):
         repo = self._find_repo(kind, repo_id)
-        if repo is None or revision not in repo.branches:
+        oid = repo.commit_of(unquote(revision)) if repo is not None else None
+        if oid is None:
             return 404, {"error": "Repository or revision not found"}, {}
+        files = repo.branches[revision] if revision in repo.branches else repo.snapshots[oid]
         entries = []
-        for path, data in sorted(repo.branches[revision].items()):
+        for path, data in sorted(files.items()):
             entry = {"type": "file", "path": path, "size": len(data), "oid": git_blob_id(data)}
             if not path.endswith(REGULAR_SUFFIXES):
                 entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
@@ -323,13 +364,15 @@ def _handler_for(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "text/plain" if isinstance(payload, bytes) else "application/json")
-            self.send_header("Content-Length", str(len(data)))
+            headers = dict(headers)
+            self.send_header("Content-Length", headers.pop("X-Content-Length", str(len(data))))
             for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(data)
+            if self.command != "HEAD":
+                self.wfile.write(data)
 
-        do_GET = do_POST = do_PUT = do_DELETE = _serve
+        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _serve
 
         def log_message(self, format, *args) -> None:  # keep test output quiet
             pass

@@ -83,7 +83,9 @@ def hub(monkeypatch, tmp_path):
         for offline in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # conftest sets them; the stand-in is local
             monkeypatch.delenv(offline, raising=False)
         # huggingface_hub reads these at import; the subprocess test covers the plain environment variables.
-        for name, value in {"ENDPOINT": standin.url, "HF_HUB_DISABLE_XET": True, "HF_HUB_OFFLINE": False,
+        resolve = standin.url + "/{repo_id}/resolve/{revision}/{filename}"  # hf_hub_download's (pull)
+        for name, value in {"ENDPOINT": standin.url, "HUGGINGFACE_CO_URL_TEMPLATE": resolve,
+                            "HF_HUB_DISABLE_XET": True, "HF_HUB_OFFLINE": False,
                             "HF_TOKEN_PATH": str(home / "token"),
                             "AGENT_HARNESSES_PATH": str(home / ".agent_harnesses.json")}.items():
             monkeypatch.setattr(constants, name, value)
@@ -101,7 +103,9 @@ def test_push_uploads_exactly_the_build(build, hub):
     assert url == f"{hub.url}/datasets/{REPO}"
     assert hub.repos[REPO].repo_type == "dataset"
     assert sorted(hub.files(REPO)) == sorted([f"data/{name}.{ext}" for name in NAMES[:2] for ext in ("tar", "parquet")]
-                                             + ["README.md", "data/sizes.json", "grid.png", "manifest.json"])
+                                             + [f"stats/{name}.json" for name in NAMES[:2]]
+                                             + ["README.md", "data/sizes.json", "grid.png", "manifest.json",
+                                                "build_settings.json", "hdiff.yaml"])
     assert hub.files(REPO) == local_files(build)
     assert len(hub.commits) == 1 and hub.commits[0]["summary"] == "hdiff build v1: 2 shards"
     assert hub.repos[REPO].tags == {"v1": hub.commits[0]["oid"]}
@@ -137,9 +141,10 @@ def test_versions_push_only_what_changed_and_are_tagged(build, hub):
     assert verify_build(build) == []
     push_dataset(build, REPO)
     second = hub.commits[-1]
-    gone = [f"data/{NAMES[0]}.parquet", f"data/{NAMES[0]}.tar"]
+    gone = [f"data/{NAMES[0]}.parquet", f"data/{NAMES[0]}.tar", f"stats/{NAMES[0]}.json"]
     assert sorted(second["paths"]) == sorted(gone + [f"data/{NAMES[2]}.parquet", f"data/{NAMES[2]}.tar",
-                                                     "README.md", "data/sizes.json", "grid.png", "manifest.json"])
+                                                     f"stats/{NAMES[2]}.json", "README.md", "data/sizes.json",
+                                                     "grid.png", "manifest.json", "hdiff.yaml"])
     assert second["deleted"] == gone and second["summary"] == "hdiff build v2: 2 shards"
     assert hub.repos[REPO].tags == {"v1": first["oid"], "v2": second["oid"]}
     assert hub.files(REPO) == {**local_files(build), "LICENSE": b"CC-BY-4.0\n"}
@@ -266,3 +271,60 @@ def test_plain_environment_variables_reach_the_stand_in(build, hub):
     assert result.stdout.strip() == f"{hub.url}/datasets/{REPO}"
     assert hub.files(REPO) == local_files(build)
     assert TOKEN not in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------- pull
+
+
+def test_pull_gives_each_pushed_version_and_a_push_from_the_pulled_folder_commits_only_the_change(build, hub,
+                                                                                                tmp_path):
+    """v1 pushed, pulled into a new folder (verified there), grown to v2 and pushed from that folder: the commit
+    holds the new shard and the changed metadata only; pulling v1 again gives v1's bytes."""
+    from hdiff.pull import pull_dataset
+
+    push_dataset(build, REPO)
+    v1 = local_files(build)
+    pulled = pull_dataset(REPO, tmp_path / "pulled")
+    assert verify_build(pulled) == [] and local_files(pulled) == v1
+    assert sorted(p.relative_to(pulled).as_posix() for p in pulled.rglob("*") if p.is_file()) == sorted(v1)
+
+    commit_version(pulled, [0, 1, 2])
+    push_dataset(pulled, REPO)
+    second = hub.commits[-1]
+    assert sorted(second["paths"]) == sorted([f"data/{NAMES[2]}.tar", f"data/{NAMES[2]}.parquet",
+                                              f"stats/{NAMES[2]}.json", "README.md", "data/sizes.json", "grid.png",
+                                              "manifest.json", "hdiff.yaml"])
+    assert second["deleted"] == [] and set(hub.repos[REPO].tags) == {"v1", "v2"}
+
+    again = pull_dataset(f"{REPO}@v1", tmp_path / "v1-again")
+    assert local_files(again) == v1 and Manifest.read(again).versions[-1].version == 1
+    latest = pull_dataset(REPO, tmp_path / "latest")
+    assert local_files(latest) == local_files(pulled)
+
+
+def test_pull_refuses_an_existing_folder_and_an_unknown_revision_leaving_nothing(build, hub, tmp_path):
+    from hdiff.pull import pull_dataset
+
+    push_dataset(build, REPO)
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(HdiffError, match="already exists"):
+        pull_dataset(REPO, tmp_path / "taken")
+    with pytest.raises(HdiffError, match=f"pulling {REPO}@v9 failed") as error:
+        pull_dataset(f"{REPO}@v9", tmp_path / "nine")
+    assert "\n" not in str(error.value) and TOKEN not in str(error.value)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "hf-home") == ["out", "taken"]
+    with pytest.raises(HdiffError, match="OWNER/NAME"):
+        pull_dataset("no-owner", tmp_path / "x")
+
+
+def test_nothing_machine_specific_is_pushed(build, hub):
+    """Every pushed byte (tars and parquet included) is free of the build's absolute path, the user's name and the
+    token; hdiff.yaml says `output: .`."""
+    import getpass
+
+    push_dataset(build, REPO)
+    needles = [str(build).encode(), str(Path.home()).encode(), TOKEN.encode(), f"/{getpass.getuser()}/".encode()]
+    for path, data in hub.files(REPO).items():
+        found = [needle for needle in needles if needle in data]
+        assert not found, (path, found)
+    assert b"\noutput: .\n" in hub.files(REPO)["hdiff.yaml"]

@@ -1,6 +1,8 @@
 """The build config: one YAML file per dataset build, validated once, mapped onto the flow's parameters.
 
-Relative paths (source, output, cache) are relative to the working directory the build runs in.
+Relative paths (source, output, cache) are relative to the working directory the build runs in, except in a
+dataset's own config (OUT/hdiff.yaml beside OUT/manifest.json, hdiff.dataset.recipe): there a relative `output` and a
+`./` or `../` corpus path are relative to that folder, so `hdiff build OUT/hdiff.yaml` extends OUT from anywhere.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import warnings
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -243,7 +246,23 @@ def load_config(path: str | os.PathLike) -> BuildConfig:
     if not isinstance(data, dict):
         raise HdiffError(f"{origin}: expected a mapping of sections (name, output, source, ...), "
                          f"got {type(data).__name__}")
-    return BuildConfig.from_flow_parameters(data, origin)
+    return in_dataset_folder(BuildConfig.from_flow_parameters(data, origin), Path(path))
+
+
+def in_dataset_folder(config: BuildConfig, path: Path) -> BuildConfig:
+    """A dataset's own config (hdiff.yaml beside a manifest.json) with its relative output and `./` corpus path
+    made relative to its folder; any other config as it is."""
+    from hdiff.dataset import layout
+
+    folder = path.parent
+    if path.name != layout.CONFIG_NAME or not layout.manifest_path(folder).is_file():
+        return config
+    source = config.source.path_or_id
+    if source.startswith(("./", "../")):
+        source = os.path.normpath(folder / source)
+    output = config.output if Path(config.output).expanduser().is_absolute() else str(folder / config.output)
+    return config.model_copy(update={"output": os.path.normpath(output),
+                                     "source": config.source.model_copy(update={"path_or_id": source})})
 
 
 def apply_overrides(config: BuildConfig, overrides: dict[str, Any]) -> BuildConfig:

@@ -1,5 +1,5 @@
 """Committing a run: check the dataset it leaves, then write the grid, the README.md dataset card
-(hdiff.dataset.card) and, last, manifest.json (hdiff.dataset.manifest) — the commit — and remove the shards the
+(hdiff.dataset.card), hdiff.yaml (hdiff.dataset.recipe) and, last, manifest.json (hdiff.dataset.manifest) — the commit — and remove the shards the
 dataset no longer has."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hdiff.dataset import card, layout, sidecars
+from hdiff.dataset import card, layout, recipe, sidecars
 from hdiff.dataset.ingest import IngestReport
 from hdiff.dataset.manifest import Hardware, Manifest, OracleAccuracy, manifest_for
 from hdiff.dataset.update import Committed, RunPlan, coverage_problems, version_entry
@@ -65,11 +65,12 @@ def commit_run(out_dir: str | Path, *, config: dict, committed: Committed, plan:
 
 
 def write_dataset_files(out: Path, manifest: Manifest, shards: list[str]) -> None:
-    """The grid (of the first images of `shards`), the card and last the manifest, each under a temporary name and
+    """The grid (of the first images of `shards`), the card, hdiff.yaml and last the manifest, each under a temporary name and
     renamed."""
     with atomic_path(layout.grid_path(out)) as tmp:
         save_grid(sample_grid_images(out, shards), tmp)
     card.write_dataset_card(out, manifest)
+    recipe.write_dataset_config(out, manifest)
     manifest.write(out)
 
 

@@ -5,6 +5,8 @@
     OUT/manifest.json              the dataset: config, counts, per-shard table, totals, versions; written last,
                                    it is the commit point of a run (shards it does not list are not in the dataset)
     OUT/build_settings.json        the settings that decide the images, recorded by the first run, checked on resume
+    OUT/hdiff.yaml                 the dataset's own build config, portable: `hdiff build OUT/hdiff.yaml` extends
+                                   it (hdiff.dataset.recipe)
     OUT/README.md                  dataset card
     OUT/grid.png, OUT/dendrogram.png
     OUT/.lock                      held by the run writing the folder (one writer at a time)
@@ -27,6 +29,7 @@ DATA_DIR = "data"
 STATS_DIR = "stats"
 MANIFEST_NAME = "manifest.json"
 SETTINGS_NAME = "build_settings.json"
+CONFIG_NAME = "hdiff.yaml"
 CARD_NAME = "README.md"
 GRID_NAME = "grid.png"
 DENDROGRAM_NAME = "dendrogram.png"
@@ -58,6 +61,10 @@ def manifest_path(out_dir: str | Path) -> Path:
 
 def settings_path(out_dir: str | Path) -> Path:
     return Path(out_dir) / SETTINGS_NAME
+
+
+def config_path(out_dir: str | Path) -> Path:
+    return Path(out_dir) / CONFIG_NAME
 
 
 def lock_path(out_dir: str | Path) -> Path:

@@ -4,7 +4,8 @@ A build writes into a folder that is absent, empty, or a dataset hdiff made: one
 leaves when it first claims the folder, or (for datasets built before the marker) an hdiff manifest, or a killed
 build's lock with finished shards. Anything else is refused before any work, so that no file of the user's is ever
 overwritten or deleted. Places no dataset belongs are refused too: the file-system root, the home folder, and the
-source corpus's own folder, with the folders above it and inside it (a folder source would read the output back).
+source corpus's own folder, with the folders above it and inside it (a folder source would read the output back);
+one corpus file kept beside the dataset's own hdiff.yaml is allowed (`beside_own_config`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def check_output_folder(out: str | os.PathLike, source: str | None = None) -> No
     if resolved == Path.home().resolve():
         raise HdiffError(f"output {out} is the home folder; build into a folder of its own")
     if (root := source_root(source)) is not None:
-        if resolved == root or root.is_relative_to(resolved):
+        if (resolved == root or root.is_relative_to(resolved)) and not beside_own_config(resolved, root):
             raise HdiffError(f"output {out} holds the source corpus {source}; build into a folder outside it")
         if root.is_dir() and resolved.is_relative_to(root):
             raise HdiffError(f"output {out} is inside the source folder {source}, whose files a re-run would read; "
@@ -76,6 +77,14 @@ def release_unused(out: str | os.PathLike, created: bool) -> None:
         path.unlink(missing_ok=True)
     if created and not any(out.iterdir()):
         out.rmdir()
+
+
+def beside_own_config(out: Path, corpus: Path) -> bool:
+    """A corpus file kept at the top of a dataset folder beside its hdiff.yaml (hdiff.dataset.recipe), under a name
+    no file of the dataset has: the build writes no file of that name, so it is read, never touched."""
+    return (corpus.is_file() and corpus.parent == out and layout.config_path(out).is_file()
+            and corpus.name not in {layout.CONFIG_NAME, layout.MANIFEST_NAME, layout.SETTINGS_NAME, layout.CARD_NAME,
+                                    layout.GRID_NAME, layout.DENDROGRAM_NAME, layout.LOCK_NAME, layout.MARKER_NAME})
 
 
 def source_root(source: str | None) -> Path | None:

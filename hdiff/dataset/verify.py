@@ -8,10 +8,10 @@ publishes):
 - each shard's metadata parquet present and equal to the table its tar gives, data/sizes.json equal to the counts;
 - every figure of the manifest: per-shard table, counts, totals (the oracle's accuracy recomputed from the images),
   ingest counts, each version's figures, the configuration against the identity;
-- the card equal to the one the manifest gives (every figure it shows comes from the manifest), the grid and
-  dendrogram decoding, build_settings.json equal to the identity;
-- nothing else: no file outside the layout (hdiff.dataset.layout), no unlisted shard, no leftover partial file,
-  no symbolic link anywhere.
+- the card and hdiff.yaml (hdiff.dataset.recipe) equal to the ones the manifest gives (every figure the card shows
+  comes from the manifest), the grid and dendrogram decoding, build_settings.json equal to the identity;
+- nothing else: no file outside the layout (hdiff.dataset.layout) but the local corpus hdiff.yaml names, no
+  unlisted shard, no leftover partial file, no symbolic link anywhere.
 
 While a run holds the folder's lock, the folder is in the middle of a change: only the last commit is checked (the
 listed shards, their sidecars and the manifest's figures), not the files a run rewrites or leaves until it commits.
@@ -37,6 +37,7 @@ from pydantic import BaseModel, ValidationError
 from hdiff.dataset import layout, sidecars
 from hdiff.dataset.card import dataset_card
 from hdiff.dataset.manifest import Manifest, OracleAccuracy, counts_of, totals_of
+from hdiff.dataset.recipe import dataset_config_text, local_corpus_name
 from hdiff.dataset.settings import IMAGE_SETTINGS, REVISION_SUFFIX, changes
 from hdiff.dataset.writer import IMAGE_ENCODERS, ShardStats, file_sha256, tar_samples, validation_summary
 from hdiff.files import lock_holder
@@ -47,7 +48,7 @@ IMAGE_EXTENSIONS = frozenset(IMAGE_ENCODERS)
 SAMPLE_EXTENSIONS = IMAGE_EXTENSIONS | {"txt", "json"}
 REL_TOL = 1e-6
 TOP_LEVEL = frozenset({layout.DATA_DIR, layout.STATS_DIR, layout.MANIFEST_NAME, layout.SETTINGS_NAME,
-                       layout.CARD_NAME, layout.GRID_NAME, layout.DENDROGRAM_NAME, layout.LOCK_NAME,
+                       layout.CONFIG_NAME, layout.CARD_NAME, layout.GRID_NAME, layout.DENDROGRAM_NAME, layout.LOCK_NAME,
                        layout.MARKER_NAME})
 # record fields every image of a dataset shares, and the identity key each must equal when it is set
 SHARED_FIELDS = {"model": None, "model_revision": "model.revision", "pipeline_class": None, "prior": None,
@@ -59,12 +60,15 @@ SHARED_FIELDS = {"model": None, "model_revision": "model.revision", "pipeline_cl
 
 
 def dataset_files(out: str | Path, manifest: Manifest) -> dict[str, Path]:
-    """Path in the dataset (posix) -> file, for every file of the dataset the manifest lists: its shards' tars and
-    metadata tables, data/sizes.json, the card, the manifest, the grid and (when drawn) the dendrogram. What
-    verify checks and `hdiff push` publishes; the stats files, build_settings.json and the lock stay local."""
+    """Path in the dataset (posix) -> file, for every file of the dataset the manifest lists: its shards' tars,
+    metadata tables and stats, data/sizes.json, the card, the manifest, build_settings.json, hdiff.yaml, the grid
+    and (when drawn) the dendrogram. What verify checks, `hdiff push` publishes and `hdiff pull` fetches: all that
+    verify and a re-run need; the lock, the marker and a local corpus kept beside hdiff.yaml stay local."""
     out = Path(out)
     names = [f"{layout.DATA_DIR}/{row.shard}{suffix}" for row in manifest.shards for suffix in (".tar", ".parquet")]
-    names += [f"{layout.DATA_DIR}/{sidecars.SIZES_NAME}", layout.CARD_NAME, layout.MANIFEST_NAME, layout.GRID_NAME]
+    names += [f"{layout.STATS_DIR}/{row.shard}.json" for row in manifest.shards]
+    names += [f"{layout.DATA_DIR}/{sidecars.SIZES_NAME}", layout.CARD_NAME, layout.MANIFEST_NAME, layout.GRID_NAME,
+              layout.SETTINGS_NAME, layout.CONFIG_NAME]
     if layout.dendrogram_path(out).exists() or layout.dendrogram_path(out).is_symlink():
         names.append(layout.DENDROGRAM_NAME)
     return {name: out / name for name in names}
@@ -267,9 +271,10 @@ def sidecar_problems(out: Path, shard: str, stats: ShardStats, reading: ShardRea
     return []
 
 
-def layout_problems(out: Path, listed: set[str] | None) -> list[str]:
+def layout_problems(out: Path, listed: set[str] | None, corpus: str | None = None) -> list[str]:
     """Leftover partial files, symbolic links, and files that are not the dataset's: outside the layout, or a
-    shard the manifest does not list (`listed`; None: no readable manifest, every shard-named file counts)."""
+    shard the manifest does not list (`listed`; None: no readable manifest, every shard-named file counts). A plain
+    file named `corpus` (the local corpus hdiff.yaml names beside itself) is the user's, not a problem."""
     problems = [f"{path.relative_to(out).as_posix()}: leftover partial file of an interrupted write"
                 for path in layout.partial_files(out)]
     for folder, names, files in os.walk(out):
@@ -278,6 +283,8 @@ def layout_problems(out: Path, listed: set[str] | None) -> list[str]:
             if path.is_symlink():
                 problems.append(f"{path.relative_to(out).as_posix()}: a symbolic link (a dataset holds files only)")
     for path in sorted(out.iterdir()):
+        if path.name == corpus and path.is_file() and not path.is_symlink():
+            continue
         if path.name not in TOP_LEVEL and not path.name.endswith(layout.PARTIAL_SUFFIX):
             problems.append(f"{path.name}: unexpected entry (not a file of the dataset's layout)")
         elif path.name in (layout.DATA_DIR, layout.STATS_DIR) and not path.is_dir():
@@ -508,6 +515,16 @@ def card_problems(out: Path, manifest: Manifest | None) -> list[str]:
             f"{here[start:start + 100]!r}; the manifest gives {there[start:start + 100]!r}"]
 
 
+def config_file_problems(out: Path, manifest: Manifest) -> list[str]:
+    """hdiff.yaml: the dataset's own config the manifest gives (hdiff.dataset.recipe)."""
+    try:
+        text = layout.config_path(out).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f"{layout.CONFIG_NAME}: missing or unreadable ({type(exc).__name__})"]
+    return [] if text == dataset_config_text(manifest) else \
+        [f"{layout.CONFIG_NAME}: differs from the config {layout.MANIFEST_NAME} gives"]
+
+
 def sizes_problems(out: Path, manifest: Manifest) -> list[str]:
     """data/sizes.json: the sample count of every listed tar, as the commit writes it."""
     path = sidecars.sizes_path(out)
@@ -573,11 +590,12 @@ def check_folder(out: Path, committed_only: bool) -> list[str]:
         listed = sorted(set(layout.tar_shards(out)) | set(layout.stats_shards(out)))
     identity = manifest.identity if manifest is not None else None
     if not committed_only:
-        problems += layout_problems(out, set(listed) if manifest is not None else None)
+        corpus = local_corpus_name(manifest) if manifest is not None else None
+        problems += layout_problems(out, set(listed) if manifest is not None else None, corpus)
         file_issues, identity = folder_file_problems(out, manifest)
         problems += file_issues
         if manifest is not None:
-            problems += sizes_problems(out, manifest)
+            problems += sizes_problems(out, manifest) + config_file_problems(out, manifest)
     if identity is None and committed_only:
         identity = recorded_settings(out)
     base_seed = (identity or {}).get("generation.seed")
