@@ -72,19 +72,10 @@ def cmd_generate(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from hdiff.dataset.config import apply_overrides, load_config
     from hdiff.dataset.pipeline import describe_dry_run, prepare, preflight
     from flows.build_dataset import build_dataset_from_config
 
-    config = load_config(args.config)
-    if args.set:
-        overrides = {}
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise HdiffError(f"--set expects KEY=VALUE, got {item!r}")
-            overrides[key] = value
-        config = apply_overrides(config, overrides)
+    config = read_build_config(args.config, args.set)
     preflight(config)  # before the flow (and a temporary Prefect server) starts; the flow checks again
     if args.dry_run:
         print(describe_dry_run(config, prepare(config)))
@@ -98,16 +89,17 @@ def cmd_build(args) -> int:
                    f"{version.wall_seconds:.1f} s")
     oracle = totals.oracle_accuracy  # the shapes world's oracle; other models have none
     accuracy = f", oracle accuracy {100 * oracle.all:.1f}%" if oracle else ""
+    filtered = "".join(f", {count} filtered by {rule}" for rule, count in (totals.filtered or {}).items())
     print(f"{built.run.describe()}{compute}; the dataset: {totals.samples} images in {config.output}, "
-          f"{totals.percent_saved:.1f}% of UNet rows saved{accuracy}")
+          f"{totals.percent_saved:.1f}% of UNet rows saved{accuracy}{filtered}")
     return 0
 
 
-def read_build_config(path: str, sets: list[str] | None):
-    """The build config at `path` with `--set KEY=VALUE` overrides, validated."""
+def read_build_config(path: str, sets: list[str] | None, *, before_pilot: bool = False):
+    """The build config at `path` with `--set KEY=VALUE` overrides, validated (`before_pilot`: see load_config)."""
     from hdiff.dataset.config import apply_overrides, load_config
 
-    config = load_config(path)
+    config = load_config(path, before_pilot=before_pilot)
     if sets:
         overrides = {}
         for item in sets:
@@ -122,7 +114,7 @@ def read_build_config(path: str, sets: list[str] | None):
 def cmd_pilot(args) -> int:
     from hdiff.pilot import PilotOptions, main
 
-    config = read_build_config(args.config, args.set)
+    config = read_build_config(args.config, args.set, before_pilot=True)
     options = PilotOptions(prompts=args.prompts, budgets=tuple(args.budgets or ()), taus=tuple(args.taus or ()),
                            tolerance=args.tolerance, similarity_tolerance=args.similarity_tolerance, by=args.by,
                            similarity=args.similarity, seed=args.seed, fewer_steps=not args.no_fewer_steps)

@@ -257,9 +257,8 @@ def load_scorers(config: BuildConfig, device: str) -> dict:
     from hdiff.scoring import load_scorer
     from hdiff.shapes.built import has_oracle
 
-    specs = list(getattr(config, "scores", None) or [])
-    if specs:
-        return {spec.name: spec.load(device) for spec in specs}
+    if config.scores:
+        return {spec.name: spec.load(device) for spec in config.scores}
     name = "oracle" if has_oracle(config.model.id) else "clip"
     return {name: load_scorer(name, device=device)}
 

@@ -267,8 +267,9 @@ class BuildConfig(_Section):
 
 
 
-def load_config(path: str | os.PathLike) -> BuildConfig:
-    """The validated BuildConfig in a YAML file; HdiffError with one line per problem."""
+def load_config(path: str | os.PathLike, *, before_pilot: bool = False) -> BuildConfig:
+    """The validated BuildConfig in a YAML file; HdiffError with one line per problem. `before_pilot`: read
+    `generation.budget: pilot` as unset (the pilot that makes the recommendation reads the config first)."""
     origin = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as f:
@@ -282,6 +283,9 @@ def load_config(path: str | os.PathLike) -> BuildConfig:
     if not isinstance(data, dict):
         raise HdiffError(f"{origin}: expected a mapping of sections (name, output, source, ...), "
                          f"got {type(data).__name__}")
+    generation = data.get("generation")
+    if before_pilot and isinstance(generation, dict) and generation.get("budget") == "pilot":
+        data = {**data, "generation": {k: v for k, v in generation.items() if k != "budget"}}
     return BuildConfig.from_flow_parameters(data, origin)
 
 
