@@ -11,9 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hdiff import hub
 from hdiff.errors import HdiffError
-from hdiff.scoring.base import Scorer, register, torch_device
+from hdiff.scoring.base import Scorer, model_folder, register, torch_device
 from hdiff.scoring.clip import CLIP_L14, ClipScorer
 
 AESTHETIC_REPO = "ttj/sac-logos-ava1-l14-linearMSE"  # the original weights ported to safetensors
@@ -28,20 +27,10 @@ def aesthetic_mlp(embedding_dim: int, widths: tuple[int, ...] = (1024, 128, 64, 
 
 
 def weights_file(source: str) -> str:
-    """The one .safetensors file of a folder or Hub repo (downloaded, or from the cache when offline)."""
+    """The one .safetensors file of a folder or Hub repo (fetched, or from the cache when offline)."""
     from pathlib import Path
 
-    if Path(source).is_dir():
-        found = sorted(Path(source).glob("*.safetensors"))
-    else:
-        from huggingface_hub import snapshot_download
-
-        try:
-            folder = snapshot_download(source, allow_patterns=["*.safetensors", "*.json"],
-                                       local_files_only=hub.offline())
-        except Exception:  # noqa: BLE001 - any failure: not available
-            raise hub.missing_model_error(source) from None
-        found = sorted(Path(folder).glob("*.safetensors"))
+    found = sorted(Path(model_folder(source)).glob("*.safetensors"))
     if len(found) != 1:
         raise HdiffError(f"aesthetic predictor {source}: expected one .safetensors file, found "
                          f"{len(found) or 'none'}")

@@ -31,12 +31,14 @@ class Scorer(ABC):
     def __init__(self, model_id: str | None, device: str = "cpu"):
         self.model_id = model_id
         self.device = device
-        self.revision: str | None = hub.model_revision(model_id) if model_id else None
+        self.revision: str | None = None  # set by `load`, once the model is fetched
 
     @classmethod
     def load(cls, model: str | None, *, device: str = "cpu", **options) -> Scorer:
         """The scorer with `model` loaded on `device` (safetensors weights only; local files only when offline)."""
-        return cls(model, device=device, **options)
+        scorer = cls(model, device=device, **options)
+        scorer.revision = hub.model_revision(model) if model else None
+        return scorer
 
     @classmethod
     def models(cls, model: str | None, **options) -> list[str]:
@@ -92,6 +94,23 @@ def load_scorer(name: str, *, model: str | None = None, device: str = "cpu", **o
     cls = check_scorer(name)
     require_cached(name, model, **options)
     return cls.load(model or cls.default_model, device=device, **options)
+
+
+def model_folder(source: str) -> str:
+    """A local folder holding what a scorer loads of `source` (configs, tokenizer files, safetensors weights): the
+    folder itself, or a snapshot of the Hub repo fetched as `hf download` would (local files only when offline).
+    Loading from the folder asks the Hub nothing more (a processor would otherwise list the repo's tree)."""
+    from pathlib import Path
+
+    if Path(source).expanduser().is_dir() or not hub.looks_like_hub_id(source):
+        return source
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(source, allow_patterns=list(hub.MODEL_FILES), ignore_patterns=list(hub.MODEL_SKIP),
+                                 local_files_only=hub.offline())
+    except Exception:  # noqa: BLE001 - any failure here means "not available"
+        raise hub.missing_model_error(source) from None
 
 
 def torch_device(device: str):

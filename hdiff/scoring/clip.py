@@ -13,7 +13,7 @@ import torch
 from hdiff import hub
 from hdiff.errors import HdiffError
 from hdiff.models.base import load_component
-from hdiff.scoring.base import Scorer, register, torch_device
+from hdiff.scoring.base import Scorer, model_folder, register, torch_device
 
 CLIP_L14 = "openai/clip-vit-large-patch14"
 
@@ -22,7 +22,7 @@ def load_clip(model: str, processor: str | None, device: str):
     """(CLIPModel in eval mode on `device`, its processor): safetensors only, local files only when offline."""
     from transformers import CLIPModel, CLIPProcessor
 
-    net = load_component(CLIPModel, model).to(torch_device(device)).eval()
+    net = load_component(CLIPModel, model_folder(model)).to(torch_device(device)).eval()
     return net, load_processor(CLIPProcessor, processor or model)
 
 
@@ -30,7 +30,7 @@ def load_processor(loader, source: str):
     """A processor (no weights) from a Hub id or folder, local files only when offline; a missing one is one line
     naming it and the command that fetches it."""
     try:
-        return loader.from_pretrained(source, local_files_only=hub.offline())
+        return loader.from_pretrained(model_folder(source), local_files_only=hub.offline())
     except (OSError, ValueError) as exc:
         if not hub.looks_like_hub_id(source):
             raise HdiffError(f"cannot load {loader.__name__} from {source}: {str(exc).splitlines()[0]}") from exc

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from hdiff.models.base import load_component
-from hdiff.scoring.base import Scorer, register, torch_device
+from hdiff.scoring.base import Scorer, model_folder, register, torch_device
 from hdiff.scoring.clip import load_processor
 
 SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"
@@ -28,7 +28,8 @@ class SafetyScorer(Scorer):
         from transformers import CLIPImageProcessor
 
         super().__init__(model_id, device)
-        self.checker = load_component(StableDiffusionSafetyChecker, model_id).to(torch_device(device)).eval()
+        self.checker = load_component(StableDiffusionSafetyChecker, model_folder(model_id)).to(
+            torch_device(device)).eval()
         self.processor = load_processor(CLIPImageProcessor, processor or model_id)
 
     @classmethod
