@@ -72,6 +72,12 @@ def test_a_filtered_build_verifies_and_a_rerun_regenerates_nothing(built, capsys
     assert cli.main(["build", str(config)]) == 0
     assert {p.name: p.read_bytes() for p in (out / "data").glob("*.tar")} == before
     assert len(json.loads(layout.manifest_path(out).read_text())["versions"]) == 1
+    capsys.readouterr()
+    changed = yaml.safe_load(config.read_text())
+    changed["filter"] = {"oracle_min": 10}
+    config.with_name("changed.yaml").write_text(yaml.safe_dump(changed))
+    assert cli.main(["build", str(config.with_name("changed.yaml"))]) == 2
+    assert "filter {'oracle_min': 50} → {'oracle_min': 10}" in capsys.readouterr().err
 
 
 def test_loaders_take_a_predicate_over_the_record(built):

@@ -31,8 +31,11 @@ RENAMED = {f"model.{key}": f"generation.{key}" for key in MOVED_TO_GENERATION}  
 def image_settings(config: BuildConfig) -> dict[str, Any]:
     """`{"generation.steps": 40, ...}`: the config's image-deciding settings as dotted keys, JSON values."""
     values = config.to_flow_parameters()
-    return {f"{section}.{field}": values[section][field]
-            for section, fields in IMAGE_SETTINGS.items() for field in fields}
+    found = {f"{section}.{field}": values[section][field]
+             for section, fields in IMAGE_SETTINGS.items() for field in fields}
+    if config.scores or config.filter:  # what each record holds, and which images a shard leaves out
+        found.update({"scores": values["scores"], "filter": values["filter"]})
+    return found
 
 
 def claim_output(config: BuildConfig) -> None:
