@@ -30,6 +30,7 @@ from hdiff.dataset.config import BuildConfig, apply_overrides, load_config
 from hdiff.dataset import layout, ownership, pipeline
 from hdiff.dataset.card import portable, prefect_summary_markdown, shard_table_rows
 from hdiff.dataset.finalize import commit_run
+from hdiff.dataset.scoring_stage import dropped_rows, dropped_table, scorer_identities
 from hdiff.dataset.ownership import check_output_folder
 from hdiff.dataset.settings import claim_output, committed_identity
 from hdiff.dataset.sources import build_provenance
@@ -91,11 +92,12 @@ def commit_task(config: BuildConfig, prepared: pipeline.Prepared, identity: dict
     manifest = commit_run(config.output, config=portable(config.to_flow_parameters()), committed=prepared.committed,
                           plan=prepared.plan, wall_seconds=wall_seconds, keep_extra=not config.update.prune,
                           ingest=prepared.ingest_report, provenance=portable(provenance), model_id=config.model.id,
-                          identity=committed_identity(identity, provenance))
+                          identity=committed_identity(identity, provenance), scorers=scorer_identities(config))
     run = RunReport.of(prepared.committed, prepared.plan, manifest)
     get_run_logger().info("%s: %s", config.output, run.describe())
     if run.version is not None:
-        create_markdown_artifact(prefect_summary_markdown(manifest), key="hdiff-build-summary",
+        drops = dropped_table(dropped_rows(config.output, (s.name for s in prepared.plan.shards)))
+        create_markdown_artifact(prefect_summary_markdown(manifest) + drops, key="hdiff-build-summary",
                                  description=f"{config.name}: compute summary")
         create_table_artifact(shard_table_rows(manifest), key="hdiff-build-shards", description="per-shard table")
     return BuildResult(manifest, run)

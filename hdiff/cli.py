@@ -76,18 +76,9 @@ def cmd_generate(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from hdiff.dataset.config import apply_overrides, load_config
     from hdiff.dataset.pipeline import describe_dry_run, prepare, preflight
 
-    config = load_config(args.config)
-    if args.set:
-        overrides = {}
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise HdiffError(f"--set expects KEY=VALUE, got {item!r}")
-            overrides[key] = value
-        config = apply_overrides(config, overrides)
+    config = read_build_config(args.config, args.set)
     preflight(config)  # before the flow (and a temporary Prefect server) starts; the flow checks again
     if args.dry_run:
         print(describe_dry_run(config, prepare(config)))
@@ -103,8 +94,41 @@ def cmd_build(args) -> int:
                    f"{version.wall_seconds:.1f} s")
     oracle = totals.oracle_accuracy  # the shapes world's oracle; other models have none
     accuracy = f", oracle accuracy {100 * oracle.all:.1f}%" if oracle else ""
+    filtered = "".join(f", {count} filtered by {rule}" for rule, count in (totals.filtered or {}).items())
     print(f"{built.run.describe()}{compute}; the dataset: {totals.samples} images in {config.output}, "
-          f"{totals.percent_saved:.1f}% of UNet rows saved{accuracy}")
+          f"{totals.percent_saved:.1f}% of UNet rows saved{accuracy}{filtered}")
+    return 0
+
+
+def read_build_config(path: str, sets: list[str] | None, *, before_pilot: bool = False):
+    """The build config at `path` with `--set KEY=VALUE` overrides, validated (`before_pilot`: see load_config)."""
+    from hdiff.dataset.config import apply_overrides, load_config
+
+    config = load_config(path, before_pilot=before_pilot)
+    if sets:
+        overrides = {}
+        for item in sets:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise HdiffError(f"--set expects KEY=VALUE, got {item!r}")
+            overrides[key] = value
+        config = apply_overrides(config, overrides)
+    return config
+
+
+def cmd_pilot(args) -> int:
+    from hdiff.pilot import PilotOptions, main
+
+    config = read_build_config(args.config, args.set, before_pilot=True)
+    options = PilotOptions(prompts=args.prompts, budgets=tuple(args.budgets or ()), taus=tuple(args.taus or ()),
+                           tolerance=args.tolerance, similarity_tolerance=args.similarity_tolerance, by=args.by,
+                           similarity=args.similarity, seed=args.seed, fewer_steps=not args.no_fewer_steps)
+    options.candidates()  # budgets or taus, not both: before any work
+    for spec in config.scores:
+        spec.require_cached()
+    if args.out:
+        check_writable_output(args.out)
+    main(config, options, args.out)
     return 0
 
 
@@ -138,6 +162,41 @@ def cmd_bench(args) -> int:
 
     module = importlib.import_module(f"hdiff.bench.{args.which}")
     return module.main(args.rest)
+
+
+def integer(low: int):
+    """An argparse type: an integer >= low."""
+    def parse(text: str) -> int:
+        if not text.strip().lstrip("-").isdigit() or int(text) < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return int(text)
+
+    return parse
+
+
+def number(low: float):
+    """An argparse type: a finite number >= low."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (value == value and abs(value) != float("inf") and value >= low):
+            raise argparse.ArgumentTypeError(f"expected a finite number >= {low:g}, got {text!r}")
+        return value
+
+    return parse
+
+
+def comma_list(item):
+    """An argparse type: comma-separated values, each read by `item`."""
+    def parse(text: str) -> list:
+        values = [item(part.strip()) for part in text.split(",") if part.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected at least one comma-separated value, got {text!r}")
+        return values
+
+    return parse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -175,6 +234,31 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--dry-run", action="store_true", help="print what the run would do (prompts new, kept and "
                    "removed; shards; images; the saving) without generating or loading a diffusion model")
     b.set_defaults(func=cmd_build)
+
+    pl = sub.add_parser("pilot", help="what sharing costs on this build's model and prompts: a seeded sample of its "
+                        "shards at τ = 0, candidate budgets and fewer steps, scored; recommends a budget")
+    pl.add_argument("config", help="the build config, a YAML file")
+    pl.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    pl.add_argument("--prompts", type=integer(1), default=64, help="prompts to sample, as whole shards (default 64)")
+    pl.add_argument("--budgets", type=comma_list(number(0)), default=None,
+                    help="comma-separated candidate budgets (fractions of UNet rows saved; default 0.2,0.4,0.6,0.8)")
+    pl.add_argument("--taus", type=comma_list(number(0)), default=None, help="candidate τ values instead of budgets")
+    pl.add_argument("--tolerance", type=number(0), default=1.0,
+                    help="the largest mean score drop against τ = 0 to accept (default 1 point)")
+    pl.add_argument("--similarity-tolerance", type=number(0), default=None,
+                    help="the tolerance of the similarity criterion (100 × cosine to the τ = 0 image; default "
+                         "--tolerance)")
+    pl.add_argument("--by", default=None, help="the criterion of the recommendation: a score's name or "
+                    "'similarity' (default: the first score)")
+    pl.add_argument("--similarity", choices=["clip", "pixels"], default=None,
+                    help="image similarity from CLIP image embeddings or pixels (default: clip where a CLIP scorer "
+                         "runs, else pixels)")
+    pl.add_argument("--no-fewer-steps", action="store_true",
+                    help="skip plain sampling with fewer steps at each candidate's compute")
+    pl.add_argument("--seed", type=integer(0), default=0, help="the sample's seed (default 0)")
+    pl.add_argument("--out", default=None, help="the report's folder (default: OUTPUT-pilot beside the build's "
+                    "output, where `budget: pilot` looks)")
+    pl.set_defaults(func=cmd_pilot)
 
     v = sub.add_parser("verify", help="check a built dataset; exit 1 if anything is wrong")
     v.add_argument("out", help="the dataset folder a build wrote")

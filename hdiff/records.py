@@ -81,6 +81,9 @@ class DatasetRecord(ImageRecord):
     """An ImageRecord as stored in a dataset shard, with the sample key and the shard it belongs to."""
 
     source: SourceRow | None = Field(default=None, description="the prompt's source row (builds from a corpus)")
+    scores: dict[str, float | None] | None = Field(default=None, exclude_if=lambda v: v is None,
+                                                   description="the config's scores of this image (hdiff.scoring): "
+                                                   "name -> value, null where the scorer cannot judge it")
     key: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="WebDataset key, no dots")
     shard: str
     image_format: str

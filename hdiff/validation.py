@@ -7,7 +7,14 @@ from pydantic import BaseModel, ValidationError
 
 def format_validation_error(exc: ValidationError, origin: str, root: type[BaseModel]) -> str:
     """One line per problem: `configs/x.yaml: generation.tau: must be >= 0, got -1`."""
-    return "\n".join(f"{origin}: {_where(err['loc'])}: {_message(err, root)}" for err in exc.errors())
+    return "\n".join(f"{origin}: {line}" for err in exc.errors() for line in _lines(err, root))
+
+
+def _lines(err: dict, root: type[BaseModel]) -> list[str]:
+    """A problem's lines: `where: what`; a whole-config check names its keys itself, a line each."""
+    if not err["loc"] and err["type"] == "value_error":
+        return _message(err, root).splitlines()
+    return [f"{_where(err['loc'])}: {_message(err, root)}"]
 
 
 def _where(loc: tuple) -> str:

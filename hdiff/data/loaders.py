@@ -16,9 +16,10 @@ Shuffles advance an epoch counter on each pass, so keep DataLoader workers persi
 from __future__ import annotations
 
 import glob
+import json
 import os
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -66,6 +67,7 @@ def image_dataset(
     split_by_worker: bool = True,
     image_size: int | tuple[int, int] | None = None,
     decode: Decode = "torch",
+    where: Callable[[dict], bool] | None = None,
 ) -> wds.DataPipeline:
     """Samples as (image, prompt, record): image a (3, H, W) float tensor in [0, 1] (or a PIL image, decode="pil").
 
@@ -73,6 +75,8 @@ def image_dataset(
     node's shards once. Resampled, shards are drawn with replacement forever, or for `epoch_length` samples per
     pass (on each node, shared among DataLoader workers); splitting is then not needed and not done.
     `image_size` (H, W) or a side resizes (bicubic); `shuffle_buffer=0` keeps tar order within a shard.
+    `where`, a predicate over the json record, keeps only the samples it accepts, e.g.
+    `where=lambda r: r["scores"]["clip"] > 25` (checked before the image is decoded).
     """
     urls = list(urls) if isinstance(urls, (list, tuple)) else shard_urls(urls)
     if decode not in ("torch", "pil"):
@@ -83,6 +87,8 @@ def image_dataset(
     stages.append(wds.tarfile_to_samples())
     if shuffle_buffer > 0:
         stages.append(SeededShuffle(shuffle_buffer, seed))
+    if where is not None:
+        stages.append(wds.select(partial(_record_accepted, where)))
     stages += [
         wds.decode("pilrgb"),
         wds.to_tuple(IMAGE_KEYS, "txt", "json"),
@@ -133,6 +139,11 @@ class SeededShuffle(wds.PipelineStage):
         rank, _, worker, _ = pytorch_worker_info()
         rng = random.Random(make_seed(self.seed, self.epoch, rank, worker))
         return wds.shuffle(self.bufsize, initial=min(100, self.bufsize), rng=rng)(iter(src))
+
+
+def _record_accepted(where: Callable[[dict], bool], sample: dict) -> bool:
+    """`where` over a raw sample's json record."""
+    return bool(where(json.loads(sample["json"])))
 
 
 def _worker_share(src: Iterable, total: int) -> Iterator:

@@ -80,6 +80,30 @@ def provenance_section(manifest: Manifest) -> str | None:
     return "## Provenance\n\n" + "\n".join(lines)
 
 
+def scores_section(manifest: Manifest) -> str | None:
+    """Markdown: each score's scorer and model (id, revision), its summary per version, and what the filter
+    dropped, by rule (None when the build computed no score)."""
+    if not manifest.scorers:
+        return None
+    lines = ["## Scores", "Each record's `scores` holds, and each metadata table's `score_<name>` columns repeat:", "",
+             "| score | scorer | model | revision |", "|---|---|---|---|"]
+    lines += [f"| {name} | {entry.get('scorer')} | `{entry.get('id')}` | `{entry.get('revision')}` |"
+              for name, entry in manifest.scorers.items()]
+    summaries = [(v.version, name, s) for v in manifest.versions for name, s in (v.scores or {}).items()]
+    if summaries:
+        lines += ["", "| version | score | images | mean | p5 | p50 | p95 |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| v{version} | {name} | {s['n']:,.0f} | {s['mean']:.3f} | {s['p5']:.3f} | {s['p50']:.3f} | "
+                  f"{s['p95']:.3f} |" for version, name, s in summaries]
+    rules = manifest.config.get("filter") or {}
+    if rules:
+        dropped = manifest.totals.filtered or {}
+        lines += ["", "Filtered: images outside " + ", ".join(f"`{k}: {v}`" for k, v in rules.items())
+                  + " were not written"
+                  + (f" ({', '.join(f'{k}: {n:,}' for k, n in dropped.items())}; each listed with its key and "
+                     f"score in `{layout.STATS_DIR}/<shard>.json`)." if dropped else " (none was dropped).")]
+    return "\n".join(lines)
+
+
 def shard_table_rows(manifest: Manifest) -> list[dict]:
     """One row per shard, for a Prefect table artifact."""
     return [{"shard": s.shard, "samples": s.samples, "unet_rows": round(s.unet_rows, 3),
@@ -204,6 +228,8 @@ def dataset_card(out_dir: str | Path, manifest: Manifest) -> str:
     ]
     if provenance := provenance_section(manifest):
         sections.append(provenance)
+    if scores := scores_section(manifest):
+        sections.append(scores)
     if layout.dendrogram_path(out).is_file():
         sections.append(f"One shard's prompt tree, cut where images stop sharing latents:\n\n"
                         f"![dendrogram]({layout.DENDROGRAM_NAME})")

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hdiff.errors import HdiffDeprecation, HdiffError
 from hdiff.devices import check_devices
 from hdiff.models.schedulers import check_scheduler
+from hdiff.scoring.spec import ScoreSpec, filter_rules
 from hdiff.settings import GenerationSettings
 from hdiff.validation import did_you_mean
 from hdiff.validation import format_validation_error as _format
@@ -176,6 +177,44 @@ class BuildConfig(_Section):
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     update: UpdateConfig = Field(default_factory=UpdateConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    scores: list[ScoreSpec] = Field(default_factory=list, description="scorers run on every image (hdiff.scoring): "
+                                    "names, or {name, scorer, model, ...}; each score goes into the record")
+    filter: dict[str, float | int | str] = Field(default_factory=dict, description="<score>_min / <score>_max, "
+                                                 "and `<flag>: drop`: images outside are not written")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _budget_from_pilot(cls, data: Any) -> Any:
+        """generation.budget: pilot reads the setting `hdiff pilot` recommended (hdiff.dataset.recommendation)."""
+        generation = data.get("generation") if isinstance(data, dict) else None
+        if not (isinstance(generation, dict) and generation.get("budget") == "pilot"):
+            return data
+        from hdiff.dataset.recommendation import read_recommendation
+
+        if not isinstance(data.get("output"), str):
+            raise ValueError("generation.budget: pilot needs output (the pilot's folder is beside it)")
+        model = data.get("model", {}).get("id", ModelConfig.model_fields["id"].default) \
+            if isinstance(data.get("model"), dict) else ModelConfig.model_fields["id"].default
+        setting = read_recommendation(data["output"], model)
+        kept = {k: v for k, v in generation.items() if k not in ("budget", "tau")}
+        return {**data, "generation": {**kept, **setting}}
+
+    @model_validator(mode="after")
+    def _filters_on_computed_scores(self) -> BuildConfig:
+        filter_rules(self.filter, self.scores)
+        names = [spec.name for spec in self.scores]
+        if len(set(names)) != len(names):
+            raise ValueError(f"scores: each name once, got {', '.join(names)}")
+        if any(spec.kind_name == "oracle" for spec in self.scores):
+            from hdiff.shapes.built import has_oracle
+
+            if not has_oracle(self.model.id):
+                raise ValueError(f"scores: the oracle scores shapes-world images only, not {self.model.id}'s")
+        return self
+
+    def filter_rules(self):
+        """The `filter:` rules (hdiff.scoring.spec.Rule), in config order."""
+        return filter_rules(self.filter, self.scores)
 
     @model_validator(mode="before")
     @classmethod
@@ -231,8 +270,9 @@ class BuildConfig(_Section):
 
 
 
-def load_config(path: str | os.PathLike) -> BuildConfig:
-    """The validated BuildConfig in a YAML file; HdiffError with one line per problem."""
+def load_config(path: str | os.PathLike, *, before_pilot: bool = False) -> BuildConfig:
+    """The validated BuildConfig in a YAML file; HdiffError with one line per problem. `before_pilot`: read
+    `generation.budget: pilot` as unset (the pilot that makes the recommendation reads the config first)."""
     origin = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as f:
@@ -246,6 +286,9 @@ def load_config(path: str | os.PathLike) -> BuildConfig:
     if not isinstance(data, dict):
         raise HdiffError(f"{origin}: expected a mapping of sections (name, output, source, ...), "
                          f"got {type(data).__name__}")
+    generation = data.get("generation")
+    if before_pilot and isinstance(generation, dict) and generation.get("budget") == "pilot":
+        data = {**data, "generation": {k: v for k, v in generation.items() if k != "budget"}}
     return in_dataset_folder(BuildConfig.from_flow_parameters(data, origin), Path(path))
 
 

@@ -23,7 +23,7 @@ from hdiff.shapes.built import built_accuracy
 
 def commit_run(out_dir: str | Path, *, config: dict, committed: Committed, plan: RunPlan, ingest: IngestReport,
                wall_seconds: float, keep_extra: bool, provenance: dict | None = None,
-               model_id: str | None = None, identity: dict | None = None) -> Manifest:
+               model_id: str | None = None, identity: dict | None = None, scorers: dict | None = None) -> Manifest:
     """Commit what the run wrote: check the dataset it leaves (every corpus sample in exactly one shard, every new
     shard's tar equal to its stats), write the sidecars, grid, card and manifest, then remove the shards the dataset
     no longer has. A run that changes nothing writes nothing and adds no version. `config` and `provenance` are
@@ -51,22 +51,34 @@ def commit_run(out_dir: str | Path, *, config: dict, committed: Committed, plan:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise HdiffError(f"{out}: nothing committed, the run left an inconsistent dataset: "
                          f"{'; '.join(problems[:3])}{more}")
-    versions = committed.versions + [version_entry(committed, plan, final, wall_seconds)]
+    versions = committed.versions + [scored_version(out, version_entry(committed, plan, final, wall_seconds),
+                                                    [final[s.name] for s in plan.shards])]
     oracle = built_accuracy(model_id, (sample for name in order for sample in tar_samples(layout.tar_path(out, name))))
     manifest = manifest_for(config=config, ingest=ingest, shards=list(final.values()), versions=versions,
                             hardware=Hardware.this_machine(), provenance=provenance,
                             oracle_accuracy=OracleAccuracy.model_validate(oracle) if oracle is not None else None,
                             created_utc=committed.manifest.created_utc if committed.manifest else None,
-                            identity=identity)
+                            identity=identity, scorers=scorers)
     sidecars.write_sidecars(out, list(final.values()))
     write_dataset_files(out, manifest, order)
     remove_shards(out, leftovers)
     return manifest
 
 
+def scored_version(out: Path, version, generated: list) -> object:
+    """The version with its images' score summary and scoring time, when the run scored them."""
+    if not any(s.scoring_seconds is not None for s in generated):
+        return version
+    from hdiff.dataset.scoring_stage import score_summary
+
+    records = (record for s in generated for record in sidecars.tar_records(layout.tar_path(out, s.shard)))
+    return version.model_copy(update={"scores": score_summary(records),
+                                      "scoring_seconds": sum(s.scoring_seconds or 0.0 for s in generated)})
+
+
 def write_dataset_files(out: Path, manifest: Manifest, shards: list[str]) -> None:
-    """The grid (of the first images of `shards`), the card, hdiff.yaml and last the manifest, each under a temporary name and
-    renamed."""
+    """The grid (of the first images of `shards`), the card, hdiff.yaml and last the manifest, each under a
+    temporary name and renamed."""
     with atomic_path(layout.grid_path(out)) as tmp:
         save_grid(sample_grid_images(out, shards), tmp)
     card.write_dataset_card(out, manifest)

@@ -76,6 +76,7 @@ class Totals(_Entry):
     device_seconds: float
     tar_bytes: int = Field(ge=0)
     oracle_accuracy: OracleAccuracy | None = _left_out_when_none("the shapes world's oracle; other models have none")
+    filtered: dict[str, int] | None = _left_out_when_none("images the config's filter dropped, by rule")
 
 
 class Corpus(_Entry):
@@ -103,6 +104,9 @@ class Version(_Entry):
     standard_rows: int
     device_seconds: float
     wall_seconds: float
+    scores: dict[str, dict[str, float]] | None = _left_out_when_none("each score over the images this run wrote: "
+                                                                     "n, mean, p5, p50, p95")
+    scoring_seconds: float | None = _left_out_when_none("time this run spent scoring, apart from generation")
 
 
 class Hardware(_Entry):
@@ -172,6 +176,8 @@ class Manifest(_Entry):
     identity: dict[str, Any] | None = _left_out_when_none(
         "everything that decides the pixels: image settings as dotted keys and the models' resolved revisions "
         "(hdiff.dataset.settings); a re-run must match it, verify checks every record against it")
+    scorers: dict[str, dict[str, str | None]] | None = _left_out_when_none(
+        "each score's scorer, model id and resolved revision (hdiff.scoring)")
 
     @classmethod
     def read(cls, out_dir: str | Path) -> Manifest:
@@ -207,18 +213,22 @@ def totals_of(shards: Sequence[ShardRow], versions: Sequence[Version],
     `versions`; the commit writes them and verify recomputes them from the stats files."""
     unet_rows = sum(s.unet_rows for s in shards)
     standard_rows = sum(s.standard_rows for s in shards)
+    filtered: dict[str, int] = {}
+    for shard in shards:
+        for reason, count in (shard.filtered or {}).items():
+            filtered[reason] = filtered.get(reason, 0) + count
     return Totals(samples=sum(s.samples for s in shards), unet_rows=unet_rows, standard_rows=standard_rows,
                   percent_saved=percent_saved(unet_rows, standard_rows),
                   wall_seconds=sum(v.wall_seconds for v in versions),
                   shard_wall_seconds=sum(s.wall_seconds for s in shards),
                   device_seconds=sum(s.device_seconds for s in shards), tar_bytes=sum(s.tar_bytes for s in shards),
-                  oracle_accuracy=oracle_accuracy)
+                  oracle_accuracy=oracle_accuracy, filtered=dict(sorted(filtered.items())) if filtered else None)
 
 
 def manifest_for(*, config: dict[str, Any], ingest: IngestReport, shards: list[ShardStats], versions: list[Version],
                  hardware: Hardware, oracle_accuracy: OracleAccuracy | None = None,
                  provenance: dict[str, Any] | None = None, created_utc: str | None = None,
-                 identity: dict[str, Any] | None = None) -> Manifest:
+                 identity: dict[str, Any] | None = None, scorers: dict[str, dict] | None = None) -> Manifest:
     """The manifest of a dataset of `shards` (in listing order) whose history is `versions`, committed now.
 
     `config` and `provenance` are stored as given (pass them through hdiff.dataset.card.portable); `oracle_accuracy`
@@ -229,4 +239,4 @@ def manifest_for(*, config: dict[str, Any], ingest: IngestReport, shards: list[S
     return Manifest(hdiff_version=hdiff.__version__, created_utc=created_utc or now, updated_utc=now, config=config,
                     counts=counts_of(shards), ingest=ingest, shards=[s.row() for s in shards],
                     totals=totals_of(shards, versions, oracle_accuracy), versions=versions, hardware=hardware,
-                    provenance=provenance, identity=identity)
+                    provenance=provenance, identity=identity, scorers=scorers)

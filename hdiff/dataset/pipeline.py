@@ -28,6 +28,7 @@ from hdiff.dataset import layout
 from hdiff.dataset.config import BuildConfig, ModelConfig
 from hdiff.dataset.embed_cache import embed_into_file, embed_with_cache
 from hdiff.dataset.ingest import IngestReport, SpilledToDisk, ingest_into
+from hdiff.dataset.scoring_stage import shard_scoring
 from hdiff.dataset.manifest import Corpus
 from hdiff.dataset.sources import check_inputs
 from hdiff.dataset.shard import semantic_shards
@@ -70,6 +71,8 @@ def preflight(config: BuildConfig) -> None:
     check_steps(config.model.id, config.generation.steps, "generation.steps")
     if config.generation.negative_prompt:
         check_negative_prompt(ADAPTERS[adapter_name_for(config.model.id)], config.generation.negative_prompt)
+    for spec in config.scores:  # offline, each scorer's model must be cached
+        spec.require_cached()
 
 
 def prepare(config: BuildConfig, progress: bool = True) -> Prepared:
@@ -183,11 +186,15 @@ def _generate_pack_on(config: BuildConfig, shards: list[ShardJob], device: str,
 
         if shard.dendrogram:
             write_dendrogram(config, generation)  # before the stats file: a resumed build skips a finished shard
-        stats = write_shard(config.output, shard.name, samples(), image_format=config.output_format.image_format,
-                            jpeg_quality=config.output_format.jpeg_quality, unet_rows=generation.unet_rows,
+        scoring = shard_scoring(config, device)  # scores into the records, filtered images left out
+        stream = samples() if scoring is None else scoring(samples())
+        stats = write_shard(config.output, shard.name, stream, image_format=config.output_format.image_format,
+                            jpeg_quality=config.output_format.jpeg_quality,
+                            unet_rows=None if config.filter else generation.unet_rows,  # filtered: the written images'
                             wall_seconds=device_seconds + time.perf_counter() - shard_started,
                             device_seconds=device_seconds, device=device,
-                            worker=f"{socket.gethostname()}:{os.getpid()}")
+                            worker=f"{socket.gethostname()}:{os.getpid()}",
+                            scored=scoring.stats if scoring is not None else None)
         results.append((stats, True))
     return results
 

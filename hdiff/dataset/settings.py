@@ -48,8 +48,11 @@ def image_settings(config: BuildConfig) -> dict[str, Any]:
     """`{"generation.steps": 40, ...}`: the config's image-deciding settings as dotted keys, JSON values, local
     paths by their last part."""
     values = config.to_flow_parameters()
-    return {f"{section}.{field}": portable(values[section][field])
-            for section, fields in IMAGE_SETTINGS.items() for field in fields}
+    found = {f"{section}.{field}": portable(values[section][field])
+             for section, fields in IMAGE_SETTINGS.items() for field in fields}
+    if config.scores or config.filter:  # what each record holds, and which images a shard leaves out
+        found.update({"scores": values["scores"], "filter": values["filter"]})
+    return found
 
 
 def model_revisions(config: BuildConfig) -> dict[str, str | None]:

@@ -43,7 +43,8 @@ def metadata_row(record: dict[str, Any]) -> dict[str, Any]:
             "unet_rows": record["unet_rows"], "standard_unet_rows": record["standard_unet_rows"],
             "cluster_path_length": len(record["cluster_path"]), "model": record["model"],
             "model_revision": record.get("model_revision"), "source_row": source.get("row"),
-            **{f"source_{name}": value for name, value in (source.get("columns") or {}).items()}}
+            **{f"source_{name}": value for name, value in (source.get("columns") or {}).items()},
+            **{f"score_{name}": value for name, value in (record.get("scores") or {}).items()}}
 
 
 def tar_records(path: Path) -> list[dict[str, Any]]:

@@ -55,6 +55,7 @@ class Committed:
 
     manifest: Manifest | None
     shards: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    filtered: frozenset[str] = frozenset()  # keys of images a filter dropped (in no tar, listed in the stats)
 
     @property
     def versions(self) -> list[Version]:
@@ -63,7 +64,8 @@ class Committed:
     @functools.cached_property
     def prompt_ids(self) -> set[str]:
         """Every prompt id the dataset holds (read once: planning asks for it twice)."""
-        return {parse_sample_key(key)[0] for keys in self.shards.values() for key in keys}
+        held = {parse_sample_key(key)[0] for keys in self.shards.values() for key in keys}
+        return held | {parse_sample_key(key)[0] for key in self.filtered}  # a filtered prompt is not made again
 
 
 @dataclass
@@ -94,14 +96,15 @@ def read_committed(out_dir: str | Path) -> Committed:
     except (OSError, ValueError) as exc:  # a pydantic ValidationError is a ValueError
         raise HdiffError(f"{path} is unreadable ({type(exc).__name__}); restore it, or delete the folder to "
                          "rebuild") from None
-    shards = {}
+    shards, dropped = {}, set()
     for name in (row.shard for row in manifest.shards):
         stats = read_stats(out_dir, name)
         if stats is None or not layout.tar_path(out_dir, name).is_file():
             raise HdiffError(f"{out_dir}: the dataset's shard {name} is missing or damaged; see `hdiff verify "
                              f"{out_dir}`")
         shards[name] = tuple(stats.keys)
-    return Committed(manifest, shards)
+        dropped.update(d.key for d in stats.dropped or ())
+    return Committed(manifest, shards, frozenset(dropped))
 
 
 def sample_members(prompt_ids: list[str], copies: int, base_seed: int) -> list[tuple[str, int]]:
@@ -187,7 +190,7 @@ def coverage_problems(final: dict[str, ShardStats], expected: frozenset[str], ke
     seen: dict[str, str] = {}
     problems = []
     for name in sorted(final):
-        for key in final[name].keys:
+        for key in [*final[name].keys, *(d.key for d in final[name].dropped or ())]:  # a filtered image is covered
             if key in seen:
                 problems.append(f"sample {key} is in both {seen[key]} and {name}")
             seen.setdefault(key, name)

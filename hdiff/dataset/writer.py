@@ -65,16 +65,32 @@ class ShardRow(BaseModel):
                                "samples)")
     worker: str | None = Field(None, description="host:pid of the process that generated it")
     taus: list[float] = Field(default_factory=list, description="the τ values its records were sampled at")
+    filtered: dict[str, int] | None = Field(None, exclude_if=lambda v: v is None, description="images a filter "
+                                            "dropped, by the rule (config key) that dropped them")
+    scoring_seconds: float | None = Field(None, exclude_if=lambda v: v is None, description="time spent scoring, "
+                                          "apart from generation")
+
+
+class Dropped(BaseModel):
+    """An image a filter rule dropped: not written, listed in its shard's stats."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    reason: str = Field(description="the filter rule's config key, e.g. clip_min")
+    score: float
 
 
 class ShardStats(ShardRow):
     """What a finished shard holds and cost; its file under stats/ is the shard's done-marker."""
 
     keys: list[str] = Field(description="its samples' keys, in tar order")
+    dropped: list[Dropped] | None = Field(None, exclude_if=lambda v: v is None, description="images a filter "
+                                          "dropped (not in the tar)")
 
     def row(self) -> ShardRow:
-        """Its row in the manifest (all but the keys)."""
-        return ShardRow.model_validate(self.model_dump(exclude={"keys"}))
+        """Its row in the manifest (all but the keys and the dropped images)."""
+        return ShardRow.model_validate(self.model_dump(exclude={"keys", "dropped"}))
 
 
 def _as_rgb_image(image: np.ndarray | Image.Image) -> Image.Image:
@@ -158,12 +174,14 @@ def file_sha256(path: Path) -> str:
 
 def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample], *, image_format: ImageFormat = "png",
                 jpeg_quality: int = 95, unet_rows: float | None = None, wall_seconds: float | None = None,
-                device_seconds: float = 0.0, device: str | None = None, worker: str | None = None) -> ShardStats:
+                device_seconds: float = 0.0, device: str | None = None, worker: str | None = None,
+                scored: Callable[[], dict] | None = None) -> ShardStats:
     """Write `samples` as OUT/data/<shard_name>.tar, then OUT/stats/<shard_name>.json; returns the stats.
 
     The tar is written under a `.partial` name, fsynced and renamed; the stats file goes last. `unet_rows` defaults
     to the sum of the records' unet_rows and `wall_seconds` to this call's duration (pass the sampler's figures
-    when generation happened before the call). `jpeg_quality` is also webp's quality.
+    when generation happened before the call). `jpeg_quality` is also webp's quality. `scored`, called once the
+    samples are written, gives the stats fields of a scoring stage (hdiff.dataset.scoring_stage).
     """
     started = time.perf_counter()
     if not KEY_PATTERN.match(shard_name):
@@ -206,6 +224,7 @@ def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample],
         unet_rows=record_rows if unet_rows is None else unet_rows, standard_rows=standard_rows,
         wall_seconds=time.perf_counter() - started if wall_seconds is None else wall_seconds,
         device_seconds=device_seconds, device=device, worker=worker, taus=sorted(taus),
+        **(scored() if scored is not None else {}),
     )
     write_atomically(final_stats, stats_json(stats))
     return stats
