@@ -45,7 +45,7 @@ def check_output_folder(out: str | os.PathLike, source: str | None = None) -> No
 def is_hdiff_folder(out: Path) -> bool:
     """True for an empty folder or one a build made (its marker, an hdiff manifest, or a killed build's lock with
     finished shards)."""
-    if not any(out.iterdir()):
+    if not any(path.name != layout.LOCK_NAME for path in out.iterdir()):  # empty but for this run's lock
         return True
     if layout.marker_path(out).is_file():
         return True
