@@ -95,6 +95,8 @@ def cmd_build(args) -> int:
     accuracy = f", oracle accuracy {100 * oracle.all:.1f}%" if oracle else ""
     print(f"{built.run.describe()}{compute}; the dataset: {totals.samples} images in {config.output}, "
           f"{totals.percent_saved:.1f}% of UNet rows saved{accuracy}")
+    if built.run.device is not None and (note := built.run.device.cpu_note()) is not None:
+        print(note)
     return 0
 
 
@@ -164,8 +166,8 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--revision", default=None, help="the branch to commit to (default: main)")
     u.set_defaults(func=cmd_push)
 
-    bench = sub.add_parser("bench", help="benchmarks that print figures: saved, quality, speed, plan, ingest")
-    bench.add_argument("which", choices=["saved", "quality", "speed", "plan", "ingest"], help="the benchmark")
+    bench = sub.add_parser("bench", help="benchmarks that print figures: saved, quality, speed, plan, ingest, encode, build")
+    bench.add_argument("which", choices=["saved", "quality", "speed", "plan", "ingest", "encode", "build"], help="the benchmark")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="its own flags (hdiff bench WHICH --help)")
     bench.set_defaults(func=cmd_bench)
     return p
