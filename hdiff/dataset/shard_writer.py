@@ -34,7 +34,7 @@ from hdiff.dataset.encoding import Encoding, encode
 from hdiff.dataset.writer import Sample, ShardStats, write_shard
 from hdiff.errors import HdiffError
 
-WORKER_NICENESS = 10
+WORKER_NICENESS = 0
 
 
 class ByteBudget:
