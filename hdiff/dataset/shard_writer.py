@@ -5,9 +5,9 @@
     shard writers   a thread per open shard: bytes in sample order → tar (.partial, fsync, rename) → stats file
 
 Processes encode, not threads: PIL holds the GIL while it encodes into memory (its encoders release it only while
-writing to a file descriptor), so encoder threads neither scale with cores nor leave the sampler's thread the GIL
-when it needs it (docs/speed.md, `hdiff bench encode`). The workers run at a lower priority (nice 10), so the
-sampler's thread gets a core first.
+writing to a file descriptor), so encoder threads would hold the GIL that the sampler's thread needs to launch the
+device's work (docs/speed.md, `hdiff bench encode`). The workers run at normal priority: at a lower one, other
+work on a shared machine starved them.
 
 Memory: decoded images wait in a queue bounded in bytes (`queue_mib`), one per process and shared by every device
 and task there. A thread that adds to a full queue blocks, and the time it blocked is the device's wait for the CPU
@@ -33,8 +33,6 @@ import numpy as np
 from hdiff.dataset.encoding import Encoding, encode
 from hdiff.dataset.writer import Sample, ShardStats, write_shard
 from hdiff.errors import HdiffError
-
-WORKER_NICENESS = 0
 
 
 class ByteBudget:
@@ -64,12 +62,6 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _lower_priority() -> None:
-    """Encoder worker start-up: yield the CPU to the sampler's thread when both want it."""
-    if hasattr(os, "nice"):
-        os.nice(WORKER_NICENESS)
-
-
 class WriterPool:
     """Encoder processes and a bounded queue of decoded images, shared by every shard written in this process."""
 
@@ -86,7 +78,7 @@ class WriterPool:
         with self._lock:
             if self._encoders is None:
                 self._encoders = concurrent.futures.ProcessPoolExecutor(
-                    self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority)
+                    self.workers, mp_context=multiprocessing.get_context("spawn"))
             return self._encoders
 
     def open_shard(self, out_dir: str | Path, shard_name: str, encoding: Encoding, **stats) -> ShardSink:
