@@ -181,6 +181,23 @@ def test_the_local_runner_builds_on_every_listed_device(reference, demo_config, 
     assert tar_bytes(out) == tar_bytes(reference)
 
 
+def test_a_pack_returns_its_shards_once_they_are_on_disk(demo_config):
+    """generate_pack (what a Prefect task runs): the stats of the shards it wrote, on disk when it returns, with its
+    device time; called again, it skips them."""
+    from hdiff.dataset.config import load_config
+    from hdiff.dataset.pipeline import generate_pack, prepare
+    from hdiff.dataset.writer import shard_is_complete
+
+    config_path, out = demo_config("one-pack")
+    config = load_config(config_path)
+    shards = prepare(config, progress=False).shards[:2]
+    pack = generate_pack(config, shards)
+    assert [(stats.shard, generated) for stats, generated in pack.shards] == [(s.name, True) for s in shards]
+    assert all(shard_is_complete(out, s.name) for s in shards) and pack.device_s > 0 and pack.device_waited_s >= 0
+    again = generate_pack(config, shards)
+    assert [(stats, generated) for stats, generated in again.shards] == [(stats, False) for stats, _ in pack.shards]
+
+
 # ---------------------------------------------------------------------------------------------- killed and resumed
 
 

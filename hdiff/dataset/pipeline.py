@@ -135,8 +135,8 @@ def _load_adapter(model_id: str, prior: str | None, device: str, scheduler: str 
 
 @dataclass
 class PackResult:
-    """A pack's shards (stats, and whether this run wrote them) and its device time: held, and idle before it
-    took the device or blocked on the full writer queue (both time the device waited for the CPU)."""
+    """A pack's shards (stats, and whether this run wrote them) and its device time: at work (sampling, decoding),
+    and waiting for the CPU (idle before the pack took it, or blocked on the full writer queue)."""
 
     shards: list[tuple[ShardStats, bool]]
     device_s: float = 0.0
@@ -160,9 +160,9 @@ def generate_pack(config: BuildConfig, shards: list[ShardJob], progress_label: s
         sinks = _generate_pack_on(config, shards, held.device, progress_label, writers)
         device_s = time.perf_counter() - started
     # the device is free: the next pack samples while these shards are encoded and written
-    results = [sink.result() if isinstance(sink, ShardSink) else sink for sink in sinks]
-    waited = held.idle_before_s + sum(sink.waited_s for sink in sinks if isinstance(sink, ShardSink))
-    return PackResult(results, device_s=device_s, device_waited_s=waited)
+    results = [(sink.result(), True) if isinstance(sink, ShardSink) else sink for sink in sinks]
+    blocked = sum(sink.waited_s for sink in sinks if isinstance(sink, ShardSink))  # on the full writer queue
+    return PackResult(results, device_s=device_s - blocked, device_waited_s=held.idle_before_s + blocked)
 
 
 def _generate_pack_on(config: BuildConfig, shards: list[ShardJob], device: str, progress_label: str | None,
