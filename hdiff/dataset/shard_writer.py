@@ -20,6 +20,7 @@ they are byte-identical to a serial build's; the stats file, the shard's done-ma
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import multiprocessing
 import os
@@ -191,6 +192,13 @@ def writer_pool(workers: int | None, queue_mib: int) -> WriterPool:
     """This process's writer pool (`workers` None: one per usable core), shared by its threads and devices."""
     key = (workers or usable_cores(), queue_mib)
     with _POOLS_LOCK:
+        if not _POOLS:
+            atexit.register(_shut_down_pools)  # before the interpreter tears down what the executor's exit uses
         if key not in _POOLS:
             _POOLS[key] = WriterPool(key[0], queue_mib * 2**20)
         return _POOLS[key]
+
+
+def _shut_down_pools() -> None:
+    for pool in list(_POOLS.values()):
+        pool.shutdown()
