@@ -47,7 +47,7 @@ def test_bench_build_compares_the_build_with_the_sampler_and_the_stock_loops(tmp
     result = json.loads(out.read_text())
     jpg = result["formats"]["jpg"]
     assert jpg["images"] == 8 and set(jpg["runs"]) == set(build.METHODS)
-    for key in ("build_over_sampler", "build_over_sampler_steady", "build_over_stock_naive",
+    for key in ("build_over_sampler", "build_over_sampler_without_fixed", "build_over_stock_naive",
                 "build_over_stock_overlapped"):
         assert jpg[key] > 0
     assert jpg["runs"]["build"]["first_shard_s"] > 0 and jpg["runs"]["build"]["fixed_s"] > 0
