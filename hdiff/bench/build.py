@@ -39,7 +39,7 @@ import yaml
 from hdiff.bench.common import REPO_ROOT, check_output_file, comma_list, integer, machine_line, markdown_table, number
 from hdiff.bench.emulated import COSTS, write_model
 from hdiff.dataset import layout
-from hdiff.dataset.encoding import DEFAULT_PNG_LEVEL, IMAGE_FORMATS, Encoding, encode
+from hdiff.dataset.encoding import DEFAULT_PNG_LEVEL, IMAGE_FORMATS, encode
 from hdiff.dataset.shard_writer import usable_cores
 from hdiff.errors import CommandParser, HdiffError, run_as_command
 from hdiff.files import write_atomically
