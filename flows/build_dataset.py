@@ -102,8 +102,9 @@ def commit_task(config: BuildConfig, prepared: pipeline.Prepared, wall_seconds: 
 
 
 def task_runner_for(config: BuildConfig):
-    """Threads on one machine (runner.gpu_concurrency packs on each device of model.device, and as many more whose
-    shards are being written while the next pack samples), or Ray: a given cluster address or a local instance."""
+    """Threads on one machine (per device of model.device and slot of runner.gpu_concurrency: a pack sampling, one
+    whose shards are being written, and one started and waiting for the device, so that Prefect's start of a task
+    never keeps a device idle), or Ray: a given cluster address or a local instance."""
     if config.runner.kind == "ray":
         from prefect_ray import RayTaskRunner
 
@@ -112,7 +113,7 @@ def task_runner_for(config: BuildConfig):
             return RayTaskRunner(init_kwargs={"address": "auto"})  # ray.init(address="auto") fails instead
         return RayTaskRunner(address=address, init_kwargs={} if address else {"include_dashboard": False})
     devices = visible_devices(config.model.device)
-    return ThreadPoolTaskRunner(max_workers=2 * config.runner.gpu_concurrency * len(devices))
+    return ThreadPoolTaskRunner(max_workers=3 * config.runner.gpu_concurrency * len(devices))
 
 
 @contextlib.contextmanager

@@ -224,11 +224,11 @@ class DeviceTime:
         total = self.held_s + self.waited_s
         if total <= 0 or self.waited_s <= CPU_WAIT_NOTE * total:
             return None
-        helps = {"png": f"a lower output_format.png_compress_level (now {self.png_level}), image_format jpg, ",
-                 "webp": "image_format jpg or png, ", "jpg": ""}.get(self.format, "")
+        helps = {"png": f"a lower output_format.png_compress_level (now {self.png_level}), image_format jpg, or ",
+                 "webp": "image_format jpg or png, or "}.get(self.format, "")
         return (f"the device waited {self.waited_s:.1f} s of {total:.1f} s ({100 * self.waited_s / total:.0f}%) for "
-                f"the CPU to encode and write {self.format} images: {helps}or more CPU cores "
-                "(runner.encode_workers) would help")
+                f"the CPU to encode and write {self.format} images: {helps}more CPU cores (runner.encode_workers) "
+                "would help")
 
 
 @dataclass(frozen=True)
