@@ -13,6 +13,7 @@ across all runs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ from hdiff.dataset.scoring_stage import dropped_rows, dropped_table, scorer_iden
 from hdiff.dataset.ownership import check_output_folder
 from hdiff.dataset.settings import claim_output, committed_identity
 from hdiff.dataset.sources import build_provenance
-from hdiff.dataset.update import BuildResult, RunReport
+from hdiff.dataset.update import BuildResult, DeviceTime, RunReport
 from hdiff.dataset.writer import clean_partials
 from hdiff.devices import visible_devices
 from hdiff.errors import HdiffError
@@ -56,15 +57,17 @@ def _pack_run_name() -> str:
 
 
 @task(name="generate-shards", tags=[GPU_TAG], task_run_name=_pack_run_name)
-def generate_shards_task(config: BuildConfig, shards: list[pipeline.ShardJob]) -> list[dict]:
-    """One shard, or a pack of shards sampled together (config generation.pack_shards)."""
+def generate_shards_task(config: BuildConfig, shards: list[pipeline.ShardJob]) -> dict:
+    """One shard, or a pack of shards sampled together (config generation.pack_shards); returns once they are on
+    disk: their stats, the device time and the device's wait for the CPU."""
     label = shards[0].name if len(shards) == 1 else f"{shards[0].name}..{shards[-1].name}"
-    results = pipeline.generate_pack(config, shards, progress_label=label)
+    pack = pipeline.generate_pack(config, shards, progress_label=label)
     logger = get_run_logger()
-    for shard, (stats, generated) in zip(shards, results):
+    for shard, (stats, generated) in zip(shards, pack.shards):
         logger.info("%s: %s (%d images, %.0f UNet rows)", shard.name,
                     "generated" if generated else "already complete, skipped", stats.samples, stats.unet_rows)
-    return [stats.model_dump(mode="json") for stats, _ in results]
+    return {"shards": [stats.model_dump(mode="json") for stats, _ in pack.shards], "device_s": pack.device_s,
+            "device_waited_s": pack.device_waited_s}
 
 
 def retry_unless_bad_input(task, task_run, state) -> bool:
@@ -104,8 +107,9 @@ def commit_task(config: BuildConfig, prepared: pipeline.Prepared, identity: dict
 
 
 def task_runner_for(config: BuildConfig):
-    """Threads on one machine (runner.gpu_concurrency shards on each device of model.device), or Ray: a given
-    cluster address or a local instance."""
+    """Threads on one machine (per device of model.device and slot of runner.gpu_concurrency: a pack sampling, one
+    whose shards are being written, and one started and waiting for the device, so that Prefect's start of a task
+    never keeps a device idle), or Ray: a given cluster address or a local instance."""
     if config.runner.kind == "ray":
         from prefect_ray import RayTaskRunner
 
@@ -114,7 +118,7 @@ def task_runner_for(config: BuildConfig):
             return RayTaskRunner(init_kwargs={"address": "auto"})  # ray.init(address="auto") fails instead
         return RayTaskRunner(address=address, init_kwargs={} if address else {"include_dashboard": False})
     devices = visible_devices(config.model.device)
-    return ThreadPoolTaskRunner(max_workers=config.runner.gpu_concurrency * len(devices))
+    return ThreadPoolTaskRunner(max_workers=3 * config.runner.gpu_concurrency * len(devices))
 
 
 @contextlib.contextmanager
@@ -167,17 +171,20 @@ def build_dataset(config: dict[str, Any] | None = None, config_path: str | None 
             identity = claim_output(cfg, prepared.committed.manifest)  # a re-run must match its finished shards
             for rewrite in prepared.plan.rewrites:
                 rewrite_task(cfg, rewrite)
-            generate_shards(cfg, prepared.shards)
-            return commit_task(cfg, prepared, identity, time.perf_counter() - started)
+            device = generate_shards(cfg, prepared.shards)
+            result = commit_task(cfg, prepared, identity, time.perf_counter() - started)
+            return BuildResult(result.manifest, dataclasses.replace(result.run, device=device))
         except BaseException:
             ownership.release_unused(cfg.output, created)  # refused before any shard: nothing left behind
             raise
 
 
-def generate_shards(cfg: BuildConfig, shards: list[pipeline.ShardJob]) -> None:
-    """Every shard of the plan, in packs of generation.pack_shards, on the config's runner, with progress."""
+def generate_shards(cfg: BuildConfig, shards: list[pipeline.ShardJob]) -> DeviceTime:
+    """Every shard of the plan, in packs of generation.pack_shards, on the config's runner, with progress; returns
+    the devices' time and their wait for the CPU."""
+    device = DeviceTime(format=cfg.output_format.image_format, png_level=cfg.output_format.png_compress_level)
     if not shards:
-        return
+        return device
     progress = create_progress_artifact(0.0, key="hdiff-build-progress", description=f"{cfg.name}: shards done")
     shard_task = generate_shards_task.with_options(retries=cfg.runner.retries, retry_delay_seconds=1,
                                                    retry_condition_fn=retry_unless_bad_input)
@@ -189,11 +196,15 @@ def generate_shards(cfg: BuildConfig, shards: list[pipeline.ShardJob]) -> None:
         futures = [runner.submit(shard_task, {"config": cfg, "shards": pack}) for pack in packs]
         done_images = 0
         for done, future in enumerate(as_completed(futures), 1):
-            stats = future.result()
-            done_images += sum(s["samples"] for s in stats)
+            pack = future.result()
+            done_images += sum(s["samples"] for s in pack["shards"])
+            device = device.plus(pack["device_s"], pack["device_waited_s"])
             overall.set_postfix_str(f"{done_images:,} of {images:,} images")
-            overall.update(len(stats))
+            overall.update(len(pack["shards"]))
             update_progress_artifact(progress, 100.0 * done / len(futures))
+    if (note := device.cpu_note()) is not None:
+        get_run_logger().warning(note)
+    return device
 
 
 class _BadInputLogged(logging.Filter):

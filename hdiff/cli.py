@@ -97,6 +97,8 @@ def cmd_build(args) -> int:
     filtered = "".join(f", {count} filtered by {rule}" for rule, count in (totals.filtered or {}).items())
     print(f"{built.run.describe()}{compute}; the dataset: {totals.samples} images in {config.output}, "
           f"{totals.percent_saved:.1f}% of UNet rows saved{accuracy}{filtered}")
+    if built.run.device is not None and (note := built.run.device.cpu_note()) is not None:
+        print(note)
     return 0
 
 
@@ -154,7 +156,7 @@ def cmd_pull(args) -> int:
     return 0
 
 
-BENCHMARKS = ("saved", "quality", "speed", "plan", "ingest", "shipped", "startup")  # modules of hdiff.bench
+BENCHMARKS = ("saved", "quality", "speed", "plan", "ingest", "shipped", "startup", "encode", "build")  # hdiff.bench
 
 
 def cmd_bench(args) -> int:

@@ -8,8 +8,10 @@ The names mean the same in every command: "auto" is the first GPU of the machine
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import threading
+import time
 from collections.abc import Iterator
 
 from hdiff.errors import HdiffError
@@ -81,6 +83,15 @@ def visible_devices(setting: str | list[str]) -> list[str]:
     return names
 
 
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A device held by a task, and how long that device stood idle before this task took it (0.0 for its first
+    task): time it waited for a task that was busy elsewhere, e.g. on the CPU."""
+
+    device: str
+    idle_before_s: float
+
+
 class DevicePool:
     """Hands devices to concurrent tasks: a task holds a device for as long as it runs, and a device is held by at
     most `slots` tasks at once (1: no two tasks share a device). A task waits while every device is taken."""
@@ -90,18 +101,28 @@ class DevicePool:
             raise HdiffError(f"a device pool needs devices and slots >= 1, got {devices!r} × {slots}")
         self.devices = list(devices)
         self._free = dict.fromkeys(self.devices, slots)
+        self._released: dict[str, list[float]] = {name: [] for name in self.devices}  # when a slot was given back
         self._changed = threading.Condition()
 
     @contextlib.contextmanager
     def device(self) -> Iterator[str]:
         """Hold the least busy free device (the first listed on ties) for the block."""
+        with self.claim() as held:
+            yield held.device
+
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[Claim]:
+        """`device()`, and how long the slot taken had been free."""
         with self._changed:
             self._changed.wait_for(lambda: any(self._free.values()))
             name = max(self.devices, key=self._free.__getitem__)
             self._free[name] -= 1
+            released = self._released[name]
+            idle = time.perf_counter() - released.pop(0) if released else 0.0
         try:
-            yield name
+            yield Claim(name, idle)
         finally:
             with self._changed:
                 self._free[name] += 1
+                self._released[name].append(time.perf_counter())
                 self._changed.notify()

@@ -168,6 +168,23 @@ def test_the_local_runner_builds_on_every_listed_device(reference, demo_config, 
     assert tar_bytes(out) == tar_bytes(reference)
 
 
+def test_a_pack_returns_its_shards_once_they_are_on_disk(demo_config):
+    """generate_pack (what a Prefect task runs): the stats of the shards it wrote, on disk when it returns, with its
+    device time; called again, it skips them."""
+    from hdiff.dataset.config import load_config
+    from hdiff.dataset.pipeline import generate_pack, prepare
+    from hdiff.dataset.writer import shard_is_complete
+
+    config_path, out = demo_config("one-pack")
+    config = load_config(config_path)
+    shards = prepare(config, progress=False).shards[:2]
+    pack = generate_pack(config, shards)
+    assert [(stats.shard, generated) for stats, generated in pack.shards] == [(s.name, True) for s in shards]
+    assert all(shard_is_complete(out, s.name) for s in shards) and pack.device_s > 0 and pack.device_waited_s >= 0
+    again = generate_pack(config, shards)
+    assert [(stats, generated) for stats, generated in again.shards] == [(stats, False) for stats, _ in pack.shards]
+
+
 # ---------------------------------------------------------------------------------------------- killed and resumed
 
 
@@ -200,12 +217,15 @@ def stop_group(process: subprocess.Popen) -> None:
 
 @pytest.mark.subprocess
 def test_killed_build_resumes_to_the_uninterrupted_dataset(reference, demo_config, prefect_api, capfd):
+    """Killed (SIGKILL, the whole process group) once a shard is done and another is being written by the writer
+    pool (its encoders slowed by tests/slow_encoder_build.py), the build resumes to the uninterrupted dataset."""
     total = len(layout.stats_shards(reference))
     assert total >= 4
     config, out = demo_config("killed")
     log = config.parent / "build.log"
     with open(log, "wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "hdiff.cli", "build", str(config)], cwd=config.parent,
+        process = subprocess.Popen([sys.executable, str(REPO / "tests" / "slow_encoder_build.py"), "build",
+                                    str(config)], cwd=config.parent,
                                    stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
                                    env={**os.environ, "PREFECT_API_URL": prefect_api})
     try:
@@ -217,11 +237,12 @@ def test_killed_build_resumes_to_the_uninterrupted_dataset(reference, demo_confi
         in_use = [line for line in capfd.readouterr().err.splitlines() if line.startswith("hdiff: ")]
         assert len(in_use) == 1 and f"is in use by another run (pid {process.pid} on " in in_use[0], in_use
 
-        done = []
-        while not done:
+        done, writing = [], []
+        while not (done and writing):  # a shard finished, and another's tar being written
             assert process.poll() is None, f"the build ended before it was killed:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"no shard finished in {KILL_TIMEOUT_S} s:\n{log.read_text()[-3000:]}"
             done = layout.stats_shards(out)
+            writing = [path for path in layout.partial_files(out) if ".tar." in path.name]
             for shard in layout.tar_shards(out):
                 problem = tar_problem(layout.tar_path(out, shard), read_stats(out, shard))
                 assert problem is None, problem
@@ -233,6 +254,7 @@ def test_killed_build_resumes_to_the_uninterrupted_dataset(reference, demo_confi
     assert process.returncode == -signal.SIGKILL
     killed_at = layout.stats_shards(out)
     assert 1 <= len(killed_at) < total, f"killed after {len(killed_at)} of {total} shards"
+    assert any(".tar." in path.name for path in layout.partial_files(out))  # killed mid-write
     for shard in layout.tar_shards(out):  # what the kill left under final names is whole
         assert tar_problem(layout.tar_path(out, shard), read_stats(out, shard)) is None
     finished = {shard: layout.stats_path(out, shard).read_bytes() for shard in killed_at}

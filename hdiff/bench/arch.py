@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from hdiff.errors import HdiffError
-from hdiff.models.base import Conditioning, default_dtype
+from hdiff.models.base import Conditioning, default_dtype, register
 from hdiff.models.flux import FluxAdapter
 from hdiff.models.sd3 import StableDiffusion3Adapter
 from hdiff.models.sdxl import StableDiffusionXLAdapter
@@ -171,3 +171,45 @@ def build_arch(name: str, embeddings: dict[str, np.ndarray], *, device: str = "c
     adapter = cls(f"{name}-arch (random weights{', tiny' if tiny else ''})", pipeline, device=device, dtype=dtype)
     adapter.set_projection(arch, embeddings, tiny, seed)
     return adapter
+
+
+ARCH_PIPELINE = "HdiffRandomArchPipeline"
+
+
+def write_arch_model(folder, name: str, embeddings_file: str, *, tiny: bool = False):
+    """A model folder that `hdiff build` loads as the random-weight arch `name` (once this module is imported),
+    conditioned by the MiniLM embeddings in `embeddings_file` (.npz, hdiff.bench.speed --write-embeddings)."""
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    index = {"_class_name": ARCH_PIPELINE, "arch": name, "embeddings": str(Path(embeddings_file).resolve()),
+             "tiny": tiny}
+    (folder / "model_index.json").write_text(json.dumps(index))
+    return folder
+
+
+@register
+class RandomArchFolder:
+    """Loads a folder written by `write_arch_model` as its arch's adapter (hdiff.models.loading's registry)."""
+
+    name = "random-arch"
+    pipeline_classes = (ARCH_PIPELINE,)
+    options: tuple[str, ...] = ()
+    hub_ids: tuple[str, ...] = ()
+
+    @classmethod
+    def companion_sources(cls, options: dict) -> dict[str, str]:
+        return {}
+
+    @classmethod
+    def from_pretrained(cls, source: str, *, device: str = "cpu", dtype=None, allow_pickle: bool = False, **options):
+        import json
+        from pathlib import Path
+
+        from hdiff.bench.kandinsky_arch import load_embeddings
+
+        index = json.loads((Path(source) / "model_index.json").read_text())
+        return build_arch(index["arch"], load_embeddings(index["embeddings"]), device=device, dtype=dtype,
+                          tiny=index.get("tiny", False))

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hdiff.dataset.encoding import DEFAULT_PNG_LEVEL, Encoding
 from hdiff.errors import HdiffDeprecation, HdiffError
 from hdiff.devices import check_devices
 from hdiff.models.schedulers import check_scheduler
@@ -134,7 +135,13 @@ class GenerationConfig(GenerationSettings):
 
 class OutputFormatConfig(_Section):
     image_format: Literal["png", "jpg", "webp"] = "png"
-    jpeg_quality: int = Field(95, ge=1, le=100)
+    jpeg_quality: int = Field(95, ge=1, le=100, description="jpg's and webp's quality")
+    png_compress_level: int = Field(DEFAULT_PNG_LEVEL, ge=0, le=9, description="zlib level of png (lossless at "
+                                    "every level: time against size, never pixels; docs/speed.md's table)")
+
+    def encoding(self) -> Encoding:
+        """The encoder settings of this dataset's images."""
+        return Encoding(self.image_format, self.jpeg_quality, self.png_compress_level)
 
 
 class RunnerConfig(_Section):
@@ -142,6 +149,10 @@ class RunnerConfig(_Section):
     ray_address: str | None = None
     gpu_concurrency: int = Field(1, ge=1, description="shards running at once on each device (local runner)")
     retries: int = Field(2, ge=0)
+    encode_workers: int | None = Field(None, ge=1, description="processes that encode images beside sampling, one "
+                                       "pool per machine (Ray: per worker process); None: one per usable core")
+    write_queue_mib: int = Field(1024, ge=1, description="decoded images waiting to be encoded, MiB, shared by the "
+                                 "machine's devices; a device waits while it is full")
 
 
 class LimitsConfig(_Section):

@@ -1,7 +1,7 @@
 """The dataset build's stages as plain functions; flows/build_dataset.py wraps each in a Prefect task.
 
     read → ingest → plan against the dataset → embed new prompts (cached) → shard them → generate each shard
-    (hierarchical sampling) → write → commit (finalize)
+    (hierarchical sampling) → write, beside the next pack's sampling (hdiff.dataset.shard_writer) → commit (finalize)
 
 The shard is the unit of work and of resumption: its name is its members (hdiff.dataset.layout.shard_name), it is
 written under a temporary name and renamed, and its stats file (written last) marks it done. A re-run skips
@@ -34,6 +34,7 @@ from hdiff.dataset.sources import check_inputs
 from hdiff.dataset.shard import semantic_shards
 from hdiff.dataset.update import (Committed, Rewrite, RunPlan, ShardJob, corpus_fingerprint, new_prompts, plan_run,
                                   read_committed)
+from hdiff.dataset.shard_writer import ShardSink, WriterPool, writer_pool
 from hdiff.dataset.writer import Sample, ShardStats, read_stats, shard_is_complete, tar_samples, write_shard
 from hdiff.dataset.ownership import check_output_folder
 from hdiff.devices import DevicePool, check_present, visible_devices
@@ -141,23 +142,42 @@ def _load_adapter(model_id: str, prior: str | None, device: str, scheduler: str 
     return adapter.accelerate(channels_last=channels_last, compile=compile)
 
 
-def generate_pack(config: BuildConfig, shards: list[ShardJob],
-                  progress_label: str | None = None) -> list[tuple[ShardStats, bool]]:
+@dataclass
+class PackResult:
+    """A pack's shards (stats, and whether this run wrote them) and its device time: at work (sampling, decoding),
+    and waiting for the CPU (idle before the pack took it, or blocked on the full writer queue)."""
+
+    shards: list[tuple[ShardStats, bool]]
+    device_s: float = 0.0
+    device_waited_s: float = 0.0
+
+
+def generate_pack(config: BuildConfig, shards: list[ShardJob], progress_label: str | None = None) -> PackResult:
     """Generate a pack of shards sampled together (hdiff.generate.generate_packed) and write the incomplete ones.
 
     When any shard of the pack is missing, the whole pack is sampled again, so that every image is computed in the
-    same batches as in an uninterrupted build; only the missing shards are written. The pack runs on a device of
-    this process's pool (`device_pool`), held for the whole pack. `progress_label` shows a bar of the pack's
-    scheduler evaluations.
+    same batches as in an uninterrupted build; only the missing shards are written. The pack holds a device of this
+    process's pool (`device_pool`) while it samples and decodes; its images are encoded and written by this
+    process's writer pool (hdiff.dataset.shard_writer) while the next pack samples. Returns once every shard of the
+    pack is on disk. `progress_label` shows a bar of the pack's scheduler evaluations.
     """
     if all(shard_is_complete(config.output, s.name) for s in shards):
-        return [(read_stats(config.output, s.name), False) for s in shards]
-    with device_pool(config.model, config.runner.gpu_concurrency).device() as device:
-        return _generate_pack_on(config, shards, device, progress_label)
+        return PackResult([(read_stats(config.output, s.name), False) for s in shards])
+    writers = writer_pool(config.runner.encode_workers, config.runner.write_queue_mib)
+    with device_pool(config.model, config.runner.gpu_concurrency).claim() as held:
+        started = time.perf_counter()
+        sinks = _generate_pack_on(config, shards, held.device, progress_label, writers)
+        device_s = time.perf_counter() - started
+    # the device is free: the next pack samples while these shards are encoded and written
+    results = [(sink.result(), True) if isinstance(sink, ShardSink) else sink for sink in sinks]
+    blocked = sum(sink.waited_s for sink in sinks if isinstance(sink, ShardSink))  # on the full writer queue
+    return PackResult(results, device_s=device_s - blocked, device_waited_s=held.idle_before_s + blocked)
 
 
-def _generate_pack_on(config: BuildConfig, shards: list[ShardJob], device: str,
-                      progress_label: str | None) -> list[tuple[ShardStats, bool]]:
+def _generate_pack_on(config: BuildConfig, shards: list[ShardJob], device: str, progress_label: str | None,
+                      writers: WriterPool) -> list[ShardSink | tuple[ShardStats, bool]]:
+    """Sample the pack and decode its missing shards into the writer pool: a sink per shard written, the stats of
+    those already complete."""
     adapter = cached_adapter(config.model, device)
     settings = config.generation_settings().for_model(adapter)
     jobs = [ImageJob.from_prompts(list(s.prompts), images_per_prompt=config.generation.images_per_prompt,
@@ -170,33 +190,40 @@ def _generate_pack_on(config: BuildConfig, shards: list[ShardJob], device: str,
         if adapter.device.type == "cuda":
             torch.cuda.synchronize(adapter.device)
     device_seconds = (time.perf_counter() - started) / len(shards)
-    results = []
-    for shard, job, generation in zip(shards, jobs, generations):
-        if shard_is_complete(config.output, shard.name):
-            results.append((read_stats(config.output, shard.name), False))
-            continue
-        shard_started = time.perf_counter()
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    out: list[ShardSink | tuple[ShardStats, bool]] = []
+    try:
+        for shard, job, generation in zip(shards, jobs, generations):
+            if shard_is_complete(config.output, shard.name):
+                out.append((read_stats(config.output, shard.name), False))
+                continue
+            if shard.dendrogram:
+                write_dendrogram(config, generation)  # before the stats file: a resumed build skips a finished shard
+            scoring = shard_scoring(config, device)  # scores into the records, filtered images left out
+            sink = writers.open_shard(config.output, shard.name, config.output_format.encoding(),
+                                      unet_rows=None if config.filter else generation.unet_rows,  # filtered: the
+                                      wall_before=device_seconds, device_seconds=device_seconds,  # written images'
+                                      device=device, worker=worker,
+                                      scored=scoring.stats if scoring is not None else None)
+            out.append(sink)
 
-        def samples(job=job, generation=generation, sources=dict(zip(shard.prompts, shard.sources))):
-            for row, image in generation.images():
-                record = generation.records[row].model_dump(mode="json")
-                if sources:
-                    record["source"] = sources[job.prompts[row]]
-                yield Sample(sample_key(job.prompt_ids[row], job.copy_index[row]), image, job.prompts[row], record)
+            def samples(job=job, generation=generation, sources=dict(zip(shard.prompts, shard.sources))):
+                for row, image in generation.images():  # decoded on the device, a chunk at a time
+                    record = generation.records[row].model_dump(mode="json")
+                    if sources:
+                        record["source"] = sources[job.prompts[row]]
+                    yield Sample(sample_key(job.prompt_ids[row], job.copy_index[row]), image, job.prompts[row], record)
 
-        if shard.dendrogram:
-            write_dendrogram(config, generation)  # before the stats file: a resumed build skips a finished shard
-        scoring = shard_scoring(config, device)  # scores into the records, filtered images left out
-        stream = samples() if scoring is None else scoring(samples())
-        stats = write_shard(config.output, shard.name, stream, image_format=config.output_format.image_format,
-                            jpeg_quality=config.output_format.jpeg_quality,
-                            unet_rows=None if config.filter else generation.unet_rows,  # filtered: the written images'
-                            wall_seconds=device_seconds + time.perf_counter() - shard_started,
-                            device_seconds=device_seconds, device=device,
-                            worker=f"{socket.gethostname()}:{os.getpid()}",
-                            scored=scoring.stats if scoring is not None else None)
-        results.append((stats, True))
-    return results
+            with torch.inference_mode():
+                for sample in samples() if scoring is None else scoring(samples()):
+                    sink.add(sample)
+            sink.close()
+    except BaseException:
+        for sink in out:
+            if isinstance(sink, ShardSink):
+                sink.abort()  # a closed sink finishes its shard; an open one leaves nothing under a final name
+        raise
+    return out
 
 
 def write_dendrogram(config: BuildConfig, generation) -> None:

@@ -14,6 +14,8 @@ is its members, so it holds exactly what the run would write — and removed aft
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime
 import functools
 import hashlib
@@ -203,6 +205,35 @@ def coverage_problems(final: dict[str, ShardStats], expected: frozenset[str], ke
     return problems
 
 
+CPU_WAIT_NOTE = 0.02  # the build's summary notes the device's wait for the CPU above this share of its time
+
+
+@dataclass(frozen=True)
+class DeviceTime:
+    """The devices' time in a run's generation: held (sampling and decoding) and waited for the CPU (idle before a
+    pack took a device, or blocked on the full writer queue), with the image settings that the CPU was encoding."""
+
+    format: str = "png"
+    png_level: int = 0
+    held_s: float = 0.0
+    waited_s: float = 0.0
+
+    def plus(self, held_s: float, waited_s: float) -> DeviceTime:
+        return dataclasses.replace(self, held_s=self.held_s + held_s, waited_s=self.waited_s + waited_s)
+
+    def cpu_note(self) -> str | None:
+        """One line when the CPU kept the devices waiting (over CPU_WAIT_NOTE of their time): how long, and what
+        would help; None otherwise."""
+        total = self.held_s + self.waited_s
+        if total <= 0 or self.waited_s <= CPU_WAIT_NOTE * total:
+            return None
+        helps = {"png": f"a lower output_format.png_compress_level (now {self.png_level}), image_format jpg, or ",
+                 "webp": "image_format jpg or png, or "}.get(self.format, "")
+        return (f"the device waited {self.waited_s:.1f} s of {total:.1f} s ({100 * self.waited_s / total:.0f}%) for "
+                f"the CPU to encode and write {self.format} images: {helps}more CPU cores (runner.encode_workers) "
+                "would help")
+
+
 @dataclass(frozen=True)
 class RunReport:
     """What one run did: the version it added (None: nothing changed), the prompts it found and the shards it
@@ -214,6 +245,7 @@ class RunReport:
     prompts_not_in_corpus: int
     shards_written: int
     shards_removed: int
+    device: DeviceTime | None = None  # set by the flow after the commit
 
     @classmethod
     def of(cls, committed: Committed, plan: RunPlan, manifest: Manifest) -> RunReport:

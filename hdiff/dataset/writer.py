@@ -7,15 +7,14 @@ nothing under a final name; `shard_is_complete` tells a re-run which shards to s
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import webdataset
@@ -23,11 +22,10 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hdiff.dataset import layout
+from hdiff.dataset.encoding import DEFAULT_PNG_LEVEL, IMAGE_FORMATS, Encoding, ImageFormat
 from hdiff.errors import HdiffError
 from hdiff.files import atomic_path, write_atomically
 from hdiff.records import DatasetRecord
-
-ImageFormat = Literal["png", "jpg", "webp"]
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")  # the same rule as DatasetRecord.key: WebDataset splits names at dots
 MAX_KEY_LENGTH = 90  # member names ("<key>.webp") must fit a USTAR header without a prefix
@@ -93,35 +91,13 @@ class ShardStats(ShardRow):
         return ShardRow.model_validate(self.model_dump(exclude={"keys", "dropped"}))
 
 
-def _as_rgb_image(image: np.ndarray | Image.Image) -> Image.Image:
-    """A fresh RGB PIL image with no metadata (EXIF, ICC, text chunks) carried over."""
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    array = np.asarray(image)
-    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
-        raise HdiffError(f"an image must be uint8 (H, W, 3); got {array.dtype} {array.shape}")
-    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+IMAGE_ENCODERS: dict[str, Encoding] = {name: Encoding(name) for name in IMAGE_FORMATS}  # format -> its defaults
 
 
-def _save(image: Image.Image, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, **options)
-    return buffer.getvalue()
-
-
-IMAGE_ENCODERS: dict[str, Callable[[Image.Image, int], bytes]] = {
-    "png": lambda image, quality: _save(image, format="PNG", compress_level=6, optimize=False),
-    "jpg": lambda image, quality: _save(image, format="JPEG", quality=quality, subsampling=0, optimize=False,
-                                        progressive=False),
-    "webp": lambda image, quality: _save(image, format="WEBP", quality=quality, method=4, lossless=False),
-}
-
-
-def encode_image(image: np.ndarray | Image.Image, image_format: str, quality: int = 95) -> bytes:
+def encode_image(image: np.ndarray | Image.Image, image_format: str, quality: int = 95,
+                 png_level: int = DEFAULT_PNG_LEVEL) -> bytes:
     """Deterministic encoded bytes of `image` (fixed encoder settings; `quality` for jpg and webp)."""
-    if image_format not in IMAGE_ENCODERS:
-        raise HdiffError(f"image format {image_format!r} is not one of {sorted(IMAGE_ENCODERS)}")
-    return IMAGE_ENCODERS[image_format](_as_rgb_image(image), quality)
+    return Encoding(image_format, quality, png_level).encode(image)
 
 
 def check_key(key: str) -> None:
@@ -153,12 +129,11 @@ def validation_summary(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in exc.errors())
 
 
-def sample_entry(sample: Sample, record: dict[str, Any], image_format: str, quality: int) -> dict[str, Any]:
+def sample_entry(sample: Sample, record: dict[str, Any], encoding: Encoding) -> dict[str, Any]:
     """The WebDataset entry of one sample: __key__, the encoded image, txt and json, all bytes."""
     return {
         "__key__": sample.key,
-        image_format: sample.image if isinstance(sample.image, bytes) else encode_image(sample.image, image_format,
-                                                                                          quality),
+        encoding.image_format: sample.image if isinstance(sample.image, bytes) else encoding.encode(sample.image),
         "txt": sample.prompt.encode("utf-8"),
         "json": json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
     }
@@ -173,21 +148,22 @@ def file_sha256(path: Path) -> str:
 
 
 def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample], *, image_format: ImageFormat = "png",
-                jpeg_quality: int = 95, unet_rows: float | None = None, wall_seconds: float | None = None,
-                device_seconds: float = 0.0, device: str | None = None, worker: str | None = None,
+                jpeg_quality: int = 95, png_compress_level: int = DEFAULT_PNG_LEVEL, unet_rows: float | None = None,
+                wall_seconds: float | None = None, wall_before: float = 0.0, device_seconds: float = 0.0,
+                device: str | None = None, worker: str | None = None,
                 scored: Callable[[], dict] | None = None) -> ShardStats:
     """Write `samples` as OUT/data/<shard_name>.tar, then OUT/stats/<shard_name>.json; returns the stats.
 
     The tar is written under a `.partial` name, fsynced and renamed; the stats file goes last. `unet_rows` defaults
-    to the sum of the records' unet_rows and `wall_seconds` to this call's duration (pass the sampler's figures
-    when generation happened before the call). `jpeg_quality` is also webp's quality. `scored`, called once the
+    to the sum of the records' unet_rows and `wall_seconds` to `wall_before` (the sampler's share, spent before the
+    call) plus this call's duration. `jpeg_quality` is also webp's quality. A sample's image may be bytes already
+    encoded with these settings (hdiff.dataset.shard_writer encodes beside the sampler). `scored`, called once the
     samples are written, gives the stats fields of a scoring stage (hdiff.dataset.scoring_stage).
     """
     started = time.perf_counter()
     if not KEY_PATTERN.match(shard_name):
         raise HdiffError(f"shard name {shard_name!r} must be letters, digits, '_' or '-'")
-    if image_format not in IMAGE_ENCODERS:
-        raise HdiffError(f"image format {image_format!r} is not one of {sorted(IMAGE_ENCODERS)}")
+    encoding = Encoding(image_format, jpeg_quality, png_compress_level)
     final_tar = layout.tar_path(out_dir, shard_name)
     final_stats = layout.stats_path(out_dir, shard_name)
     final_tar.parent.mkdir(parents=True, exist_ok=True)
@@ -207,7 +183,7 @@ def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample],
                     if sample.key in seen:
                         raise HdiffError(f"shard {shard_name}: key {sample.key!r} appears twice")
                     record = dataset_record(sample, shard_name, image_format)
-                    writer.write(sample_entry(sample, record, image_format, jpeg_quality))
+                    writer.write(sample_entry(sample, record, encoding))
                     keys.append(sample.key)
                     seen.add(sample.key)
                     record_rows += record["unet_rows"]
@@ -222,7 +198,7 @@ def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample],
     stats = ShardStats(
         shard=shard_name, samples=len(keys), keys=keys, sha256=sha256, tar_bytes=tar_bytes, image_format=image_format,
         unet_rows=record_rows if unet_rows is None else unet_rows, standard_rows=standard_rows,
-        wall_seconds=time.perf_counter() - started if wall_seconds is None else wall_seconds,
+        wall_seconds=wall_before + time.perf_counter() - started if wall_seconds is None else wall_seconds,
         device_seconds=device_seconds, device=device, worker=worker, taus=sorted(taus),
         **(scored() if scored is not None else {}),
     )
