@@ -93,8 +93,10 @@ def in_field_order(config: dict[str, Any]) -> dict[str, Any]:
 
     order = {name: index for index, name in enumerate(BuildConfig.model_fields)}
 
-    def sorted_keys(value: Any) -> Any:
-        return {key: sorted_keys(value[key]) for key in sorted(value)} if isinstance(value, dict) else value
+    def sorted_keys(value: Any) -> Any:  # in lists too (the scores' specs)
+        if isinstance(value, dict):
+            return {key: sorted_keys(value[key]) for key in sorted(value)}
+        return [sorted_keys(item) for item in value] if isinstance(value, list) else value
 
     return {key: sorted_keys(config[key]) for key in sorted(config, key=lambda key: (order.get(key, len(order)), key))}
 

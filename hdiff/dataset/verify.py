@@ -435,10 +435,12 @@ def version_problems(manifest: Manifest, stats: dict[str, ShardStats] | None = N
         if version.version != number:
             problems.append(f"{at}.version={version.version!r}, expected {number}")
         present = (present - set(version.shards_removed)) | set(version.shards_added)
-        expected = samples + copies * (version.prompts_added - version.prompts_removed)
-        if version.samples != expected:
+        dropped = filtered_in(version.shards_added, stats)  # images a filter left out are no samples
+        expected = samples + copies * (version.prompts_added - version.prompts_removed) - dropped
+        if version.samples != expected and not (stats is None and manifest.totals.filtered):
             problems.append(f"{at}.samples={version.samples!r}, but {samples} before it, {version.prompts_added} "
-                            f"prompt(s) added and {version.prompts_removed} removed give {expected}")
+                            f"prompt(s) added and {version.prompts_removed} removed"
+                            f"{f', {dropped} filtered' if dropped else ''} give {expected}")
         samples = version.samples
         if stats is not None and set(version.shards_added) <= set(stats):
             problems += [f"{at}.{message}" for message in version_compute_problems(version, stats, copies)]
@@ -451,13 +453,20 @@ def version_problems(manifest: Manifest, stats: dict[str, ShardStats] | None = N
     return problems
 
 
+def filtered_in(shards, stats: dict[str, ShardStats] | None) -> int:
+    """Images a filter left out of `shards`, by their stats (0 without stats)."""
+    if stats is None:
+        return 0
+    return sum(sum((stats[name].filtered or {}).values()) for name in shards if name in stats)
+
+
 def version_compute_problems(version, stats: dict[str, ShardStats], copies: int) -> list[str]:
     """One version's compute and prompts added against the stats of the shards it generated."""
     generated = [stats[name] for name in version.shards_added if stats[name].device is not None]
     expected = {"unet_rows": sum(s.unet_rows for s in generated),
                 "standard_rows": sum(s.standard_rows for s in generated),
                 "device_seconds": sum(s.device_seconds for s in generated),
-                "prompts_added": sum(s.samples for s in generated) // copies}
+                "prompts_added": (sum(s.samples for s in generated) + filtered_in(version.shards_added, stats)) // copies}
     return [f"{key}={getattr(version, key)!r}, the shards it generated give {value!r}"
             for key, value in expected.items() if not _same(getattr(version, key), value)]
 
