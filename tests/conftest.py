@@ -16,10 +16,12 @@ import contextlib
 import hashlib
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -208,10 +210,74 @@ def drain_prefect_workers() -> None:
     run_coro_as_sync(drain())
 
 
+class PrefectServer:
+    """The session's Prefect API server: uvicorn serving Prefect's app on a free port, SQLite in a temporary folder,
+    in a process group of its own, stopped by that group's id. Started as soon as collection is done when a collected
+    test uses `prefect_api` (it starts up while the tests before them run), else by the fixture."""
+
+    process: subprocess.Popen | None = None
+
+    @classmethod
+    def start(cls) -> None:
+        if cls.process is not None:
+            return
+        cls.home = Path(tempfile.mkdtemp(prefix="hdiff-prefect-"))
+        port = free_port()
+        cls.url = f"http://127.0.0.1:{port}/api"
+        env = {name: value for name, value in os.environ.items() if not name.startswith("PREFECT_")}
+        env.update(PREFECT_HOME=str(cls.home),
+                   PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{cls.home}/prefect.db",
+                   PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false",
+                   PREFECT__SERVER_EPHEMERAL="1", PREFECT_LOGGING_SERVER_LEVEL="WARNING")
+        with open(cls.home / "server.log", "wb") as log:
+            cls.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host",
+                 "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"],
+                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @classmethod
+    def wait_until_up(cls, timeout: float = 180) -> str:
+        deadline = time.monotonic() + timeout
+        while not api_healthy(cls.url):
+            assert cls.process.poll() is None, f"the Prefect server exited:\n{cls.log_tail()}"
+            assert time.monotonic() < deadline, f"no Prefect server after {timeout:.0f} s:\n{cls.log_tail()}"
+            time.sleep(0.2)
+        return cls.url
+
+    @classmethod
+    def log_tail(cls) -> str:
+        return (cls.home / "server.log").read_text(errors="replace")[-3000:]
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls.process is None:
+            return
+        try:
+            os.killpg(cls.process.pid, signal.SIGTERM)
+            cls.process.wait(timeout=20)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(cls.process.pid, signal.SIGKILL)
+            cls.process.wait(timeout=20)
+        cls.process = None
+        shutil.rmtree(cls.home, ignore_errors=True)
+
+
+def pytest_collection_finish(session):
+    if not session.config.option.collectonly and any(
+            "prefect_api" in getattr(item, "fixturenames", ()) for item in session.items):
+        PrefectServer.start()
+
+
+def pytest_sessionfinish(session):
+    PrefectServer.stop()  # when no test asked for it after all (an interrupted run); else the fixture did
+
+
 @pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory) -> str:
-    """One Prefect API server (SQLite in a temporary folder) for the session's builds: in this process, in their
-    subprocesses and on Ray workers; its URL. Started as its own process group, stopped by that group's id.
+def prefect_api() -> str:
+    """The session's Prefect API server (PrefectServer) for the builds: in this process, in their subprocesses and
+    on Ray workers; its URL.
 
     Importing the flow here sets up Prefect's console logging outside any test's output capture, whose stream closes
     when that test ends.
@@ -220,25 +286,9 @@ def prefect_api(tmp_path_factory) -> str:
     import prefect.context
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    home = tmp_path_factory.mktemp("prefect")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {name: value for name, value in os.environ.items() if not name.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home}/prefect.db",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false", PREFECT__SERVER_EPHEMERAL="1",
-               PREFECT_LOGGING_SERVER_LEVEL="WARNING")
-    log = open(home / "server.log", "wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "error", "--lifespan", "on"],
-        env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    PrefectServer.start()
     try:
-        deadline = time.monotonic() + 180
-        while not api_healthy(url):
-            assert server.poll() is None, f"the Prefect server exited:\n{(home / 'server.log').read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"the Prefect server is not up after 180 s:\n" \
-                                                f"{(home / 'server.log').read_text()[-3000:]}"
-            time.sleep(0.2)
+        url = PrefectServer.wait_until_up()
         with contextlib.ExitStack() as stack:
             stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
             # also the process-wide default, for threads whose context was copied before this (as the harness does)
@@ -247,15 +297,7 @@ def prefect_api(tmp_path_factory) -> str:
             yield url
             drain_prefect_workers()  # the logs and events still queued for this server, before it stops
     finally:
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=20)
-        log.close()
+        PrefectServer.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,10 @@
 """The whole dataset build through `hdiff build` and `hdiff verify`: killed and resumed, corrupted, read back with
 datasets and the training loader, fed bad input, and repeated for byte-identical tars.
 
-Builds use the tiny random-weight shapes model and the 96-prompt demo corpus cut into 6 shards; the builds that
-several tests read are module fixtures, so the Prefect engine (and its temporary server) runs a handful of times.
+Builds use the session's tiny random-weight shapes model and Prefect server (tests/conftest.py) and the 96-prompt
+demo corpus cut into 6 shards. The uninterrupted build that six tests read is a module fixture; each other build is
+what its test asserts on (packed, on two devices, killed and resumed, re-run with other settings, a changing corpus,
+bad input), and none gives another's bytes: packed shards differ from the reference's in the last grey level.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import httpx
 import psutil
 import pytest
 
+from hdiff.dataset.verify import verify_build
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -135,9 +136,9 @@ def test_demo_deployment_runs_and_reruns_over_a_grown_corpus(tmp_path, prefect_s
                  "sharding.max_size": 8, "generation.tau": 0.5}
 
     prefect(env, "work-pool", "create", POOL, "--type", "process")
+    processes.start("worker", "worker", "start", "--pool", POOL)  # starts up while the deploy runs
     deployed = prefect(env, "--no-prompt", "deploy", "--all", timeout=180)
     assert "build-dataset/demo" in deployed and "build-dataset/kandinsky22" in deployed
-    processes.start("worker", "worker", "start", "--pool", POOL)
 
     def run_deployment() -> None:
         created = prefect(env, "deployment", "run", "build-dataset/demo", "--param",
@@ -153,8 +154,7 @@ def test_demo_deployment_runs_and_reruns_over_a_grown_corpus(tmp_path, prefect_s
         except TimeoutError as exc:
             raise AssertionError(f"{exc}\n{processes.log_tail('worker')}") from None
         assert state == "COMPLETED", processes.log_tail("worker")
-        verified = subprocess.run([str(BIN / "hdiff"), "verify", str(out)], capture_output=True, text=True, env=env)
-        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert verify_build(out) == []
 
     run_deployment()
     first = {path.name: path.read_bytes() for path in (out / "data").glob("*.tar")}

@@ -5,6 +5,10 @@ HF_ENDPOINT when it is imported).
 Online with an empty cache they fetch the model (and its prior) and the corpus and run; offline with the now-warm
 cache they give byte-identical images; offline with an empty cache they fail with one line naming the command that
 fetches just what is needed, and once that command has run, they work offline.
+
+The runs are started together when the module starts, on two lanes (this machine's two cores; each lane one run at
+a time), and each test waits for the runs it reads. The lanes never fetch the same repository at once: the Kandinsky
+repositories are fetched online by one lane only.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -82,27 +87,98 @@ def cached_files(home: Path, kind: str, repo_id: str) -> set[str]:
             if p.is_file()}
 
 
+def output_of(words: list[str]) -> str:
+    return words[words.index("--out") + 1]
+
+
+def other_model_words(model_id: str) -> list[str]:
+    return ["hdiff", "generate", "--model", model_id, "--prompts", "data/prompts/demo.jsonl", "--steps", "3",
+            "--tau", "0.5", "--out", "out/model"]
+
+
+OTHER_MODELS = [(STABLE_UNCLIP, "StableUnCLIPPipeline"), (STABLE_DIFFUSION, "StableDiffusionPipeline")]
+
+
 @pytest.fixture(scope="module")
 def commands() -> dict[str, list[str]]:
     return readme_commands()
 
 
 @pytest.fixture(scope="module")
-def generated_online(hub_server, commands, tmp_path_factory) -> tuple[Path, Path, dict[str, bytes]]:
-    """`hdiff generate --model kandinsky-community/kandinsky-2-2-decoder ...` online, from an empty cache:
-    (work folder, HF home, the images' bytes)."""
-    root, home = workdir(tmp_path_factory.mktemp("generate")), tmp_path_factory.mktemp("hf-home")
-    succeeded(run(commands["generate"], cwd=root, home=home, hub=hub_server, offline=False))
-    out = root / output_of(commands["generate"])
-    return root, home, folder_bytes(out.rename(out.with_name("online")), "images/*.png")
+def journey(hub_server, commands, prefect_api, tmp_path_factory) -> dict[str, Future]:
+    """Every run of the module, started now on two lanes: name -> Future of what the run's test reads.
+
+    Lane 1 fetches the Kandinsky repositories online (generate, then `hf download`, then build); lane 2 fetches the
+    other models and runs everything offline, waiting for lane 1's online runs where it reruns them offline.
+    """
+    folder = tmp_path_factory.mktemp
+
+    def generate_online():
+        """`hdiff generate --model kandinsky-community/kandinsky-2-2-decoder ...` online, from an empty cache:
+        (result, work folder, HF home, the images' bytes)."""
+        root, home = workdir(folder("generate")), folder("hf-home")
+        result = run(commands["generate"], cwd=root, home=home, hub=hub_server, offline=False)
+        out = root / output_of(commands["generate"])
+        images = folder_bytes(out.rename(out.with_name("online")), "images/*.png") if out.is_dir() else {}
+        return result, root, home, images
+
+    def generate_offline_cold():
+        """Offline with an empty cache, then the `hf download` its error names, run online: (result, download result
+        or None, HF home)."""
+        root, home = workdir(folder("cold-generate")), folder("hf-home")
+        result = run(commands["generate"], cwd=root, home=home, hub=hub_server, offline=True)
+        match = re.search(r"`(hf download [^`]+)`", result.stderr)
+        fetched = None
+        if match:  # a connected machine
+            fetched = run(["bash", "-c", match.group(1)], cwd=root, home=home, hub=hub_server, offline=False)
+        return result, fetched, home
+
+    def build_online():
+        """`hdiff build configs/kandinsky22.yaml` online, from an empty cache: (result, work folder, HF home, its
+        output, moved aside to out/online for the offline rerun)."""
+        root, home = workdir(folder("build")), folder("hf-home")
+        result = run(commands["build"], cwd=root, home=home, hub=hub_server, offline=False, prefect_api=prefect_api)
+        out = root / "out" / "parti-kandinsky22"
+        return result, root, home, out.rename(out.with_name("online")) if out.is_dir() else out
+
+    def other_model(model_id: str):
+        root, home = workdir(folder("other")), folder("hf-home")
+        return run(other_model_words(model_id), cwd=root, home=home, hub=hub_server, offline=False), root, home
+
+    def generate_offline_warm():
+        result, root, home, _ = runs["generate online"].result()
+        return run(commands["generate"], cwd=root, home=home, hub=hub_server, offline=True)
+
+    def build_offline_cold():
+        root, home = workdir(folder("cold-build")), folder("hf-home")
+        return run(commands["build"], cwd=root, home=home, hub=hub_server, offline=True), root
+
+    def build_offline_warm():
+        """The same command offline, once the online build is done: (result, its output)."""
+        _, root, home, _ = runs["build online"].result()
+        result = run(commands["build"], cwd=root, home=home, hub=hub_server, offline=True, prefect_api=prefect_api)
+        return result, root / "out" / "parti-kandinsky22"
+
+    online, offline = (ThreadPoolExecutor(max_workers=1, thread_name_prefix=name) for name in ("online", "offline"))
+    runs: dict[str, Future] = {}
+    try:
+        runs["generate online"] = online.submit(generate_online)
+        for model_id, _ in OTHER_MODELS:
+            runs[model_id] = offline.submit(other_model, model_id)
+        runs["generate offline cold"] = online.submit(generate_offline_cold)
+        runs["build offline cold"] = offline.submit(build_offline_cold)
+        runs["build online"] = online.submit(build_online)
+        runs["generate offline warm"] = offline.submit(generate_offline_warm)
+        runs["build offline warm"] = offline.submit(build_offline_warm)
+        yield runs
+    finally:
+        for lane in (online, offline):
+            lane.shutdown(wait=True, cancel_futures=True)
 
 
-def output_of(words: list[str]) -> str:
-    return words[words.index("--out") + 1]
-
-
-def test_generate_online_from_a_cold_cache_records_revisions(hub_server, commands, generated_online):
-    root, home, images = generated_online
+def test_generate_online_from_a_cold_cache_records_revisions(hub_server, journey):
+    result, root, home, images = journey["generate online"].result()
+    succeeded(result)
     assert len(images) == 6
     record = json.loads((root / "out" / "online" / "report.json").read_text())["images"][0]
     assert record["model"] == KANDINSKY_DECODER and record["prior"] == KANDINSKY_PRIOR
@@ -115,14 +191,11 @@ def test_generate_online_from_a_cold_cache_records_revisions(hub_server, command
     assert PICKLE_DECOY not in cached_files(home, "model", KANDINSKY_DECODER)  # safetensors only
 
 
-@pytest.mark.parametrize("model_id, pipeline_class", [(STABLE_UNCLIP, "StableUnCLIPPipeline"),
-                                                     (STABLE_DIFFUSION, "StableDiffusionPipeline")])
-def test_other_hub_models_download_from_a_cold_cache_and_run(hub_server, tmp_path, model_id, pipeline_class):
+@pytest.mark.parametrize("model_id, pipeline_class", OTHER_MODELS)
+def test_other_hub_models_download_from_a_cold_cache_and_run(hub_server, journey, model_id, pipeline_class):
     """The Stable unCLIP and Stable Diffusion repos on the server: fetched by id, safetensors only, and run."""
-    root, home = workdir(tmp_path / "work"), tmp_path / "hf-home"
-    words = ["hdiff", "generate", "--model", model_id, "--prompts", "data/prompts/demo.jsonl", "--steps", "3",
-             "--tau", "0.5", "--out", "out/model"]
-    succeeded(run(words, cwd=root, home=home, hub=hub_server, offline=False))
+    result, root, home = journey[model_id].result()
+    succeeded(result)
     report = json.loads((root / "out" / "model" / "report.json").read_text())
     assert len(report["images"]) == len(list((root / "out" / "model" / "images").glob("*.png"))) == 6
     record = report["images"][0]
@@ -133,21 +206,20 @@ def test_other_hub_models_download_from_a_cold_cache_and_run(hub_server, tmp_pat
     assert "model_index.json" in fetched and not any(f.endswith((".bin", ".ckpt")) for f in fetched)
 
 
-def test_generate_offline_warm_gives_the_same_bytes(hub_server, commands, generated_online):
-    root, home, images = generated_online
-    succeeded(run(commands["generate"], cwd=root, home=home, hub=hub_server, offline=True))
+def test_generate_offline_warm_gives_the_same_bytes(commands, journey):
+    _, root, _, images = journey["generate online"].result()
+    succeeded(journey["generate offline warm"].result())
     assert folder_bytes(root / output_of(commands["generate"]), "images/*.png") == images
 
 
-def test_generate_offline_cold_names_the_command_that_fetches_what_it_needs(hub_server, commands, generated_online,
-                                                                            tmp_path):
+def test_generate_offline_cold_names_the_command_that_fetches_what_it_needs(journey):
     """The named command, run online, fetches every file the online run fetched and nothing more."""
-    root, home = workdir(tmp_path / "work"), tmp_path / "hf-home"
-    line = one_line_error(run(commands["generate"], cwd=root, home=home, hub=hub_server, offline=True))
+    result, fetched, home = journey["generate offline cold"].result()
+    line = one_line_error(result)
     fetch = re.search(r"`(hf download [^`]+)`", line).group(1)
     assert [shlex.split(part)[2] for part in fetch.split(" && ")] == [KANDINSKY_DECODER, KANDINSKY_PRIOR], line
-    succeeded(run(["bash", "-c", fetch], cwd=root, home=home, hub=hub_server, offline=False))  # a connected machine
-    online_home = generated_online[1]
+    succeeded(fetched)
+    online_home = journey["generate online"].result()[2]
     for repo_id in (KANDINSKY_DECODER, KANDINSKY_PRIOR):
         assert cached_files(home, "model", repo_id) == cached_files(online_home, "model", repo_id), repo_id
 
@@ -155,19 +227,12 @@ def test_generate_offline_cold_names_the_command_that_fetches_what_it_needs(hub_
 # ---------------------------------------------------------------------------------------------------- the build
 
 
-@pytest.fixture(scope="module")
-def built_online(hub_server, commands, prefect_api, tmp_path_factory) -> tuple[Path, Path, Path]:
-    """`hdiff build configs/kandinsky22.yaml` online, from an empty cache: (work folder, HF home, output)."""
-    root, home = workdir(tmp_path_factory.mktemp("build")), tmp_path_factory.mktemp("hf-home")
-    succeeded(run(commands["build"], cwd=root, home=home, hub=hub_server, offline=False, prefect_api=prefect_api))
-    return root, home, root / "out" / "parti-kandinsky22"
-
-
-def test_build_online_records_provenance_and_writes_sidecars(hub_server, built_online):
+def test_build_online_records_provenance_and_writes_sidecars(hub_server, journey):
     import datasets
     import pandas as pd
 
-    root, home, out = built_online
+    result, root, home, out = journey["build online"].result()
+    succeeded(result)
     manifest = json.loads(layout.manifest_path(out).read_text())
     provenance = manifest["provenance"]
     assert "oracle_accuracy" not in manifest["totals"]  # no oracle for Kandinsky: absent, not zero
@@ -192,16 +257,16 @@ def test_build_online_records_provenance_and_writes_sidecars(hub_server, built_o
     assert sorted(metadata["key"]) == sorted(records["__key__"])
 
 
-def test_build_offline_warm_gives_the_same_tars(hub_server, commands, prefect_api, built_online):
-    root, home, out = built_online
-    online = folder_bytes(out.rename(out.with_name("online")), "data/*")
-    succeeded(run(commands["build"], cwd=root, home=home, hub=hub_server, offline=True, prefect_api=prefect_api))
-    assert folder_bytes(out, "data/*") == online
+def test_build_offline_warm_gives_the_same_tars(journey):
+    _, _, _, online = journey["build online"].result()
+    result, out = journey["build offline warm"].result()
+    succeeded(result)
+    assert folder_bytes(out, "data/*") == folder_bytes(online, "data/*") != {}
 
 
-def test_build_offline_cold_names_the_model_and_corpus_commands(hub_server, commands, tmp_path):
-    root, home = workdir(tmp_path / "work"), tmp_path / "hf-home"
-    line = one_line_error(run(commands["build"], cwd=root, home=home, hub=hub_server, offline=True))
+def test_build_offline_cold_names_the_model_and_corpus_commands(journey):
+    result, root = journey["build offline cold"].result()
+    line = one_line_error(result)
     fetch = re.search(r"`(hf download [^`]+)`", line).group(1)
     assert [shlex.split(p)[2] for p in fetch.split(" && ")] == [KANDINSKY_DECODER, KANDINSKY_PRIOR, PARTI_PROMPTS]
     assert not (root / "out").exists()

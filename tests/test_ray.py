@@ -11,6 +11,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -60,24 +61,36 @@ def free_port() -> int:
 @pytest.fixture
 def two_node_cluster(monkeypatch):
     """`ray start --head` and a second `ray start --address`, each a one-CPU node in its own process group on this
-    machine. Afterwards each group is killed by its id, and every process under the cluster's temp folder by pid."""
+    machine, started in the background (the worker once the head listens); calling the fixture's value waits until
+    both are up and gives (address, nodes). Afterwards each group is killed by its id, and every process under the
+    cluster's temp folder by pid."""
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # Ray 2.60's head turns token auth on; this cluster is local
     temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's unix sockets live under it
     port = free_port()
     ray_cli = str(Path(sys.executable).with_name("ray"))
     common = ["--num-cpus=1", "--block", "--disable-usage-stats"]
     nodes: dict[str, subprocess.Popen] = {}
-    try:
-        nodes["head"] = subprocess.Popen(
-            [ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}", *common],
-            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def start_the_worker() -> None:
         wait_for(lambda: port_open(port), 120, "the head node's GCS")
         nodes["worker"] = subprocess.Popen([ray_cli, "start", f"--address=127.0.0.1:{port}", *common],
                                            start_new_session=True, stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL)
+
+    def up() -> tuple[str, dict[str, subprocess.Popen]]:
+        worker.result()
         wait_for(lambda: raylet_of(nodes["worker"]) is not None, 120, "the worker node's raylet")
-        yield f"127.0.0.1:{port}", nodes
+        return f"127.0.0.1:{port}", nodes
+
+    starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-start")
+    try:
+        nodes["head"] = subprocess.Popen(
+            [ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}", *common],
+            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        worker = starter.submit(start_the_worker)
+        yield up
     finally:
+        starter.shutdown(wait=True)
         for node in nodes.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.pid, signal.SIGKILL)
@@ -140,8 +153,8 @@ def warm_every_node(ray) -> None:
 def test_a_node_lost_mid_build_is_retried_on_the_other(tmp_path, prefect_api, tiny_shapes, two_node_cluster):
     """Shards run on both nodes; while the worker node runs one, it is killed (its processes SIGKILLed); the shard
     is retried on the head, and the dataset is byte-identical to an uninterrupted build."""
-    address, nodes = two_node_cluster
-    reference = build_on_one_thread(tmp_path, tiny_shapes)
+    reference = build_on_one_thread(tmp_path, tiny_shapes)  # while the nodes start
+    address, nodes = two_node_cluster()
     out = tmp_path / "ray"
     killed: dict[str, object] = {}
 
