@@ -93,6 +93,8 @@ def cmd_build(args) -> int:
                    f"{version['wall_seconds']:.1f} s")
     oracle = totals.get("oracle_accuracy")  # the shapes world's oracle; other models have none
     accuracy = f", oracle accuracy {100 * oracle['all']:.1f}%" if oracle else ""
+    if oracle and "not_understood" in oracle:  # prompts naming what the world does not have (each warned about)
+        accuracy += f", {oracle['not_understood']} prompts not understood"
     print(f"{describe_run(run)}{compute}; the dataset: {totals['samples']} images in {config.output}, "
           f"{totals['percent_saved']:.1f}% of UNet rows saved{accuracy}")
     return 0

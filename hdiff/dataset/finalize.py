@@ -184,6 +184,8 @@ def _compute_table(manifest: dict) -> str:
             ("compute saved", f"{t['percent_saved']:.1f}%"),
             *([("oracle accuracy", f"{100 * t['oracle_accuracy']['all']:.1f}% of {t['oracle_accuracy']['n']:,} images")]
               if "oracle_accuracy" in t else []),
+            *([("prompts not understood", f"{t['oracle_accuracy']['not_understood']:,}")]
+              if "not_understood" in t.get("oracle_accuracy", {}) else []),
             ("τ", ", ".join(f"{tau:g}" for tau in manifest["counts"].get("taus", [])) or "—"),
             ("wall time", f"{t['wall_seconds']:,.1f} s"),
             ("device time", f"{t['device_seconds']:,.1f} s"), ("size", f"{t['tar_bytes'] / 2**20:,.1f} MiB")]

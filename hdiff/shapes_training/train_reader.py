@@ -39,6 +39,7 @@ from hdiff.shapes.reader import (
     save_reader,
     token_embeddings,
 )
+from hdiff.shapes.wording import add_noise, free_phrase, free_two_objects
 from hdiff.shapes.world import REQUEST_ATTRIBUTES, Request, Scene, all_one_object_scenes, random_scene, split_of
 
 Target = Scene | Request  # what a prompt asks for: a whole scene (templates) or some attributes of one object
@@ -49,9 +50,12 @@ class ReaderConfig:
     """Everything that determines the reader's weights; recorded in hdiff_shapes.json as `reader.config`."""
 
     seed: int = 0
-    phrasings_per_scene: int = 8  # training phrasings with every attribute named, per training-split scene
-    partial_per_scene: int = 6  # training phrasings naming some attributes only
-    two_object_share: float = 0.1  # two-object template prompts, as a share of the one-object prompts
+    phrasings_per_scene: int = 4  # training phrasings with every attribute named, per training-split scene
+    partial_per_scene: int = 3  # training phrasings naming some attributes only
+    free_per_scene: int = 6  # free renderings (hdiff.shapes.wording) with every attribute named
+    free_partial_per_scene: int = 3  # free renderings naming some attributes only
+    noise_share: float = 0.4  # of the phrasings and free renderings, passed through wording.add_noise
+    two_object_share: float = 0.1  # two-object prompts (templates and free renderings at even odds), as a share
     hidden: int = 256
     queries: int = 2  # attention weightings per head
     epochs: int = 12
@@ -63,52 +67,69 @@ class ReaderConfig:
     def __post_init__(self):
         counts = (self.phrasings_per_scene, self.partial_per_scene, self.hidden, self.queries, self.epochs,
                   self.batch_size, self.warmup_steps)
-        if min(counts) < 1 or not 0.0 <= self.two_object_share < 1.0 or not self.lr > 0:
-            raise HdiffError("reader config: counts must be positive, two_object_share in [0, 1) and lr > 0")
+        if (min(counts) < 1 or min(self.free_per_scene, self.free_partial_per_scene) < 0
+                or not 0.0 <= self.two_object_share < 1.0 or not 0.0 <= self.noise_share <= 1.0 or not self.lr > 0):
+            raise HdiffError("reader config: counts must be positive (free ones ≥ 0), two_object_share in [0, 1), "
+                             "noise_share in [0, 1] and lr > 0")
 
 
 # ---------------------------------------------------------------------------------------------------- data
 
 
 def training_examples(cfg: ReaderConfig) -> list[tuple[str, Target]]:
-    """(prompt, target) pairs of training-split scenes only, in the templates and the training phrasings."""
+    """(prompt, target) pairs of training-split scenes only: the templates, the training phrasings, and free
+    renderings in people's words (hdiff.shapes.wording), a share of them with people's noise."""
     rng = np.random.default_rng(cfg.seed)
     scenes = [scene for scene in all_one_object_scenes() if split_of(scene) == "train"]
     examples: list[tuple[str, Target]] = []
     for scene in scenes:
         request = Request.of(scene)
         examples += [(describe(scene, template), scene) for template in range(NUM_TEMPLATES)]
-        examples += [(phrase(request, rng), request) for _ in range(cfg.phrasings_per_scene)]
-        examples += [_partial_example(request, rng) for _ in range(cfg.partial_per_scene)]
+        worded = [(phrase(request, rng), request) for _ in range(cfg.phrasings_per_scene)]
+        worded += [_partial_example(request, rng) for _ in range(cfg.partial_per_scene)]
+        worded += [(free_phrase(request, rng), request) for _ in range(cfg.free_per_scene)]
+        worded += [_partial_example(request, rng, writer=free_phrase) for _ in range(cfg.free_partial_per_scene)]
+        examples += [(_noisy(text, rng, cfg.noise_share), target) for text, target in worded]
     n_two = round(len(examples) * cfg.two_object_share)
-    two = (random_scene(rng, "train", n_objects=2) for _ in range(n_two))
-    return examples + [(describe(scene, rng=rng), scene) for scene in two]
+    two = [random_scene(rng, "train", n_objects=2) for _ in range(n_two)]
+    return examples + [(describe(scene, rng=rng) if rng.random() < 0.5
+                        else _noisy(free_two_objects(scene, rng), rng, cfg.noise_share), scene) for scene in two]
+
+
+def _noisy(text: str, rng: np.random.Generator, share: float) -> str:
+    return add_noise(text, rng) if rng.random() < share else text
 
 
 def evaluation_sets(n: int, seed: int = 2024) -> dict[str, list[tuple[str, Target]]]:
     """Held-out attribute combinations only: `phrasings` (held-out phrasings, every attribute named), `partial`
-    (held-out phrasings naming some attributes), `templates` (the six templates) and `two_object` (templates)."""
+    (held-out phrasings naming some attributes), `templates` (the six templates), `two_object` (templates) and
+    `free` (free renderings with people's noise, every attribute named)."""
     rng = np.random.default_rng(seed)
     requests = [Request.of(scene) for _, scene in diverse_set(n, seed, "heldout")]
     partial = [_partial_example(Request.of(scene), rng, heldout=True)
                for _, scene in diverse_set(n, seed + 1, "heldout")]
+    free = [Request.of(scene) for _, scene in diverse_set(n, seed + 4, "heldout")]
     return {
         "phrasings": [(phrase(request, rng, heldout=True), request) for request in requests],
         "partial": partial,
         "templates": diverse_set(n, seed + 2, "heldout"),
         "two_object": diverse_set(n, seed + 3, "heldout", n_objects=2),
+        "free": [(add_noise(free_phrase(request, rng), rng), request) for request in free],
     }
 
 
-def _partial_example(request: Request, rng: np.random.Generator, heldout: bool = False) -> tuple[str, Request]:
-    """The request with each attribute kept at even odds (at least one, never all five), in words."""
+def _partial_example(request: Request, rng: np.random.Generator, heldout: bool = False,
+                     writer=None) -> tuple[str, Request]:
+    """The request with each attribute kept at even odds (at least one, never all five), in words: the phrasing
+    grammar's (training or held-out forms) or `writer`'s."""
     named = list(request.named.items())
     while True:
         keep = rng.random(len(named)) < 0.5
         if 0 < keep.sum() < len(named):
             break
     partial = Request(**{name: value for (name, value), k in zip(named, keep) if k})
-    return phrase(partial, rng, heldout=heldout), partial
+    text = phrase(partial, rng, heldout=heldout) if writer is None else writer(partial, rng)
+    return text, partial
 
 
 def labels(targets: list[Target]) -> dict[str, torch.Tensor]:
