@@ -58,7 +58,8 @@ class ReaderConfig:
     two_object_share: float = 0.1  # two-object prompts (templates and free renderings at even odds), as a share
     hidden: int = 256
     queries: int = 2  # attention weightings per head
-    epochs: int = 12
+    epochs: int = 5
+    bucket_batches: int = 50  # batches are cut from length-sorted runs of this many, to pad little
     batch_size: int = 128
     lr: float = 2e-3
     warmup_steps: int = 100
@@ -66,7 +67,7 @@ class ReaderConfig:
 
     def __post_init__(self):
         counts = (self.phrasings_per_scene, self.partial_per_scene, self.hidden, self.queries, self.epochs,
-                  self.batch_size, self.warmup_steps)
+                  self.batch_size, self.warmup_steps, self.bucket_batches)
         if (min(counts) < 1 or min(self.free_per_scene, self.free_partial_per_scene) < 0
                 or not 0.0 <= self.two_object_share < 1.0 or not 0.0 <= self.noise_share <= 1.0 or not self.lr > 0):
             raise HdiffError("reader config: counts must be positive (free ones ≥ 0), two_object_share in [0, 1), "
@@ -182,18 +183,18 @@ def train_reader(cfg: ReaderConfig, tokens: torch.Tensor, mask: torch.Tensor, ta
     optimizer = torch.optim.AdamW(reader.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)
     n = len(tokens)
+    lengths = mask.sum(dim=1)  # (N,)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     for epoch in range(cfg.epochs):
         reader.train()
-        order = torch.randperm(n, generator=generator)
+        batches = length_batches(torch.randperm(n, generator=generator), lengths, cfg, generator)
         epoch_loss = 0.0
-        for index, lo in enumerate(range(0, n, cfg.batch_size)):
+        for index, rows in enumerate(batches):
             step = epoch * steps_per_epoch + index
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total, cfg)
-            rows = order[lo:lo + cfg.batch_size]
-            length = int(mask[rows].sum(dim=1).max())
+            length = int(lengths[rows].max())
             logits = reader(tokens[rows, :length], mask[rows, :length])
             loss = sum(torch.nn.functional.cross_entropy(logits[name], targets[name][rows], ignore_index=-100)
                        for name in HEADS if (targets[name][rows] >= 0).any())
@@ -203,6 +204,19 @@ def train_reader(cfg: ReaderConfig, tokens: torch.Tensor, mask: torch.Tensor, ta
             epoch_loss += loss.item()
         log(f"epoch {epoch + 1}/{cfg.epochs}  loss {epoch_loss / steps_per_epoch:.4f}")
     return reader.eval()
+
+
+def length_batches(order: torch.Tensor, lengths: torch.Tensor, cfg: ReaderConfig,
+                   generator: torch.Generator) -> list[torch.Tensor]:
+    """The rows of `order` in batches of cfg.batch_size: each run of cfg.bucket_batches batches is sorted by prompt
+    length before it is cut (a batch pads to its longest prompt), and the batches are shuffled."""
+    run = cfg.batch_size * cfg.bucket_batches
+    batches = []
+    for lo in range(0, len(order), run):
+        chunk = order[lo:lo + run]
+        chunk = chunk[torch.argsort(lengths[chunk], stable=True)]
+        batches += list(chunk.split(cfg.batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 def learning_rate(step: int, total: int, cfg: ReaderConfig) -> float:
@@ -227,8 +241,9 @@ def run(cfg: ReaderConfig, model_folder: Path, *, cache: Path | None = None, eva
     sets = evaluation_sets(eval_prompts)
     prompts = [p for p, _ in examples] + [p for pairs in sets.values() for p, _ in pairs]
     tokens, mask = tokens_with_cache(prompts, cache)  # (N_train + N_eval, T, 384), (N_train + N_eval, T)
+    embedding_seconds = time.perf_counter() - started
     log(f"{len(examples)} training prompts and {len(prompts) - len(examples)} evaluation prompts embedded in "
-        f"{time.perf_counter() - started:.0f} s")
+        f"{embedding_seconds:.0f} s")
     trained = time.perf_counter()
     n = len(examples)
     reader = train_reader(cfg, tokens[:n], mask[:n], labels([t for _, t in examples]), log=log)
@@ -241,7 +256,8 @@ def run(cfg: ReaderConfig, model_folder: Path, *, cache: Path | None = None, eva
         log(f"read exactly, {name} (held-out combinations, n={len(pairs)}): {100 * figures[name]:.1f}%")
     save_reader(model_folder, reader)
     metadata["reader"] = {"config": dataclasses.asdict(cfg), "training_prompts": len(examples),
-                          "seconds": round(seconds, 1), "read_exactly": figures, "evaluation_prompts": eval_prompts,
+                          "seconds": round(seconds, 1), "embedding_seconds": round(embedding_seconds, 1),
+                          "read_exactly": figures, "evaluation_prompts": eval_prompts,
                           "command": "python -m hdiff.shapes_training.train_reader --model FOLDER --config "
                                      "FOLDER/hdiff_shapes.json"}
     write_metadata(model_folder, metadata)

@@ -150,3 +150,68 @@ def _with_typo(text: str, rng: np.random.Generator, typo) -> str:
     while changed == word:
         changed = typo(word, rng)
     return text[:start] + changed + text[start + len(word):]
+
+
+# ---------------------------------------------------------------------------------------------- the reader alone
+
+ATTRIBUTES = ("background", "shape", "color", "size", "position")
+
+
+def reader_figures(reader, pairs: list[tuple[str, object]], sentence_model: str) -> dict[str, float | int]:
+    """How the reader alone reads (prompt, target) pairs: `all` (read exactly: every attribute, named or unnamed,
+    and the count) and per attribute; a two-object Scene target is right when read as two objects."""
+    from hdiff.shapes.reader import read_requests, token_embeddings
+    from hdiff.shapes.world import Scene
+
+    read_back = read_requests(reader, *token_embeddings([prompt for prompt, _ in pairs], sentence_model))
+    rows = []
+    for got, (_, target) in zip(read_back, pairs):
+        if isinstance(target, Scene) and len(target.objects) == 2:
+            rows.append({"all": got is None, "objects": got is None})
+            continue
+        want = target if isinstance(target, Request) else Request.of(target)
+        row = {name: got is not None and getattr(got, name) == getattr(want, name) for name in ATTRIBUTES}
+        rows.append({"all": got == want, "objects": got is not None, **row})
+    figures: dict[str, float | int] = {"n": len(rows)}
+    for key in ("all", "objects", *ATTRIBUTES):
+        scored = [row[key] for row in rows if key in row]
+        figures[key] = float(np.mean(scored)) if scored else float("nan")
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hdiff.shapes_training.wording_eval [--model FOLDER]`: the reader alone on the evaluation set, its
+    robustness classes and the grammar's sets; a Markdown table and, with --out, JSON."""
+    import sys
+
+    from hdiff.errors import CommandParser, run_as_command
+    from hdiff.shapes.model import SENTENCE_MODEL, WEIGHTS_DIR
+    from hdiff.shapes.reader import load_reader
+    from hdiff.shapes_training.train_reader import evaluation_sets
+
+    parser = CommandParser(prog="python -m hdiff.shapes_training.wording_eval", description=main.__doc__)
+    parser.add_argument("--model", type=Path, default=WEIGHTS_DIR, help="a shapes model folder with a reader")
+    parser.add_argument("--prompts", type=int, default=300, help="prompts per grammar set (default 300)")
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        reader = load_reader(args.model)
+        pairs = eval_pairs()
+        grammar = evaluation_sets(args.prompts)
+        sets = {"evaluation": pairs, **robustness_sets(pairs), **grammar}
+        report = {name: reader_figures(reader, set_pairs, SENTENCE_MODEL) for name, set_pairs in sets.items()}
+        print("| set | prompts | all | background | shape | colour | size | place | one object |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for name, figures in report.items():
+            cells = [f"{100 * figures[k]:.1f}%" if figures[k] == figures[k] else "—"
+                     for k in ("all", *ATTRIBUTES, "objects")]
+            print(f"| {name} | {figures['n']} | " + " | ".join(cells) + " |", flush=True)
+        if args.out is not None:
+            args.out.write_text(json.dumps(report, indent=1) + "\n")
+
+    return run_as_command(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
