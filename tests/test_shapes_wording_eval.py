@@ -73,6 +73,7 @@ def test_not_understood_words():
     assert [u.word for u in not_understood("two red circles on white")] == ["two", "circles"]
     assert [u.word for u in not_understood("a red dot near the left edge")] == ["left", "edge"]
     for prompt in ("a tiny red circle right in the middle, top quality", "big aqua box in the top right-hand corner",
+                   "small | sharp edges | bottom left corner | white bg",
                    "small blue dot, upper letf, white bg", "a red circle, a red background"):
         assert not_understood(prompt) == [], prompt
     line = describe_unknown("a purple hexagon", not_understood("a purple hexagon"))

@@ -414,6 +414,8 @@ _TOKEN = re.compile(
     rf"|(?<![\w-])(?P<count>{_words_pattern(_COUNT_WORDS)})(?![\w])"
 )
 # a place word that is an adverb, not a place: "right in the middle", "right there", "top quality"
+# edges as a style, not a place: "sharp edges", "clean edges"
+_STYLE_EDGES = re.compile(r"\b(sharp|hard|clean|crisp|soft|smooth|straight|rounded|blurry|blurred) edges?$")
 _NOT_A_PLACE = re.compile(r"^(right (in|at|on|there|here|now|away|inside)|(top|bottom) (of|quality|notch)|"
                           r"(the )?(left|right)-hand)\b")
 
@@ -437,7 +439,8 @@ def not_understood(prompt: str) -> list[Unknown]:
         elif kind == "ushape":
             shapes.append(word)
             found.append(Unknown(word, "shape"))
-        elif kind == "uplace" and not _NOT_A_PLACE.match(text[match.start():]) and not _beside_misspelt(text, match):
+        elif (kind == "uplace" and not _NOT_A_PLACE.match(text[match.start():]) and not _beside_misspelt(text, match)
+              and not _STYLE_EDGES.search(text[:match.end()])):
             found.append(Unknown(word, "place"))
         elif kind in ("plural", "count"):
             found.append(Unknown(word, "objects"))
