@@ -94,6 +94,8 @@ def cmd_build(args) -> int:
                    f"{version.wall_seconds:.1f} s")
     oracle = totals.oracle_accuracy  # the shapes world's oracle; other models have none
     accuracy = f", oracle accuracy {100 * oracle.all:.1f}%" if oracle else ""
+    if oracle and oracle.not_understood:  # prompts naming what the world does not have (each warned about)
+        accuracy += f", {oracle.not_understood} prompts not understood"
     filtered = "".join(f", {count} filtered by {rule}" for rule, count in (totals.filtered or {}).items())
     print(f"{built.run.describe()}{compute}; the dataset: {totals.samples} images in {config.output}, "
           f"{totals.percent_saved:.1f}% of UNet rows saved{accuracy}{filtered}")

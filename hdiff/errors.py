@@ -16,12 +16,19 @@ class HdiffDeprecation(FutureWarning):
     """A setting read under its old name; the CLI prints `hdiff: note: <message>` and goes on."""
 
 
+class HdiffNotUnderstood(UserWarning):
+    """A prompt names what the model cannot draw (a colour, shape or place its world does not have, a second
+    object); the CLI prints `hdiff: warning: <message>` and goes on."""
+
+
 def run_as_command(body: Callable[[], int | None]) -> int:
     """Run a command's body: its exit code (0 for None), or 2 with `hdiff: <message>` for an HdiffError, or 130
     with `hdiff: interrupted` for Ctrl-C."""
     def note(message, category, *args, **kwargs):
         if issubclass(category, HdiffDeprecation):
             print(f"hdiff: note: {message}", file=sys.stderr)
+        elif issubclass(category, HdiffNotUnderstood):
+            print(f"hdiff: warning: {message}", file=sys.stderr)
         else:
             shown(message, category, *args, **kwargs)
 

@@ -111,6 +111,7 @@ def test_reference_build_verifies_and_has_every_prompt_once(reference, capsys):
     assert all(shard["taus"] == [1.0] for shard in manifest["shards"])
     oracle = manifest["totals"]["oracle_accuracy"]  # a shapes-world model: the oracle scores every image
     assert oracle["n"] + oracle["unscored"] == 96 and 0 <= oracle["all"] <= 1
+    assert oracle["not_understood"] == 16  # the corpus's two-object prompts: the reader reads one object
     assert f"| oracle accuracy | {100 * oracle['all']:.1f}% of {oracle['n']} images |" in \
         (reference / layout.CARD_NAME).read_text()
     assert "| τ | 1 |" in (reference / layout.CARD_NAME).read_text()

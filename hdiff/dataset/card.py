@@ -119,6 +119,8 @@ def _compute_table(manifest: Manifest) -> str:
             ("UNet rows (standard sampling)", f"{t.standard_rows:,}"),
             ("compute saved", f"{t.percent_saved:.1f}%"),
             *([("oracle accuracy", f"{100 * oracle.all:.1f}% of {oracle.n:,} images")] if oracle else []),
+            *([("prompts not understood", f"{oracle.not_understood:,}")]
+              if oracle and oracle.not_understood is not None else []),
             ("τ", ", ".join(f"{tau:g}" for tau in manifest.counts.taus) or "—"),
             ("wall time", f"{t.wall_seconds:,.1f} s"),
             ("device time", f"{t.device_seconds:,.1f} s"), ("size", f"{t.tar_bytes / 2**20:,.1f} MiB")]

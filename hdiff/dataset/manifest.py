@@ -62,6 +62,8 @@ class OracleAccuracy(_Entry):
     size: float | None = _left_out_when_none("share right among the images scored on it")
     position: float | None = _left_out_when_none("share right among the images scored on it")
     count: float | None = _left_out_when_none("share right among the images scored on it")
+    not_understood: int | None = _left_out_when_none("prompts naming what the world does not have (each warned "
+                                                      "about when generated; hdiff.shapes.wording)")
 
 
 class Totals(_Entry):

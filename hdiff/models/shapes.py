@@ -22,6 +22,7 @@ from hdiff.shapes.model import (METADATA_FILE, SENTENCE_MODEL, SHAPES_MODEL_ID, 
                                 model_folder)
 from hdiff.shapes.prior import load_prior, prior_features
 from hdiff.shapes.reader import canonical_prompts, load_reader
+from hdiff.shapes.wording import warn_not_understood
 
 CLUSTER_FEATURES = ("prior", "embedding")
 
@@ -87,6 +88,7 @@ class ShapesAdapter(Adapter):
         """The UNet's conditioning vectors: of the scene the reader reads in each prompt where the model has a
         reader (hdiff.shapes.reader), else of the prompt itself; clustered by the layout prior's features where
         the model has one."""
+        warn_not_understood(prompts)
         vectors = torch.from_numpy(embed_texts(list(prompts), self.sentence_model))  # (N, 384), unit length
         if self.info.get("reader") is not None:
             vectors = self.read(list(prompts), vectors, generators)

@@ -12,6 +12,7 @@ import numpy as np
 
 from hdiff.shapes.model import METADATA_FILE, model_folder
 from hdiff.shapes.oracle import prompt_accuracy
+from hdiff.shapes.wording import not_understood
 
 IMAGE_EXTENSIONS = ("png", "jpg", "webp")
 
@@ -23,11 +24,22 @@ def has_oracle(model_id: str | None) -> bool:
 
 def built_accuracy(model_id: str | None, samples: Iterable[tuple[str, dict[str, bytes]]]) -> dict | None:
     """The oracle's accuracy on a build's samples ((key, {extension: bytes}) as the tars hold them), each image
-    scored on what its prompt names (hdiff.shapes.oracle.prompt_accuracy); None for a model without an oracle or
-    when no prompt names anything the oracle reads."""
+    scored on what its prompt names (hdiff.shapes.oracle.prompt_accuracy), and `not_understood`: how many prompts
+    name what the world does not have (hdiff.shapes.wording.not_understood; warned about when sampled). None for a
+    model without an oracle or when no prompt names anything the oracle reads."""
     if not has_oracle(model_id):
         return None
-    return prompt_accuracy(_images_and_prompts(samples))
+    prompts: list[str] = []
+
+    def remembered(pairs):
+        for image, prompt in pairs:
+            prompts.append(prompt)
+            yield image, prompt
+
+    figures = prompt_accuracy(remembered(_images_and_prompts(samples)))
+    if figures is not None:
+        figures["not_understood"] = sum(bool(not_understood(prompt)) for prompt in prompts)
+    return figures
 
 
 def _images_and_prompts(samples: Iterable[tuple[str, dict[str, bytes]]]) -> Iterator[tuple[np.ndarray, str]]:

@@ -13,7 +13,8 @@ A prompt may leave attributes unnamed ("a red circle", "something blue in the to
 `Request`, whose unnamed attributes are None, and drops the clauses and words of the attributes it does not name.
 
 `read` is the oracle's side: it names the Request of any one-object prompt in the world's vocabulary, whatever the
-wording (it finds the attribute words and the colour next to a background word), and None when the prompt names
+wording (it finds the attribute words, in the lexicon people use (hdiff.shapes.wording.LEXICON), and the colour
+next to a background word), and None when the prompt names
 nothing or more than one object. It reads every phrasing of this grammar exactly (tested), and is not the model.
 """
 
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hdiff.shapes.grammar import COLOR_WORDS, POSITION_WORDS, SHAPE_WORDS, SIZE_WORDS, parse
+from hdiff.shapes.wording import BACKGROUND_NOUNS, LEXICON
 from hdiff.shapes.world import CORNERS, REQUEST_ATTRIBUTES, Request, Scene
 
 
@@ -184,10 +186,11 @@ def arrange(frame: str, clauses: dict[str, str]) -> str:
 # ---------------------------------------------------------------------------------------------------- reading a prompt back (the oracle's side)
 
 
-_BACKGROUND_NOUNS = ("background", "backdrop", "canvas")
-_TERMS: dict[str, dict[str, str]] = {  # kind -> word or phrase -> canonical name
-    field: {word: name for name, pair in words.items() for word in pair} for field, words in _WORDS.items()
+_BACKGROUND_NOUNS = BACKGROUND_NOUNS
+_TERMS: dict[str, dict[str, str]] = {  # kind -> word or phrase -> canonical name: the lexicon people use
+    field: {word: name for name, words in values.items() for word in words} for field, values in LEXICON.items()
 }
+assert all(word in _TERMS[field] for field, words in _WORDS.items() for pair in words.values() for word in pair)
 _BREAKS = ",;.!?()-"
 _WORD_PATTERN = "|".join(sorted([re.escape(word) for kind in _TERMS.values() for word in kind]
                                 + list(_BACKGROUND_NOUNS), key=len, reverse=True))

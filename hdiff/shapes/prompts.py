@@ -11,7 +11,8 @@ import itertools
 import numpy as np
 
 from hdiff.shapes.grammar import NUM_TEMPLATES, describe
-from hdiff.shapes.phrasings import phrase
+from hdiff.shapes.phrasings import phrase, read
+from hdiff.shapes.wording import add_noise, free_phrase
 from hdiff.shapes.world import (
     BACKGROUNDS,
     COLORS,
@@ -69,16 +70,29 @@ def diverse_set(n: int, seed: int = 0, split: Split = "heldout", n_objects: int 
 
 
 def paraphrased_set(n: int, seed: int = 0) -> list[tuple[str, Scene]]:
-    """The clustered set's scenes, each prompt rewritten in a held-out phrasing (hdiff.shapes.phrasings): what
-    people write, in wordings the model's reader never saw, about held-out combinations."""
+    """The clustered set's scenes, each prompt rewritten as people write: in turn a held-out phrasing
+    (hdiff.shapes.phrasings, wordings the reader never saw) and a free rendering with people's words and noise
+    (hdiff.shapes.wording), about held-out combinations; every prompt is one the oracle reads."""
     rng = np.random.default_rng(seed)
-    return [(phrase(Request.of(scene), rng, heldout=True), scene) for _, scene in clustered_set(n, seed)]
+    return [(people_wording(Request.of(scene), rng, free=bool(index % 2)), scene)
+            for index, (_, scene) in enumerate(clustered_set(n, seed))]
+
+
+def people_wording(request: Request, rng: np.random.Generator, free: bool, heldout: bool = True) -> str:
+    """The request in a phrasing of the grammar (held-out forms, or training ones) or, with `free`, in a free
+    rendering with people's noise; drawn again until the oracle reads back exactly the request
+    (hdiff.shapes.phrasings.read), so that every image of such a prompt can be scored."""
+    while True:
+        text = add_noise(free_phrase(request, rng), rng, typo_rate=0.0) if free else phrase(request, rng, heldout)
+        if read(text) == request:
+            return text
 
 
 def demo_prompts(concepts: int = 8, per_concept: int = 24, seed: int = 0) -> list[str]:
     """A corpus shaped like a synthetic-data job: `concepts` concepts (a background, a place and a size, all
-    different), each asked for in `per_concept` distinct prompts in people's wording (training and held-out
-    phrasings) that name colour and shape at even odds each, so that what is left open varies per image."""
+    different), each asked for in `per_concept` distinct prompts in people's wording (half free renderings with
+    people's words and noise, half the grammar's training and held-out phrasings) that name colour and shape at
+    even odds each, so that what is left open varies per image."""
     rng = np.random.default_rng(seed)
     layouts = list(itertools.product(BACKGROUNDS, POSITIONS, SIZES))
     prompts: list[str] = []
@@ -90,7 +104,8 @@ def demo_prompts(concepts: int = 8, per_concept: int = 24, seed: int = 0) -> lis
             request = Request(background, shape=SHAPES[rng.integers(len(SHAPES))] if rng.random() < 0.5 else None,
                               color=colors[rng.integers(len(colors))] if rng.random() < 0.5 else None, size=size,
                               position=position)
-            concept.setdefault(phrase(request, rng, heldout=bool(rng.random() < 0.5)))
+            style = rng.random()
+            concept.setdefault(people_wording(request, rng, free=style < 0.5, heldout=style < 0.75))
         prompts += concept
     return prompts
 

@@ -1,9 +1,10 @@
 """How the model draws prompts in people's words: `python -m hdiff.shapes_training.evaluate_wording [--prompts N]`.
 
-Standard sampling (τ = 0) at the model's defaults on the reader's four evaluation sets
-(hdiff.shapes_training.train_reader: held-out attribute combinations; `phrasings` and `partial` in held-out phrasings
-only), each image scored by the oracle against what its prompt asked: every attribute of a whole scene, only the
-named ones of a partial prompt.
+Standard sampling (τ = 0, or `--tau default`: the model's own) at the model's defaults on the reader's evaluation
+sets (hdiff.shapes_training.train_reader: held-out attribute combinations; `phrasings` and `partial` in held-out
+phrasings only) or the frozen wording evaluation set (`evaluation`, hdiff.shapes_training.wording_eval), each image
+scored by the oracle against what its prompt asked: every attribute of a whole scene, only the named ones of a
+partial prompt.
 Prints one line per set and writes the figures as JSON (`--out`).
 """
 
@@ -23,15 +24,23 @@ from hdiff.files import check_writable_output, write_atomically
 from hdiff.generate import GenerationSettings, ImageJob, generate
 from hdiff.shapes.oracle import accuracy_figures, score
 from hdiff.shapes_training.train_reader import evaluation_sets
+from hdiff.shapes_training.wording_eval import eval_pairs
 
 
-def evaluate(adapter, pairs, *, seed: int = 0, max_batch: int = 128) -> dict:
-    """Oracle figures of standard sampling at the model's defaults on (prompt, target) pairs."""
-    settings = GenerationSettings(tau=0.0, max_batch=max_batch).for_model(adapter)
+def evaluate(adapter, pairs, *, seed: int = 0, max_batch: int = 128, tau: float | None = 0.0) -> dict:
+    """Oracle figures of sampling at the model's defaults on (prompt, target) pairs: standard sampling (τ = 0), or
+    hdiff at `tau` (None: the model's default τ); `saved` is the share of UNet rows saved."""
+    settings = GenerationSettings(tau=tau, max_batch=max_batch).for_model(adapter)
     with torch.inference_mode():
         generation = generate(adapter, ImageJob.from_prompts([p for p, _ in pairs], base_seed=seed), settings)
         images = [image for _, image in generation.images()]
-    return accuracy_figures([score(image, target) for image, (_, target) in zip(images, pairs)])
+    figures = accuracy_figures([score(image, target) for image, (_, target) in zip(images, pairs)])
+    return {**figures, "saved": generation.plan.saved_fraction, "tau": settings.tau}
+
+
+def all_sets(n: int) -> dict[str, list]:
+    """The reader's evaluation sets (n prompts each) and the frozen wording evaluation set (all of it)."""
+    return {**evaluation_sets(n), "evaluation": eval_pairs()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="hdiff/shapes")
     parser.add_argument("--prompts", type=integer(1), default=200, help="prompts per set (default 200)")
     parser.add_argument("--sets", default="phrasings,partial,templates,two_object",
-                        help="comma-separated sets to run (default all four)")
+                        help="comma-separated sets to run (default the grammar's four; also free, and evaluation: "
+                             "the frozen wording set of tests/data/wording_eval, all its prompts)")
+    parser.add_argument("--tau", default="0", help="τ: 0 (standard sampling, the default) or 'default' (the "
+                        "model's own)")
     parser.add_argument("--device", type=check_device, default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}")
     parser.add_argument("--out", default=None, help="a folder to write the figures into (wording.json)")
     args = parser.parse_args(argv)
@@ -49,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         from hdiff.errors import HdiffError
         from hdiff.models import load_adapter
 
-        sets = evaluation_sets(args.prompts)
+        sets = all_sets(args.prompts)
+        tau = None if args.tau == "default" else float(args.tau)
         wanted = args.sets.split(",")
         unknown = [name for name in wanted if name not in sets]
         if unknown:
@@ -61,10 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         report = {"machine": machine_line(), "model": args.model, "prompts": args.prompts, "sets": {}}
         for name in wanted:
             started = time.perf_counter()
-            figures = evaluate(adapter, sets[name])
+            figures = evaluate(adapter, sets[name], tau=tau)
             report["sets"][name] = figures
-            print(f"{name}: {100 * figures['all']:.1f}% all-attribute accuracy (n={figures['n']}, "
-                  + ", ".join(f"{k} {100 * v:.1f}%" for k, v in figures.items() if k not in ("all", "n"))
+            print(f"{name}: {100 * figures['all']:.1f}% all-attribute accuracy (n={figures['n']}, τ = "
+                  f"{figures['tau']:g}, {100 * figures['saved']:.1f}% saved; "
+                  + ", ".join(f"{k} {100 * v:.1f}%" for k, v in figures.items()
+                              if k not in ("all", "n", "saved", "tau"))
                   + f"; {time.perf_counter() - started:.0f} s)", flush=True)
         if args.out is not None:
             Path(args.out).mkdir(parents=True, exist_ok=True)

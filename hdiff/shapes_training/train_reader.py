@@ -39,6 +39,7 @@ from hdiff.shapes.reader import (
     save_reader,
     token_embeddings,
 )
+from hdiff.shapes.wording import add_noise, free_phrase, free_two_objects
 from hdiff.shapes.world import REQUEST_ATTRIBUTES, Request, Scene, all_one_object_scenes, random_scene, split_of
 
 Target = Scene | Request  # what a prompt asks for: a whole scene (templates) or some attributes of one object
@@ -49,12 +50,16 @@ class ReaderConfig:
     """Everything that determines the reader's weights; recorded in hdiff_shapes.json as `reader.config`."""
 
     seed: int = 0
-    phrasings_per_scene: int = 8  # training phrasings with every attribute named, per training-split scene
-    partial_per_scene: int = 6  # training phrasings naming some attributes only
-    two_object_share: float = 0.1  # two-object template prompts, as a share of the one-object prompts
+    phrasings_per_scene: int = 4  # training phrasings with every attribute named, per training-split scene
+    partial_per_scene: int = 3  # training phrasings naming some attributes only
+    free_per_scene: int = 6  # free renderings (hdiff.shapes.wording) with every attribute named
+    free_partial_per_scene: int = 3  # free renderings naming some attributes only
+    noise_share: float = 0.4  # of the phrasings and free renderings, passed through wording.add_noise
+    two_object_share: float = 0.1  # two-object prompts (templates and free renderings at even odds), as a share
     hidden: int = 256
     queries: int = 2  # attention weightings per head
-    epochs: int = 12
+    epochs: int = 5
+    bucket_batches: int = 50  # batches are cut from length-sorted runs of this many, to pad little
     batch_size: int = 128
     lr: float = 2e-3
     warmup_steps: int = 100
@@ -62,53 +67,70 @@ class ReaderConfig:
 
     def __post_init__(self):
         counts = (self.phrasings_per_scene, self.partial_per_scene, self.hidden, self.queries, self.epochs,
-                  self.batch_size, self.warmup_steps)
-        if min(counts) < 1 or not 0.0 <= self.two_object_share < 1.0 or not self.lr > 0:
-            raise HdiffError("reader config: counts must be positive, two_object_share in [0, 1) and lr > 0")
+                  self.batch_size, self.warmup_steps, self.bucket_batches)
+        if (min(counts) < 1 or min(self.free_per_scene, self.free_partial_per_scene) < 0
+                or not 0.0 <= self.two_object_share < 1.0 or not 0.0 <= self.noise_share <= 1.0 or not self.lr > 0):
+            raise HdiffError("reader config: counts must be positive (free ones ≥ 0), two_object_share in [0, 1), "
+                             "noise_share in [0, 1] and lr > 0")
 
 
 # ---------------------------------------------------------------------------------------------------- data
 
 
 def training_examples(cfg: ReaderConfig) -> list[tuple[str, Target]]:
-    """(prompt, target) pairs of training-split scenes only, in the templates and the training phrasings."""
+    """(prompt, target) pairs of training-split scenes only: the templates, the training phrasings, and free
+    renderings in people's words (hdiff.shapes.wording), a share of them with people's noise."""
     rng = np.random.default_rng(cfg.seed)
     scenes = [scene for scene in all_one_object_scenes() if split_of(scene) == "train"]
     examples: list[tuple[str, Target]] = []
     for scene in scenes:
         request = Request.of(scene)
         examples += [(describe(scene, template), scene) for template in range(NUM_TEMPLATES)]
-        examples += [(phrase(request, rng), request) for _ in range(cfg.phrasings_per_scene)]
-        examples += [_partial_example(request, rng) for _ in range(cfg.partial_per_scene)]
+        worded = [(phrase(request, rng), request) for _ in range(cfg.phrasings_per_scene)]
+        worded += [_partial_example(request, rng) for _ in range(cfg.partial_per_scene)]
+        worded += [(free_phrase(request, rng), request) for _ in range(cfg.free_per_scene)]
+        worded += [_partial_example(request, rng, writer=free_phrase) for _ in range(cfg.free_partial_per_scene)]
+        examples += [(_noisy(text, rng, cfg.noise_share), target) for text, target in worded]
     n_two = round(len(examples) * cfg.two_object_share)
-    two = (random_scene(rng, "train", n_objects=2) for _ in range(n_two))
-    return examples + [(describe(scene, rng=rng), scene) for scene in two]
+    two = [random_scene(rng, "train", n_objects=2) for _ in range(n_two)]
+    return examples + [(describe(scene, rng=rng) if rng.random() < 0.5
+                        else _noisy(free_two_objects(scene, rng), rng, cfg.noise_share), scene) for scene in two]
+
+
+def _noisy(text: str, rng: np.random.Generator, share: float) -> str:
+    return add_noise(text, rng) if rng.random() < share else text
 
 
 def evaluation_sets(n: int, seed: int = 2024) -> dict[str, list[tuple[str, Target]]]:
     """Held-out attribute combinations only: `phrasings` (held-out phrasings, every attribute named), `partial`
-    (held-out phrasings naming some attributes), `templates` (the six templates) and `two_object` (templates)."""
+    (held-out phrasings naming some attributes), `templates` (the six templates), `two_object` (templates) and
+    `free` (free renderings with people's noise, every attribute named)."""
     rng = np.random.default_rng(seed)
     requests = [Request.of(scene) for _, scene in diverse_set(n, seed, "heldout")]
     partial = [_partial_example(Request.of(scene), rng, heldout=True)
                for _, scene in diverse_set(n, seed + 1, "heldout")]
+    free = [Request.of(scene) for _, scene in diverse_set(n, seed + 4, "heldout")]
     return {
         "phrasings": [(phrase(request, rng, heldout=True), request) for request in requests],
         "partial": partial,
         "templates": diverse_set(n, seed + 2, "heldout"),
         "two_object": diverse_set(n, seed + 3, "heldout", n_objects=2),
+        "free": [(add_noise(free_phrase(request, rng), rng), request) for request in free],
     }
 
 
-def _partial_example(request: Request, rng: np.random.Generator, heldout: bool = False) -> tuple[str, Request]:
-    """The request with each attribute kept at even odds (at least one, never all five), in words."""
+def _partial_example(request: Request, rng: np.random.Generator, heldout: bool = False,
+                     writer=None) -> tuple[str, Request]:
+    """The request with each attribute kept at even odds (at least one, never all five), in words: the phrasing
+    grammar's (training or held-out forms) or `writer`'s."""
     named = list(request.named.items())
     while True:
         keep = rng.random(len(named)) < 0.5
         if 0 < keep.sum() < len(named):
             break
     partial = Request(**{name: value for (name, value), k in zip(named, keep) if k})
-    return phrase(partial, rng, heldout=heldout), partial
+    text = phrase(partial, rng, heldout=heldout) if writer is None else writer(partial, rng)
+    return text, partial
 
 
 def labels(targets: list[Target]) -> dict[str, torch.Tensor]:
@@ -161,18 +183,18 @@ def train_reader(cfg: ReaderConfig, tokens: torch.Tensor, mask: torch.Tensor, ta
     optimizer = torch.optim.AdamW(reader.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)
     n = len(tokens)
+    lengths = mask.sum(dim=1)  # (N,)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     for epoch in range(cfg.epochs):
         reader.train()
-        order = torch.randperm(n, generator=generator)
+        batches = length_batches(torch.randperm(n, generator=generator), lengths, cfg, generator)
         epoch_loss = 0.0
-        for index, lo in enumerate(range(0, n, cfg.batch_size)):
+        for index, rows in enumerate(batches):
             step = epoch * steps_per_epoch + index
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total, cfg)
-            rows = order[lo:lo + cfg.batch_size]
-            length = int(mask[rows].sum(dim=1).max())
+            length = int(lengths[rows].max())
             logits = reader(tokens[rows, :length], mask[rows, :length])
             loss = sum(torch.nn.functional.cross_entropy(logits[name], targets[name][rows], ignore_index=-100)
                        for name in HEADS if (targets[name][rows] >= 0).any())
@@ -182,6 +204,19 @@ def train_reader(cfg: ReaderConfig, tokens: torch.Tensor, mask: torch.Tensor, ta
             epoch_loss += loss.item()
         log(f"epoch {epoch + 1}/{cfg.epochs}  loss {epoch_loss / steps_per_epoch:.4f}")
     return reader.eval()
+
+
+def length_batches(order: torch.Tensor, lengths: torch.Tensor, cfg: ReaderConfig,
+                   generator: torch.Generator) -> list[torch.Tensor]:
+    """The rows of `order` in batches of cfg.batch_size: each run of cfg.bucket_batches batches is sorted by prompt
+    length before it is cut (a batch pads to its longest prompt), and the batches are shuffled."""
+    run = cfg.batch_size * cfg.bucket_batches
+    batches = []
+    for lo in range(0, len(order), run):
+        chunk = order[lo:lo + run]
+        chunk = chunk[torch.argsort(lengths[chunk], stable=True)]
+        batches += list(chunk.split(cfg.batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 def learning_rate(step: int, total: int, cfg: ReaderConfig) -> float:
@@ -206,8 +241,9 @@ def run(cfg: ReaderConfig, model_folder: Path, *, cache: Path | None = None, eva
     sets = evaluation_sets(eval_prompts)
     prompts = [p for p, _ in examples] + [p for pairs in sets.values() for p, _ in pairs]
     tokens, mask = tokens_with_cache(prompts, cache)  # (N_train + N_eval, T, 384), (N_train + N_eval, T)
+    embedding_seconds = time.perf_counter() - started
     log(f"{len(examples)} training prompts and {len(prompts) - len(examples)} evaluation prompts embedded in "
-        f"{time.perf_counter() - started:.0f} s")
+        f"{embedding_seconds:.0f} s")
     trained = time.perf_counter()
     n = len(examples)
     reader = train_reader(cfg, tokens[:n], mask[:n], labels([t for _, t in examples]), log=log)
@@ -220,7 +256,8 @@ def run(cfg: ReaderConfig, model_folder: Path, *, cache: Path | None = None, eva
         log(f"read exactly, {name} (held-out combinations, n={len(pairs)}): {100 * figures[name]:.1f}%")
     save_reader(model_folder, reader)
     metadata["reader"] = {"config": dataclasses.asdict(cfg), "training_prompts": len(examples),
-                          "seconds": round(seconds, 1), "read_exactly": figures, "evaluation_prompts": eval_prompts,
+                          "seconds": round(seconds, 1), "embedding_seconds": round(embedding_seconds, 1),
+                          "read_exactly": figures, "evaluation_prompts": eval_prompts,
                           "command": "python -m hdiff.shapes_training.train_reader --model FOLDER --config "
                                      "FOLDER/hdiff_shapes.json"}
     write_metadata(model_folder, metadata)
