@@ -48,6 +48,7 @@ def pilots(tmp_path_factory, one_torch_thread) -> dict[str, tuple[Path, dict]]:
     return found
 
 
+@pytest.mark.shipped  # the pilots run the shipped shapes model
 @pytest.mark.parametrize("name", SETS)
 @pytest.mark.parametrize("criterion", ["oracle", "similarity"])
 def test_the_recommendation_keeps_the_oracle_within_one_point_of_tau_0(pilots, name, criterion):
@@ -62,6 +63,7 @@ def test_the_recommendation_keeps_the_oracle_within_one_point_of_tau_0(pilots, n
     assert report["recommended"]["oracle"] == best["setting"]  # the largest saving inside
 
 
+@pytest.mark.shipped
 def test_the_pilot_writes_its_report_and_budget_pilot_reads_it(pilots):
     config, report = pilots["clustered"]
     out = config.parent / "out-pilot"

@@ -123,7 +123,7 @@ class EmulatedAdapter(Adapter):
         features = embed_texts(list(prompts))  # (N, 384)
         return Conditioning({"embeds": torch.from_numpy(features)}, features)
 
-    def negative(self) -> dict[str, torch.Tensor]:
+    def negative(self, negative_prompt: str = "") -> dict[str, torch.Tensor]:
         return {"embeds": torch.zeros(1, 384)}
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
