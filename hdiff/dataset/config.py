@@ -141,6 +141,12 @@ class RunnerConfig(_Section):
     ray_address: str | None = None
     gpu_concurrency: int = Field(1, ge=1, description="shards running at once on each device (local runner)")
     retries: int = Field(2, ge=0)
+    prepare_timeout: float = Field(3600, gt=0, description="seconds the prepare task (ingest, embedding, plan) may "
+                                   "take before it fails")
+    shard_timeout: float = Field(3600, gt=0, description="seconds one shard task (a pack of generation.pack_shards "
+                                 "shards) may take before it fails (and is retried)")
+    commit_timeout: float = Field(600, gt=0, description="seconds the commit task may take before it fails")
+    publish_timeout: float = Field(3600, gt=0, description="seconds the publish task (push.repo) may take")
 
 
 class LimitsConfig(_Section):
@@ -163,6 +169,16 @@ class UpdateConfig(_Section):
                         "shards that hold them); off: they are kept and counted in the version")
 
 
+class PushConfig(_Section):
+    """Where the flow publishes after a committed run (as `hdiff push`); the token from HF_TOKEN or `hf auth login`,
+    never from the config."""
+
+    repo: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                             description="the dataset repo (owner/name); unset: no publishing")
+    private: bool = Field(False, description="create the repo private (an existing repo keeps its visibility)")
+    revision: str | None = Field(None, min_length=1, description="the branch to push to (default: main)")
+
+
 class BuildConfig(_Section):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     output: str = Field(min_length=1, description="the dataset folder")
@@ -176,6 +192,7 @@ class BuildConfig(_Section):
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     update: UpdateConfig = Field(default_factory=UpdateConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    push: PushConfig = Field(default_factory=PushConfig)
 
     @model_validator(mode="before")
     @classmethod
