@@ -1,4 +1,8 @@
-"""The dataset build as a Prefect flow: prepare → one task per shard → commit.
+"""The dataset build as a Prefect flow: prepare → one task per shard → commit → publish (when push.repo is set).
+
+Parameters are typed (a BuildConfig, a config path, typed overrides), so a deployment's UI shows a form and the
+server refuses a bad parameter before a run starts; a run is named after its dataset and next version ("shapes-demo
+v3"); each task has the time limit of the config's runner section.
 
 A re-run into an existing dataset works only on what changed in the corpus (hdiff.dataset.update); one run at a
 time holds the output folder (its .lock).
