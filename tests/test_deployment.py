@@ -193,5 +193,5 @@ def test_demo_deployment_runs_and_reruns_over_a_grown_corpus(tmp_path, prefect_s
         "$ref": "#/definitions/BuildConfig"}  # the UI's form
     gpu = httpx.get(f"{api_url}/deployments/name/build-dataset/kandinsky22", timeout=10).json()
     assert gpu["work_pool_name"] == "hdiff-gpu" and gpu["global_concurrency_limit"]["limit"] == 1
-    assert gpu["concurrency_options"] == {"collision_strategy": "ENQUEUE"}
+    assert gpu["concurrency_options"]["collision_strategy"] == "ENQUEUE"
     assert demo["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]

@@ -51,6 +51,7 @@ def test_a_build_with_push_repo_publishes_after_its_commit(tmp_path, tiny_shapes
     files = hub.files(REPO)
     assert "manifest.json" in files and any(path.endswith(".tar") for path in files)
     assert hub.repos[REPO].tags.keys() == {"v1"}
+    assert b"\npush:" not in files["hdiff.yaml"]  # a copy built elsewhere does not publish to this repo
     run = httpx.get(f"{prefect_api}/flow_runs/{state.state_details.flow_run_id}", timeout=10).json()
     assert run["name"] == "pushed v1"
     tasks = httpx.post(f"{prefect_api}/task_runs/filter", timeout=10,
