@@ -1,4 +1,8 @@
-"""The dataset build as a Prefect flow: prepare → one task per shard → commit.
+"""The dataset build as a Prefect flow: prepare → one task per shard → commit → publish (when push.repo is set).
+
+Parameters are typed (a BuildConfig, a config path, typed overrides), so a deployment's UI shows a form and the
+server refuses a bad parameter before a run starts; a run is named after its dataset and next version ("shapes-demo
+v3"); each task has the time limit of the config's runner section.
 
 A re-run into an existing dataset works only on what changed in the corpus (hdiff.dataset.update); one run at a
 time holds the output folder (its .lock).
@@ -27,11 +31,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
 from flows.prefect_api import prefect_api
-from hdiff.dataset.config import BuildConfig, apply_overrides, load_config
+from hdiff.dataset.config import BuildConfig, PushConfig, apply_overrides, load_config
 from hdiff.dataset import layout, ownership, pipeline
 from hdiff.dataset.card import portable, prefect_summary_markdown, shard_table_rows
 from hdiff.dataset.finalize import commit_run
 from hdiff.dataset.scoring_stage import dropped_rows, dropped_table, scorer_identities
+from hdiff.dataset.manifest import Manifest
 from hdiff.dataset.ownership import check_output_folder
 from hdiff.dataset.settings import claim_output, committed_identity
 from hdiff.dataset.sources import build_provenance
@@ -42,6 +47,7 @@ from hdiff.errors import HdiffError
 from hdiff.files import exclusive_lock
 
 GPU_TAG = "hdiff-gpu"
+Overrides = dict[str, str | int | float | bool | list[str] | None]  # dotted key -> value, e.g. {"generation.tau": 0.2}
 
 
 @task(name="prepare-shards")
@@ -84,6 +90,16 @@ def retry_unless_bad_input(task, task_run, state) -> bool:
 @task(name="rewrite-shard")
 def rewrite_task(config: BuildConfig, rewrite) -> None:
     pipeline.rewrite_shard(config.output, rewrite)
+
+
+@task(name="publish")
+def publish_task(out: str, push: PushConfig) -> str:
+    """The committed dataset to the Hub, as `hdiff push` does (only what changed since the branch's last push)."""
+    from hdiff.publish import push_dataset
+
+    url = push_dataset(out, push.repo, private=push.private, revision=push.revision)
+    get_run_logger().info("published %s to %s", out, url)
+    return url
 
 
 @task(name="commit")
@@ -141,24 +157,57 @@ def shard_submission(config: BuildConfig):
         yield
 
 
-def resolved_config(config: dict[str, Any] | None, config_path: str | None,
-                    overrides: dict[str, Any] | None) -> BuildConfig:
-    """The build config from exactly one of a dict and a YAML file, with dotted-key overrides applied."""
+def resolved_config(config: BuildConfig | dict[str, Any] | None, config_path: str | None,
+                    overrides: Overrides | None) -> BuildConfig:
+    """The build config from exactly one of a config and a YAML file, with dotted-key overrides applied."""
     if (config is None) == (config_path is None):
-        raise HdiffError("give exactly one of config (a dict of sections) and config_path (a YAML file)")
-    base = load_config(config_path) if config_path is not None else BuildConfig.from_flow_parameters(config)
+        raise HdiffError("give exactly one of config (a BuildConfig or a dict of sections) and config_path "
+                         "(a YAML file)")
+    if config_path is not None:
+        base = load_config(config_path)
+    else:
+        base = config if isinstance(config, BuildConfig) else BuildConfig.from_flow_parameters(config)
     return apply_overrides(base, overrides) if overrides else base
 
 
-@flow(name="build-dataset", log_prints=True)
-def build_dataset(config: dict[str, Any] | None = None, config_path: str | None = None,
-                  overrides: dict[str, Any] | None = None) -> BuildResult:
-    """Build the WebDataset image dataset of `config` (a BuildConfig as a dict) or `config_path` (a YAML file).
+def next_version(out: str | Path) -> int:
+    """The version a run into `out` would commit: one more than its manifest's last (1 for a new folder)."""
+    try:
+        return len(Manifest.read(out).versions) + 1
+    except (OSError, ValueError, HdiffError):
+        return 1
+
+
+def run_name() -> str:
+    """'shapes-demo v3': the dataset and the version this run would commit ('build-dataset' for a config that does
+    not resolve: the run then fails with the reason)."""
+    from prefect.runtime import flow_run
+
+    try:
+        cfg = resolved_config(**flow_run.parameters)
+    except Exception:  # noqa: BLE001 - the flow itself reports a bad config
+        return "build-dataset"
+    return f"{cfg.name} v{next_version(cfg.output)}"
+
+
+@flow(name="build-dataset", log_prints=True, flow_run_name=run_name)
+def build_dataset(config: BuildConfig | None = None, config_path: str | None = None,
+                  overrides: Overrides | None = None) -> BuildResult:
+    """Build the WebDataset image dataset of `config` (a BuildConfig: a form in the UI) or `config_path` (a YAML
+    file), then publish it to the Hub when the config's push.repo is set.
 
     `overrides` replaces dotted keys, e.g. {"generation.tau": 0.2, "ingest.limit": 100}.
     """
     started = time.perf_counter()
     cfg = resolved_config(config, config_path, overrides)
+    result = build_into_output(cfg, started)
+    if cfg.push.repo is not None:  # after the lock is released: a push waits for no run to be changing the folder
+        publish_task.with_options(timeout_seconds=cfg.runner.publish_timeout)(cfg.output, cfg.push)
+    return result
+
+
+def build_into_output(cfg: BuildConfig, started: float) -> BuildResult:
+    """prepare → rewrites → shards → commit, holding the output folder's lock."""
     pipeline.preflight(cfg)  # one line now, rather than a failure after ingest and embedding
     created = not Path(cfg.output).exists()
     Path(cfg.output).mkdir(parents=True, exist_ok=True)
@@ -167,12 +216,13 @@ def build_dataset(config: dict[str, Any] | None = None, config_path: str | None 
         try:
             ownership.claim(cfg.output)
             clean_partials(cfg.output)
-            prepared = prepare_task(cfg)
+            prepared = prepare_task.with_options(timeout_seconds=cfg.runner.prepare_timeout)(cfg)
             identity = claim_output(cfg, prepared.committed.manifest)  # a re-run must match its finished shards
             for rewrite in prepared.plan.rewrites:
                 rewrite_task(cfg, rewrite)
             device = generate_shards(cfg, prepared.shards)
-            result = commit_task(cfg, prepared, identity, time.perf_counter() - started)
+            commit = commit_task.with_options(timeout_seconds=cfg.runner.commit_timeout)
+            result = commit(cfg, prepared, identity, time.perf_counter() - started)
             return BuildResult(result.manifest, dataclasses.replace(result.run, device=device))
         except BaseException:
             ownership.release_unused(cfg.output, created)  # refused before any shard: nothing left behind
@@ -187,7 +237,8 @@ def generate_shards(cfg: BuildConfig, shards: list[pipeline.ShardJob]) -> Device
         return device
     progress = create_progress_artifact(0.0, key="hdiff-build-progress", description=f"{cfg.name}: shards done")
     shard_task = generate_shards_task.with_options(retries=cfg.runner.retries, retry_delay_seconds=1,
-                                                   retry_condition_fn=retry_unless_bad_input)
+                                                   retry_condition_fn=retry_unless_bad_input,
+                                                   timeout_seconds=cfg.runner.shard_timeout)
     size = cfg.generation.pack_shards
     packs = [shards[i:i + size] for i in range(0, len(shards), size)]
     images = sum(len(shard.prompts) for shard in shards) * cfg.generation.images_per_prompt
@@ -233,7 +284,7 @@ def build_dataset_from_config(config: BuildConfig) -> BuildResult:
     """Run the flow in this process, reporting to the configured Prefect API or to a temporary local server that
     dies with this process (flows.prefect_api)."""
     with bad_input_reported_by_caller(), prefect_api():  # `hdiff build` prints the HdiffError's line
-        return build_dataset(config=config.to_flow_parameters())
+        return build_dataset(config=config)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from hdiff.dataset.verify import verify_build
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-POOL = "hdiff-process"
+POOLS = ("hdiff-cpu", "hdiff-gpu")
 
 
 class Processes:
@@ -128,6 +128,7 @@ def test_demo_deployment_runs_and_reruns_over_a_grown_corpus(tmp_path, prefect_s
     with every prompt once and the second version's compute covers only the new prompts."""
     env, processes = prefect_server
     api_url = env["PREFECT_API_URL"]
+    runs_before = httpx.post(f"{api_url}/flow_runs/count", json={}, timeout=10).json()  # the session's builds
     out, corpus = tmp_path / "out", tmp_path / "corpus"
     prompts = [json.loads(line)["prompt"] for line in (REPO / "tests/data/prompts96.jsonl").read_text().splitlines()]
     write_revision(corpus, prompts[:12], 0)
@@ -135,12 +136,19 @@ def test_demo_deployment_runs_and_reruns_over_a_grown_corpus(tmp_path, prefect_s
                  "source.path_or_id": str(corpus), "embedding.cache_dir": str(tmp_path / "embeddings"), "sharding.min_size": 4,
                  "sharding.max_size": 8, "generation.tau": 0.5}
 
-    prefect(env, "work-pool", "create", POOL, "--type", "process")
-    processes.start("worker", "worker", "start", "--pool", POOL)  # starts up while the deploy runs
+    for pool in POOLS:
+        prefect(env, "work-pool", "create", pool, "--type", "process")
+    processes.start("worker", "worker", "start", "--pool", "hdiff-cpu")  # starts up while the deploy runs
     deployed = prefect(env, "--no-prompt", "deploy", "--all", timeout=180)
     assert "build-dataset/demo" in deployed and "build-dataset/kandinsky22" in deployed
 
-    def run_deployment() -> None:
+    # a parameter of the wrong type is refused by the server before a flow run exists
+    refused = subprocess.run([str(BIN / "prefect"), "deployment", "run", "build-dataset/demo", "--param",
+                              "overrides=[1, 2]"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "UUID" not in refused.stdout, refused.stdout + refused.stderr
+    assert httpx.post(f"{api_url}/flow_runs/count", json={}, timeout=10).json() == runs_before
+
+    def run_deployment() -> str:
         created = prefect(env, "deployment", "run", "build-dataset/demo", "--param",
                           f"overrides={json.dumps(overrides)}")
         flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", created).group(1)
@@ -155,12 +163,13 @@ def test_demo_deployment_runs_and_reruns_over_a_grown_corpus(tmp_path, prefect_s
             raise AssertionError(f"{exc}\n{processes.log_tail('worker')}") from None
         assert state == "COMPLETED", processes.log_tail("worker")
         assert verify_build(out) == []
+        return httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=10).json()["name"]
 
-    run_deployment()
+    assert run_deployment() == "shapes-demo v1"  # configs/demo.yaml's name, and the version the run commits
     first = {path.name: path.read_bytes() for path in (out / "data").glob("*.tar")}
     assert len(first) >= 2
     write_revision(corpus, prompts[12:20], 1)
-    run_deployment()
+    assert run_deployment() == "shapes-demo v2"
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["generation"]["tau"] == 0.5
@@ -179,4 +188,10 @@ def test_demo_deployment_runs_and_reruns_over_a_grown_corpus(tmp_path, prefect_s
     demo = httpx.get(f"{api_url}/deployments/name/build-dataset/demo", timeout=10).json()
     assert demo["parameters"] == {"config_path": "configs/demo.yaml", "overrides": {}}
     assert [s["active"] for s in demo["schedules"]] == [False]
+    assert demo["work_pool_name"] == "hdiff-cpu" and demo["enforce_parameter_schema"] is True
+    assert demo["parameter_openapi_schema"]["properties"]["config"]["anyOf"][0] == {
+        "$ref": "#/definitions/BuildConfig"}  # the UI's form
+    gpu = httpx.get(f"{api_url}/deployments/name/build-dataset/kandinsky22", timeout=10).json()
+    assert gpu["work_pool_name"] == "hdiff-gpu" and gpu["global_concurrency_limit"]["limit"] == 1
+    assert gpu["concurrency_options"]["collision_strategy"] == "ENQUEUE"
     assert demo["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]

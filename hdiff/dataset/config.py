@@ -153,6 +153,12 @@ class RunnerConfig(_Section):
                                        "pool per machine (Ray: per worker process); None: one per usable core")
     write_queue_mib: int = Field(1024, ge=1, description="decoded images waiting to be encoded, MiB, shared by the "
                                  "machine's devices; a device waits while it is full")
+    prepare_timeout: float = Field(3600, gt=0, description="seconds the prepare task (ingest, embedding, plan) may "
+                                   "take before it fails")
+    shard_timeout: float = Field(3600, gt=0, description="seconds one shard task (a pack of generation.pack_shards "
+                                 "shards) may take before it fails (and is retried)")
+    commit_timeout: float = Field(600, gt=0, description="seconds the commit task may take before it fails")
+    publish_timeout: float = Field(3600, gt=0, description="seconds the publish task (push.repo) may take")
 
 
 class LimitsConfig(_Section):
@@ -175,6 +181,16 @@ class UpdateConfig(_Section):
                         "shards that hold them); off: they are kept and counted in the version")
 
 
+class PushConfig(_Section):
+    """Where the flow publishes after a committed run (as `hdiff push`); the token from HF_TOKEN or `hf auth login`,
+    never from the config."""
+
+    repo: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                             description="the dataset repo (owner/name); unset: no publishing")
+    private: bool = Field(False, description="create the repo private (an existing repo keeps its visibility)")
+    revision: str | None = Field(None, min_length=1, description="the branch to push to (default: main)")
+
+
 class BuildConfig(_Section):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     output: str = Field(min_length=1, description="the dataset folder")
@@ -188,6 +204,7 @@ class BuildConfig(_Section):
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     update: UpdateConfig = Field(default_factory=UpdateConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    push: PushConfig = Field(default_factory=PushConfig)
     scores: list[ScoreSpec] = Field(default_factory=list, description="scorers run on every image (hdiff.scoring): "
                                     "names, or {name, scorer, model, ...}; each score goes into the record")
     filter: dict[str, float | int | str] = Field(default_factory=dict, description="<score>_min / <score>_max, "

@@ -13,7 +13,8 @@ Each commit writes it from the manifest (`dataset_config_text`), so it is a pure
 - the model: its id at its revision. A Hub model's revision is named in a comment and pinned by build_settings.json:
   a build whose model resolves to another revision stops before generating. A local model folder is named by its
   last part; pass `--set model.id=PATH` where the folder is elsewhere;
-- machine settings (a Ray cluster's address) are left out; the rest is the config as built.
+- machine settings (a Ray cluster's address) and where the builder published (`push`: a copy built elsewhere must
+  not publish to the original's repo) are left out; the rest is the config as built.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def local_corpus_name(manifest: Manifest) -> str | None:
 
 def dataset_config(manifest: Manifest) -> dict[str, Any]:
     """The manifest's config with stable references: output `.`, the corpus as a Hub id at its revision or as
-    `./NAME`, no Ray address."""
+    `./NAME`, no Ray address, no push section."""
     config = copy.deepcopy(manifest.config)
     config["output"] = "."
     source = dict(config.get("source") or {})
@@ -59,6 +60,7 @@ def dataset_config(manifest: Manifest) -> dict[str, Any]:
     config["source"] = source
     if isinstance(config.get("runner"), dict):
         config["runner"] = {**config["runner"], "ray_address": None}
+    config.pop("push", None)
     return config
 
 
