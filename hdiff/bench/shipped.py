@@ -154,7 +154,7 @@ READER_FLOORS = {"phrasings": 0.9, "partial": 0.9, "templates": 0.99}
 
 def reader_check(adapter, scale: float) -> list[Figure]:
     from hdiff.shapes.reader import read_requests, token_embeddings
-    from hdiff.shapes_training.train_reader import evaluation_sets
+    from hdiff.shapes.reader_sets import evaluation_sets
     from hdiff.shapes.world import Request
 
     n = sized(60, scale)

@@ -23,7 +23,7 @@ from hdiff.errors import CommandParser, run_as_command
 from hdiff.files import check_writable_output, write_atomically
 from hdiff.generate import GenerationSettings, ImageJob, generate
 from hdiff.shapes.oracle import accuracy_figures, score
-from hdiff.shapes_training.train_reader import evaluation_sets
+from hdiff.shapes.reader_sets import evaluation_sets
 from hdiff.shapes_training.wording_eval import eval_pairs
 
 

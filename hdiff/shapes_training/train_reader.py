@@ -27,7 +27,7 @@ from hdiff.errors import HdiffError, run_as_command
 from hdiff.shapes.grammar import NUM_TEMPLATES, describe
 from hdiff.shapes.model import METADATA_FILE, SENTENCE_MODEL, WEIGHTS_DIR, load_shapes_metadata
 from hdiff.shapes.phrasings import phrase
-from hdiff.shapes.prompts import diverse_set
+from hdiff.shapes.reader_sets import Target, evaluation_sets, partial_example
 from hdiff.shapes.reader import (
     HEADS,
     ONE,
@@ -42,7 +42,6 @@ from hdiff.shapes.reader import (
 from hdiff.shapes.wording import add_noise, free_phrase, free_two_objects
 from hdiff.shapes.world import REQUEST_ATTRIBUTES, Request, Scene, all_one_object_scenes, random_scene, split_of
 
-Target = Scene | Request  # what a prompt asks for: a whole scene (templates) or some attributes of one object
 
 
 @dataclass(frozen=True)
@@ -87,9 +86,9 @@ def training_examples(cfg: ReaderConfig) -> list[tuple[str, Target]]:
         request = Request.of(scene)
         examples += [(describe(scene, template), scene) for template in range(NUM_TEMPLATES)]
         worded = [(phrase(request, rng), request) for _ in range(cfg.phrasings_per_scene)]
-        worded += [_partial_example(request, rng) for _ in range(cfg.partial_per_scene)]
+        worded += [partial_example(request, rng) for _ in range(cfg.partial_per_scene)]
         worded += [(free_phrase(request, rng), request) for _ in range(cfg.free_per_scene)]
-        worded += [_partial_example(request, rng, writer=free_phrase) for _ in range(cfg.free_partial_per_scene)]
+        worded += [partial_example(request, rng, writer=free_phrase) for _ in range(cfg.free_partial_per_scene)]
         examples += [(_noisy(text, rng, cfg.noise_share), target) for text, target in worded]
     n_two = round(len(examples) * cfg.two_object_share)
     two = [random_scene(rng, "train", n_objects=2) for _ in range(n_two)]
@@ -99,38 +98,6 @@ def training_examples(cfg: ReaderConfig) -> list[tuple[str, Target]]:
 
 def _noisy(text: str, rng: np.random.Generator, share: float) -> str:
     return add_noise(text, rng) if rng.random() < share else text
-
-
-def evaluation_sets(n: int, seed: int = 2024) -> dict[str, list[tuple[str, Target]]]:
-    """Held-out attribute combinations only: `phrasings` (held-out phrasings, every attribute named), `partial`
-    (held-out phrasings naming some attributes), `templates` (the six templates), `two_object` (templates) and
-    `free` (free renderings with people's noise, every attribute named)."""
-    rng = np.random.default_rng(seed)
-    requests = [Request.of(scene) for _, scene in diverse_set(n, seed, "heldout")]
-    partial = [_partial_example(Request.of(scene), rng, heldout=True)
-               for _, scene in diverse_set(n, seed + 1, "heldout")]
-    free = [Request.of(scene) for _, scene in diverse_set(n, seed + 4, "heldout")]
-    return {
-        "phrasings": [(phrase(request, rng, heldout=True), request) for request in requests],
-        "partial": partial,
-        "templates": diverse_set(n, seed + 2, "heldout"),
-        "two_object": diverse_set(n, seed + 3, "heldout", n_objects=2),
-        "free": [(add_noise(free_phrase(request, rng), rng), request) for request in free],
-    }
-
-
-def _partial_example(request: Request, rng: np.random.Generator, heldout: bool = False,
-                     writer=None) -> tuple[str, Request]:
-    """The request with each attribute kept at even odds (at least one, never all five), in words: the phrasing
-    grammar's (training or held-out forms) or `writer`'s."""
-    named = list(request.named.items())
-    while True:
-        keep = rng.random(len(named)) < 0.5
-        if 0 < keep.sum() < len(named):
-            break
-    partial = Request(**{name: value for (name, value), k in zip(named, keep) if k})
-    text = phrase(partial, rng, heldout=heldout) if writer is None else writer(partial, rng)
-    return text, partial
 
 
 def labels(targets: list[Target]) -> dict[str, torch.Tensor]:

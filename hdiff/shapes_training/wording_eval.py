@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     from hdiff.errors import CommandParser, run_as_command
     from hdiff.shapes.model import SENTENCE_MODEL, WEIGHTS_DIR
     from hdiff.shapes.reader import load_reader
-    from hdiff.shapes_training.train_reader import evaluation_sets
+    from hdiff.shapes.reader_sets import evaluation_sets
 
     parser = CommandParser(prog="python -m hdiff.shapes_training.wording_eval", description=main.__doc__)
     parser.add_argument("--model", type=Path, default=WEIGHTS_DIR, help="a shapes model folder with a reader")
