@@ -35,7 +35,7 @@ def test_bench_encode_measures_every_format(tmp_path, capsys):
         assert row["threads"]["images_per_s"] > 0 and row["processes"]["images_per_s"] > 0
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess  # a real `hdiff build` in its own process
 def test_bench_build_compares_the_build_with_the_sampler_and_the_stock_loops(tmp_path, capsys):
     """A real `hdiff build` (its own process and Prefect server) on the emulated Kandinsky cost, 8 prompts, 2 steps,
     two packs: every method writes or decodes every image, and the stock loops' tars hold the build's keys."""
