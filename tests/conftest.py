@@ -125,9 +125,10 @@ def pytest_runtest_teardown(item, nextitem):
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """For a module of tiny-model runs: they gain nothing from intra-op threads, and on a busy 2-core machine two
-    spinning threads made them several times slower. Per module, not per session: a build compared byte for byte
-    with one made in a subprocess must use the subprocess's thread count. Restored after the module."""
+    """For a module of tiny-model runs where OMP_NUM_THREADS asked for more than one thread (it defaults to 1 here):
+    they gain nothing from intra-op threads, and on a busy 2-core machine two spinning threads made them several
+    times slower. Per module, not per session: a build compared byte for byte with one made in a subprocess must use
+    the subprocess's thread count. Restored after the module."""
     import torch
 
     threads = torch.get_num_threads()

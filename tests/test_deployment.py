@@ -158,7 +158,7 @@ def test_demo_deployment_runs_and_reruns_over_a_grown_corpus(tmp_path, prefect_s
             return state if state in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
 
         try:
-            state = wait_for(finished, timeout=240, what=f"flow run {flow_run_id} to finish", interval=2)
+            state = wait_for(finished, timeout=240, what=f"flow run {flow_run_id} to finish", interval=0.5)
         except TimeoutError as exc:
             raise AssertionError(f"{exc}\n{processes.log_tail('worker')}") from None
         assert state == "COMPLETED", processes.log_tail("worker")

@@ -1,9 +1,11 @@
 """`hdiff bench shipped`: the shipped shapes model's accuracy floors, measured on held-out prompts.
 
-These were the test suite's accuracy assertions on the shipped weights (hdiff/shapes/weights); they generate a few
-hundred images (about two minutes on a 2-core CPU), so they run here, and the tests keep only the behaviour on a
-handful of prompts (tests/test_shapes_model.py, test_shapes_prior.py, test_shapes_wording.py). Each figure is
-printed beside its floor; the command exits 1 when one is missed. The floors, at --scale 1 (the default):
+These were the test suite's accuracy assertions on the shipped weights (hdiff/shapes/weights); they generate 320
+images, about 5,400 UNet rows (the suite spent ~140 s on them on a 2-core CPU; 8 min here with two threads on a
+busy one), so they run here, and the tests keep the behaviour on a handful of prompts (tests/test_shapes_model.py;
+the prior's and the reader's floors, which generate nothing, are still checked in test_shapes_prior.py and
+test_shapes_wording.py). Each figure is printed beside its floor; the command exits 1 when one is missed. The
+floors, at --scale 1 (the default):
 
 - standard sampling (τ = 0, the model's steps) on 16 held-out combinations, 8 in template wording and 8 in held-out
   phrasings (seed 5): every image costs 2 UNet rows a step (nothing shared), and at least 14 of 16 (87.5%) are
