@@ -129,8 +129,7 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = f.read().decode("utf-8", "replace").strip() or "another process"
-            raise HdiffError(f"{what} is in use by another run ({holder}); wait for it to finish, or use another "
-                             "folder") from None
+            raise HdiffError(in_use_message(what, holder)) from None
         try:
             started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             f.truncate(0)
@@ -138,6 +137,11 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def in_use_message(what: str, holder: str) -> str:
+    """The one line for a lock held by another run."""
+    return f"{what} is in use by another run ({holder}); wait for it to finish, or use another folder"
 
 
 def lock_holder(path: str | os.PathLike) -> str | None:

@@ -10,6 +10,7 @@ import pytest
 from hdiff.cli import main
 from hdiff.dataset import layout, ownership
 from hdiff.errors import HdiffError
+from hdiff.files import exclusive_lock
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
@@ -93,3 +94,17 @@ def test_a_build_into_someone_elses_folder_stops_before_work_and_touches_nothing
     err = capsys.readouterr().err.strip()
     assert err.startswith("hdiff: output ") and "holds files hdiff did not write" in err and "\n" not in err
     assert {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+
+
+def test_a_folder_another_run_is_writing_is_reported_in_use_not_foreign(tmp_path, capsys):
+    """While a run holds the folder's lock, its files may be half-written (the marker's temporary name): a second
+    build is told the folder is in use, and touches nothing."""
+    out = tmp_path / "X"
+    out.mkdir()
+    half_written = out / ".hdiff-dataset.c8f5bbebd005.partial"
+    half_written.write_bytes(b"hdiff dataset")
+    with exclusive_lock(layout.lock_path(out), "output folder"):
+        assert main(["build", str(DEMO), "--set", f"output={out}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"hdiff: output folder {out} is in use by another run (pid ") and "\n" not in err
+    assert sorted(p.name for p in out.iterdir()) == sorted([layout.LOCK_NAME, half_written.name])
