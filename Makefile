@@ -32,11 +32,16 @@ demo: setup
 $(OLAH): | $(BIN)/hdiff
 	$(BIN)/python tests/hub_server.py install
 
+# pytest-xdist workers (one per core of a 2-core machine); tests/conftest.py groups the tests of the session's Prefect
+# server onto one worker and keeps each other module whole; WORKERS=0 runs in one process
+WORKERS ?= 2
+XDIST := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadgroup)
+
 test: setup $(OLAH)
-	$(PYTEST) -q --durations=15 $(PYTEST_ARGS)
+	$(PYTEST) -q $(XDIST) --durations=15 $(PYTEST_ARGS)
 
 test-fast: setup
-	$(PYTEST) -q -m "not slow" --durations=10 $(PYTEST_ARGS)
+	$(PYTEST) -q $(XDIST) -m "not slow" --durations=10 $(PYTEST_ARGS)
 
 bench-saved: setup
 	$(BIN)/hdiff bench saved --prompts-dir data/prompts

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from hdiff import hub
 from hdiff.errors import HdiffError
 from hdiff.models.base import Adapter, Conditioning
 from hdiff.models.schedulers import count_evaluations
@@ -126,7 +127,7 @@ def records_for(adapter: Adapter, job: ImageJob, plan: Plan, settings: Generatio
         leaf = int(plan.tree.leaf_of_row[row])
         records.append(ImageRecord(
             prompt=job.prompts[row], prompt_id=job.prompt_ids[row], copy_index=job.copy_index[row],
-            seed=job.seeds[row], model=adapter.model_id, **adapter.provenance, scheduler=adapter.scheduler_name,
+            seed=job.seeds[row], model=hub.portable_name(adapter.model_id), **adapter.provenance, scheduler=adapter.scheduler_name,
             steps=settings.steps,
             evaluations=plan.num_evaluations, guidance_scale=settings.guidance_scale,
             negative_prompt=settings.negative_prompt, tau=plan.schedule.tau,

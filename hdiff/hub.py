@@ -33,6 +33,12 @@ def looks_like_hub_id(source: str) -> bool:
     return not (path.exists() or source.startswith(("/", "./", "../", "~")) or len(path.parts) > 2)
 
 
+def portable_name(source: str) -> str:
+    """How records, the manifest and the card name a model or corpus: as given, or a local absolute path by its last
+    part (no user name or machine path goes into a dataset)."""
+    return Path(source).name if Path(source).expanduser().is_absolute() else source
+
+
 def download_command(repo_id: str, *, repo_type: str = "model", revision: str | None = None,
                      files: list[str] | tuple[str, ...] = (), include: tuple[str, ...] = (),
                      exclude: tuple[str, ...] = ()) -> str:

@@ -31,7 +31,7 @@ class ImageRecord(BaseModel):
     prompt_id: str = Field(description="stable id: a hash of the normalized prompt text")
     copy_index: int = Field(default=0, ge=0, description="which of several images of the same prompt")
     seed: int = Field(ge=0)
-    model: str = Field(description="the model's Hub id or folder, as given")
+    model: str = Field(description="the model's Hub id or folder as given; an absolute folder path by its last part")
     model_revision: str | None = Field(default=None, description="the commit sha its Hub id resolved to, or "
                                        "sha256:<hex> of a local folder's files")
     pipeline_class: str | None = Field(default=None, description="the diffusers pipeline class it was made with "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -72,10 +73,10 @@ def build(tmp_path) -> Path:
     return write_build(tmp_path / "out")
 
 
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    """The stand-in, accepting only TOKEN, with huggingface_hub pointed at it as HF_ENDPOINT would."""
-    home = tmp_path / "hf-home"  # no real login is read, no registry cache written outside tmp
+@contextlib.contextmanager
+def standin_hub(monkeypatch: pytest.MonkeyPatch, home: Path):
+    """The stand-in, accepting only TOKEN, with huggingface_hub pointed at it as HF_ENDPOINT would; `home` is its
+    HF_HOME (no real login is read, no registry cache written outside it)."""
     with HubStandIn(token=TOKEN, multipart_chunk=4096) as standin:
         for name, value in {"HF_ENDPOINT": standin.url, "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": TOKEN,
                             "HF_HOME": str(home)}.items():
@@ -91,6 +92,13 @@ def hub(monkeypatch, tmp_path):
             monkeypatch.setattr(constants, name, value)
         yield standin
         assert standin.unhandled == []
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """The stand-in (standin_hub) for one test."""
+    with standin_hub(monkeypatch, tmp_path / "hf-home") as standin:
+        yield standin
 
 
 def local_files(out: Path) -> dict[str, bytes]:

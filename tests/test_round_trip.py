@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hub_server import commit_all
 from test_build import DEMO_CORPUS, write_config
-from test_publish import REPO, TOKEN, hub, local_files  # noqa: F401  (hub: the stand-in fixture)
+from test_publish import REPO, TOKEN, local_files, standin_hub
 
 from hdiff import cli
 from hdiff.dataset import layout
@@ -32,9 +32,18 @@ def corpus(path: Path, lines: int) -> Path:
     return path
 
 
-@pytest.fixture
-def versions(tmp_path, tiny_shapes, prefect_api, hub):  # noqa: F811
-    """(first build folder, pulled-and-extended folder, the stand-in's files of v1 and v2)."""
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """The stand-in (tests/test_publish.py's standin_hub) for the module: both tests read the versions it holds."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        with standin_hub(monkeypatch, tmp_path_factory.mktemp("hf-home")) as standin:
+            yield standin
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory, tiny_shapes, prefect_api, hub):
+    """(first build folder, pulled-and-extended folder, the stand-in's files of v1 and v2), made once."""
+    tmp_path = tmp_path_factory.mktemp("versions")
     work = tmp_path / "work"
     work.mkdir()
     source = corpus(work / "prompts.jsonl", 32)
@@ -56,7 +65,7 @@ def versions(tmp_path, tiny_shapes, prefect_api, hub):  # noqa: F811
     return work / "out", pulled, v1, hub.files(REPO)
 
 
-def test_pull_build_push_extends_the_dataset_by_its_new_shards(versions, hub, tmp_path):  # noqa: F811
+def test_pull_build_push_extends_the_dataset_by_its_new_shards(versions, hub, tmp_path, tmp_path_factory):
     first, pulled, v1, v2 = versions
     assert v1 == local_files(first) and v2 == local_files(pulled)
     old, new = Manifest.read(first), Manifest.read(pulled)
@@ -69,7 +78,7 @@ def test_pull_build_push_extends_the_dataset_by_its_new_shards(versions, hub, tm
     assert "prompts.jsonl" not in v2  # the local corpus stays local
     assert set(hub.repos[REPO].tags) == {"v1", "v2"}
     assert local_files(pull_dataset(f"{REPO}@v1", tmp_path / "v1-again")) == v1
-    machine = [str(tmp_path).encode(), str(Path.home()).encode(), TOKEN.encode()]
+    machine = [str(tmp_path_factory.getbasetemp()).encode(), str(Path.home()).encode(), TOKEN.encode()]
     leaks = {path: [m for m in machine if m in data] for path, data in v2.items() if any(m in data for m in machine)}
     assert leaks == {}
 

@@ -135,11 +135,6 @@ def first_text_problem(files: list[str]) -> str | None:
     return None
 
 
-def portable_name(source: str) -> str:
-    """How records, the manifest and the card name a source: as given, or a local absolute path by its last part."""
-    return Path(source).name if Path(source).expanduser().is_absolute() else source
-
-
 # ---------------------------------------------------------------------------------------------------- Hub datasets
 
 
@@ -339,7 +334,7 @@ def open_corpus(path_or_id: str, *, column: str = "prompt", split: str = "train"
     if unknown := [n for n in keep if n not in names]:
         raise HdiffError(f"{path_or_id}: source.keep_columns names {', '.join(map(repr, unknown))}, not in it; "
                          f"available columns: {', '.join(names)}")
-    return Corpus(loaded, column, keep, found_revision, portable_name(path_or_id), files)
+    return Corpus(loaded, column, keep, found_revision, hub.portable_name(path_or_id), files)
 
 
 def _load(source: str, builder: str, files: list[str], streaming: bool):
@@ -395,7 +390,7 @@ def build_provenance(config, source_revision: str | None) -> dict:
     source = config.source
     hub_source = hub_dataset(source.path_or_id, revision=source.revision, name=source.name, split=source.split,
                              data_files=source.data_files)
-    corpus = {"dataset": hub_source.repo_id if hub_source else portable_name(source.path_or_id),
+    corpus = {"dataset": hub_source.repo_id if hub_source else hub.portable_name(source.path_or_id),
               "hub": hub_source is not None, "name": source.name, "split": source.split if hub_source else None,
               "revision": source_revision}
     return {"source": corpus, **model_provenance(config.model.id, **config.model.adapter_options())}

@@ -135,7 +135,7 @@ def provenance(sources: dict[str, str], adapter: type[Adapter]) -> dict[str, str
              "pipeline_class": cached_class or adapter.pipeline_classes[0]}
     for role, source in sources.items():
         if role != "model":
-            named.update({role: source, f"{role}_revision": hub.model_revision(source)})
+            named.update({role: hub.portable_name(source), f"{role}_revision": hub.model_revision(source)})
     return named
 
 
@@ -144,9 +144,9 @@ def model_provenance(source: str, *, adapter: str | None = None, **options) -> d
     "prior": {"id", "revision"}}."""
     cls = ADAPTERS[adapter or adapter_name_for(source)]
     named = provenance({"model": source, **cls.companion_sources(options)}, cls)
-    entries = {"model": {"id": source, "revision": named["model_revision"], "pipeline_class": named["pipeline_class"]}}
+    entries = {"model": {"id": hub.portable_name(source), "revision": named["model_revision"], "pipeline_class": named["pipeline_class"]}}
     for role, companion in cls.companion_sources(options).items():
-        entries[role] = {"id": companion, "revision": named[f"{role}_revision"]}
+        entries[role] = {"id": hub.portable_name(companion), "revision": named[f"{role}_revision"]}
     return entries
 
 
