@@ -32,10 +32,11 @@ demo: setup
 $(OLAH): | $(BIN)/hdiff
 	$(BIN)/python tests/hub_server.py install
 
-# pytest-xdist workers (one per core of a 2-core machine); tests/conftest.py groups the tests of the session's Prefect
-# server onto one worker and keeps each other module whole; WORKERS=0 runs in one process
+# pytest-xdist workers (one per core of a 2-core machine), each running whole test files (their module fixtures made
+# once; a worker that runs Prefect tests starts its own session server); WORKERS=0 runs in one process. Not loadgroup:
+# pytest 9 names a test by `_id`, so xdist 3.8's group suffix on `_nodeid` is ignored and groups split
 WORKERS ?= 2
-XDIST := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadgroup)
+XDIST := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile)
 
 test: setup $(OLAH)
 	$(PYTEST) -q $(XDIST) --durations=15 $(PYTEST_ARGS)

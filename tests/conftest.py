@@ -58,13 +58,9 @@ SLOW_MARKS = ("server", "subprocess", "shipped")
 # ---------------------------------------------------------------------------------------------------- marks
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
-        # under `pytest -n N --dist loadgroup` (make test): the tests of the session's Prefect server run on one
-        # worker, so one server starts; every other module stays whole on one worker, its module fixtures made once
-        item.add_marker(pytest.mark.xdist_group("prefect" if "prefect_api" in used else item.module.__name__))
         if used & SERVER_FIXTURES:
             item.add_marker("server")
         if used & SHIPPED_FIXTURES:
@@ -219,7 +215,8 @@ class PrefectServer:
     """The session's Prefect API server: uvicorn serving Prefect's app on a free port, SQLite in a temporary folder,
     in a process group of its own, stopped by that group's id. Started as soon as collection is done when a collected
     test uses `prefect_api` (it starts up while the tests before them run), else by the fixture (always, in a worker
-    of pytest-xdist: the `prefect` group runs on one worker, which collection does not yet know)."""
+    of pytest-xdist: `make test` runs whole files on two workers, and a worker starts the server when its first
+    Prefect test runs)."""
 
     process: subprocess.Popen | None = None
 
@@ -271,7 +268,7 @@ class PrefectServer:
 
 
 def pytest_collection_finish(session):
-    # a worker of pytest-xdist does not know yet whether it will run the Prefect group: its fixture starts the server
+    # a worker of pytest-xdist does not know yet whether it will run a Prefect test: its fixture starts the server
     if os.environ.get("PYTEST_XDIST_WORKER") is None and not session.config.option.collectonly and any(
             "prefect_api" in getattr(item, "fixturenames", ()) for item in session.items):
         PrefectServer.start()

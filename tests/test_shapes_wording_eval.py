@@ -4,6 +4,8 @@ detector names what the world does not have."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -98,6 +100,11 @@ def test_each_prompt_not_understood_is_warned_about():
 @pytest.fixture(scope="module")
 def reader_scores():
     """Per set, the share of prompts the shipped reader reads exactly (all five attributes)."""
+    return shipped_reader_scores()
+
+
+@functools.cache  # once a process: under pytest-xdist the module's fixture was set up twice
+def shipped_reader_scores() -> dict[str, float]:
     from hdiff.shapes.model import SENTENCE_MODEL, WEIGHTS_DIR
     from hdiff.shapes.reader import load_reader, read_requests, token_embeddings
 
