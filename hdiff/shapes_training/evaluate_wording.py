@@ -6,6 +6,9 @@ phrasings only) or the frozen wording evaluation set (`evaluation`, hdiff.shapes
 scored by the oracle against what its prompt asked: every attribute of a whole scene, only the named ones of a
 partial prompt.
 Prints one line per set and writes the figures as JSON (`--out`).
+
+`--reader`: the reader alone, no images: the share of the frozen evaluation set, and of each robustness class derived
+from it, read exactly, each beside issue 26's 90% bar; a missed bar is a one-line error (exit 2).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from hdiff.files import check_writable_output, write_atomically
 from hdiff.generate import GenerationSettings, ImageJob, generate
 from hdiff.shapes.oracle import accuracy_figures, score
 from hdiff.shapes.reader_sets import evaluation_sets
-from hdiff.shapes_training.wording_eval import eval_pairs
+from hdiff.shapes_training.wording_eval import READER_BAR, eval_pairs, reader_scores
 
 
 def evaluate(adapter, pairs, *, seed: int = 0, max_batch: int = 128, tau: float | None = 0.0) -> dict:
@@ -43,6 +46,29 @@ def all_sets(n: int) -> dict[str, list]:
     return {**evaluation_sets(n), "evaluation": eval_pairs()}
 
 
+def reader_report(model: str, device: str, out: str | None) -> None:
+    """Print the reader's figures beside the bar; raise when one is missed (after writing them)."""
+    from hdiff.errors import HdiffError
+    from hdiff.models import load_adapter
+
+    if out is not None:
+        check_writable_output(out)
+    adapter = load_adapter(model, device=device)
+    print(machine_line())
+    scores = reader_scores(adapter.info["reader"], adapter.sentence_model, eval_pairs())
+    for name, value in scores.items():
+        print(f"reader, {name}: {100 * value:.1f}% read exactly (bar {100 * READER_BAR:.0f}%"
+              f"{'' if value >= READER_BAR else ': MISSED'})")
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        write_atomically(Path(out) / "reader.json", (json.dumps({"machine": machine_line(), "model": model,
+                                                                  "bar": READER_BAR, "scores": scores}, indent=1)
+                                                      + "\n").encode())
+    missed = [name for name, value in scores.items() if value < READER_BAR]
+    if missed:
+        raise HdiffError(f"the reader misses the {100 * READER_BAR:.0f}% bar on {', '.join(missed)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(prog="python -m hdiff.shapes_training.evaluate_wording",
                            description=__doc__.splitlines()[0])
@@ -55,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
                         "model's own)")
     parser.add_argument("--device", type=check_device, default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}")
     parser.add_argument("--out", default=None, help="a folder to write the figures into (wording.json)")
+    parser.add_argument("--reader", action="store_true", help="the reader alone on the frozen evaluation set and its "
+                        "robustness classes, against the 90%% bar (no images; --prompts, --sets, --tau unused)")
     args = parser.parse_args(argv)
+    if args.reader:
+        return run_as_command(lambda: reader_report(args.model, args.device, args.out))
 
     def body() -> None:
         from hdiff.errors import HdiffError

@@ -216,3 +216,20 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ---------------------------------------------------------------------------------------------- the reader's figures
+
+READER_BAR = 0.9  # issue 26: every set read exactly at least this often
+
+
+def reader_scores(reader, sentence_model: str, pairs: list[tuple[str, Request]]) -> dict[str, float]:
+    """The share of prompts `reader` reads exactly (all five attributes) in `pairs` (`evaluation`) and in each
+    robustness class derived from them; no images are made."""
+    from hdiff.shapes.reader import read_requests, token_embeddings
+
+    scores = {}
+    for name, changed in {"evaluation": pairs, **robustness_sets(pairs)}.items():
+        read_back = read_requests(reader, *token_embeddings([prompt for prompt, _ in changed], sentence_model))
+        scores[name] = float(np.mean([got == want for got, (_, want) in zip(read_back, changed)]))
+    return scores
