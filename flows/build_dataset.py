@@ -30,7 +30,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
-from flows.prefect_api import prefect_api
+from flows.prefect_api import ApiStart, prefect_api
 from hdiff.dataset.config import BuildConfig, PushConfig, apply_overrides, load_config
 from hdiff.dataset import layout, ownership, pipeline
 from hdiff.dataset.card import portable, prefect_summary_markdown, shard_table_rows
@@ -280,10 +280,10 @@ def bad_input_reported_by_caller():
             logger.removeFilter(quiet)
 
 
-def build_dataset_from_config(config: BuildConfig) -> BuildResult:
+def build_dataset_from_config(config: BuildConfig, api: ApiStart | None = None) -> BuildResult:
     """Run the flow in this process, reporting to the configured Prefect API or to a temporary local server that
-    dies with this process (flows.prefect_api)."""
-    with bad_input_reported_by_caller(), prefect_api():  # `hdiff build` prints the HdiffError's line
+    dies with this process (flows.prefect_api; `api`: one already starting)."""
+    with bad_input_reported_by_caller(), prefect_api(api):  # `hdiff build` prints the HdiffError's line
         return build_dataset(config=config)
 
 

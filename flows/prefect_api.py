@@ -45,20 +45,77 @@ def configured_api_url() -> str | None:
     return PREFECT_API_URL.value() or None
 
 
-@contextlib.contextmanager
-def prefect_api() -> Iterator[str]:
-    """The API for the block: the configured one, else a temporary server (`temporary_server`) made the current
-    settings' PREFECT_API_URL for the block (a Prefect settings context: the process's environment is untouched)."""
-    if (url := configured_api_url()) is not None:
-        yield url
-        return
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+class ApiStart:
+    """A Prefect API on its way up: the configured one (nothing to start), else a temporary server whose process is
+    started at construction, so that it boots while the caller imports and plans (`hdiff build` makes one before
+    its heavy imports: the server's start-up, most of a small build's fixed cost, then overlaps them). Pass it to
+    `prefect_api`, or `close` it when the run is refused before it starts. `use_configured=False`: a temporary
+    server whatever API is configured."""
 
-    with temporary_server() as url, temporary_settings({PREFECT_API_URL: url}):
-        try:
+    def __init__(self, timeout: float | None = None, *, use_configured: bool = True):
+        self.configured = configured_api_url() if use_configured else None
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+        if self.configured is None:
+            from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+            self.timeout = timeout or max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(),
+                                          MIN_STARTUP_SECONDS)
+            self._launch()
+
+    def _launch(self) -> None:
+        self.port = _free_port()
+        self.process = _start(self.port)
+
+    @property
+    def url(self) -> str:
+        return self.configured or f"http://127.0.0.1:{self.port}/api"
+
+    def wait_ready(self) -> str:
+        """The API's URL once it answers; HdiffError when a temporary server does not within its timeout."""
+        if self.configured is not None:
+            return self.configured
+        for attempt in range(3):  # another program may take the free port before the server binds it
+            if attempt:
+                _stop(self.process)
+                self._launch()
+            if _wait_healthy(self.process, self.url, self.timeout):
+                return self.url
+            if self.process.poll() is None:
+                self.close()
+                raise HdiffError(f"the temporary Prefect server did not answer within {self.timeout:g} s; set "
+                                 "PREFECT_API_URL to a running server (`prefect server start`)")
+        code = self.process.returncode
+        self.close()
+        raise HdiffError(f"the temporary Prefect server exited at start (code {code}); set PREFECT_API_URL to a "
+                         "running server (`prefect server start`)")
+
+    def close(self) -> None:
+        """Stop the temporary server, if one was started."""
+        if self.process is not None:
+            _stop(self.process)
+
+
+@contextlib.contextmanager
+def prefect_api(start: ApiStart | None = None) -> Iterator[str]:
+    """The API for the block: the configured one, else a temporary server (begun by `start`, or now) made the
+    current settings' PREFECT_API_URL for the block (a Prefect settings context: the process's environment is
+    untouched). The server is stopped when the block ends."""
+    start = start or ApiStart()
+    try:
+        url = start.wait_ready()
+        if start.configured is not None:
             yield url
-        finally:
-            _drain_prefect_workers()  # the run's last logs and events reach the server before it stops
+            return
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: url}):
+            try:
+                yield url
+            finally:
+                _drain_prefect_workers()  # the run's last logs and events reach the server before it stops
+    finally:
+        start.close()
 
 
 def _drain_prefect_workers() -> None:
@@ -76,28 +133,15 @@ def _drain_prefect_workers() -> None:
 
 @contextlib.contextmanager
 def temporary_server(timeout: float | None = None) -> Iterator[str]:
-    """A Prefect API server on a free local port, for the block; it dies with this process (see the module's
-    docstring). Yields its API URL once it answers; HdiffError when it does not within `timeout` seconds (default:
-    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, at least MIN_STARTUP_SECONDS: a first start creates the
-    database, which took 46 s on a busy 2-core machine)."""
-    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
-
-    timeout = timeout or max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), MIN_STARTUP_SECONDS)
-    for _ in range(3):  # another program may take the free port before the server binds it
-        port = _free_port()
-        process = _start(port)
-        try:
-            url = f"http://127.0.0.1:{port}/api"
-            if _wait_healthy(process, url, timeout):
-                yield url
-                return
-            if process.poll() is None:
-                raise HdiffError(f"the temporary Prefect server did not answer within {timeout:g} s; set "
-                                 "PREFECT_API_URL to a running server (`prefect server start`)")
-        finally:
-            _stop(process)
-    raise HdiffError(f"the temporary Prefect server exited at start (code {process.returncode}); set PREFECT_API_URL "
-                     "to a running server (`prefect server start`)")
+    """A Prefect API server on a free local port, for the block, whatever API is configured; it dies with this
+    process (see the module's docstring). Yields its API URL once it answers; HdiffError when it does not within
+    `timeout` seconds (default: PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, at least MIN_STARTUP_SECONDS: a
+    first start creates the database, which took 46 s on a busy 2-core machine)."""
+    start = ApiStart(timeout, use_configured=False)
+    try:
+        yield start.wait_ready()
+    finally:
+        start.close()
 
 
 def _start(port: int) -> subprocess.Popen:

@@ -76,16 +76,25 @@ def cmd_generate(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from hdiff.dataset.pipeline import describe_dry_run, prepare, preflight
-
-    config = read_build_config(args.config, args.set)
-    preflight(config)  # before the flow (and a temporary Prefect server) starts; the flow checks again
+    config = read_build_config(args.config, args.set)  # light: no torch yet
     if args.dry_run:
+        from hdiff.dataset.pipeline import describe_dry_run, prepare, preflight
+
+        preflight(config)
         print(describe_dry_run(config, prepare(config)))
         return 0
-    from flows.build_dataset import build_dataset_from_config  # Prefect: only for a run
+    from flows.prefect_api import ApiStart
 
-    built = build_dataset_from_config(config)
+    api = ApiStart()  # a temporary Prefect server boots while torch, diffusers and the flow import
+    try:
+        from hdiff.dataset.pipeline import preflight
+
+        preflight(config)  # before the flow runs; the flow checks again
+        from flows.build_dataset import build_dataset_from_config
+    except BaseException:
+        api.close()  # refused: the server stops, nothing was written
+        raise
+    built = build_dataset_from_config(config, api)
     totals = built.manifest.totals
     compute = ""
     if built.run.version is not None:

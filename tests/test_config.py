@@ -196,9 +196,17 @@ def test_bounds_are_checked_when_the_config_is_read(tmp_path, extra, message):
 
 @pytest.mark.shipped  # reads the shipped model's scheduler config
 def test_steps_beyond_the_schedulers_training_timesteps_are_refused_before_work(tmp_path, capsys):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from hdiff.cli import main
 
     out = tmp_path / "out"
+    # a configured API (never reached): no temporary server begins starting beside the checks
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        refused_before_work(main, out, capsys)
+
+
+def refused_before_work(main, out, capsys):
     assert main(["build", str(CONFIGS / "demo.yaml"), "--set", f"output={out}", "--set", "generation.steps=1001"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == ("hdiff: generation.steps: 1001 steps are more than the 1000 training timesteps of hdiff/shapes's "

@@ -40,6 +40,35 @@ def test_a_configured_api_is_used_and_nothing_is_started(monkeypatch):
 
 
 @pytest.mark.subprocess
+def test_a_build_refused_after_its_server_began_starting_stops_it(tmp_path, monkeypatch, capsys):
+    """`hdiff build` starts the temporary server before its heavy imports and checks (so that they overlap); a build
+    those checks refuse exits 2 with its one line, and the server it began is stopped. The server's process is a
+    stand-in that records its port and waits (the real one's start is what the kill -9 test below covers)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from hdiff.cli import main
+
+    started = []
+
+    def waiting_process(port):
+        started.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]))
+        return started[-1]
+
+    monkeypatch.setattr(prefect_api, "_start", waiting_process)
+    output = tmp_path / "a-file"
+    output.write_text("not a folder")
+    config = tmp_path / "build.yaml"
+    config.write_text(f"name: refused\noutput: {output}\nsource: {{path_or_id: {REPO / 'data/demo_prompts.jsonl'}}}\n"
+                      "model: {id: hdiff/shapes}\n")
+    with temporary_settings({PREFECT_API_URL: None}):
+        code = main(["build", str(config)])
+    assert code == 2
+    assert str(output) in capsys.readouterr().err
+    (process,) = started
+    assert process.poll() is not None, "the temporary server was left running after the build was refused"
+
+
+@pytest.mark.subprocess
 def test_the_temporary_server_dies_with_the_build_even_on_kill_9(tmp_path):
     environment = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
     environment.update(PYTHONPATH=str(REPO), PREFECT_HOME=str(tmp_path / "prefect"))  # a throwaway database

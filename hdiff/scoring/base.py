@@ -8,7 +8,9 @@ NaN. Scorers register by name in SCORERS, the one list of choices the config, th
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -64,11 +66,36 @@ class Scorer(ABC):
         return {"scorer": self.name, "id": self.model_id, "revision": self.revision}
 
 
-SCORERS: dict[str, type[Scorer]] = {}
+BUILT_IN = {"clip": "clip", "aesthetic": "aesthetic", "nsfw": "nsfw", "oracle": "oracle"}  # name -> its module
+
+
+class ScorerRegistry(Mapping[str, type[Scorer]]):
+    """Scorer classes by name. A built-in scorer's module (torch, transformers) is imported when the scorer is first
+    asked for, so reading a config that names no scorer imports none of them."""
+
+    def __init__(self) -> None:
+        self._classes: dict[str, type[Scorer]] = {}
+
+    def __getitem__(self, name: str) -> type[Scorer]:
+        if name not in self._classes and name in BUILT_IN:
+            importlib.import_module(f"hdiff.scoring.{BUILT_IN[name]}")  # registers it
+        return self._classes[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*BUILT_IN, *self._classes]))
+
+    def __len__(self) -> int:
+        return len(dict.fromkeys([*BUILT_IN, *self._classes]))
+
+    def add(self, cls: type[Scorer]) -> None:
+        self._classes[cls.name] = cls
+
+
+SCORERS = ScorerRegistry()
 
 
 def register(cls: type[Scorer]) -> type[Scorer]:
-    SCORERS[cls.name] = cls
+    SCORERS.add(cls)
     return cls
 
 
