@@ -24,7 +24,7 @@ yaml.safe_dump({"name": "gpu-build-sdxl", "output": "/tmp/gpu-build", "source": 
                open("/tmp/gpu-build.yaml", "w"))
 PY
 start=$(date +%s.%N)
-timeout 240 python3 -m hdiff.bench.emulated build /tmp/gpu-build.yaml 2>&1 | tail -n 40 | tee $OUT/build.log
+timeout 240 python3 -m hdiff.bench.emulated_build build /tmp/gpu-build.yaml 2>&1 | tail -n 40 | tee $OUT/build.log
 echo "build_wall_s $(python3 -c "import time; print(time.time() - $start)")" | tee -a $OUT/build.log
 cp /tmp/gpu-build/manifest.json $OUT/ 2>/dev/null
 timeout 200 python3 -m hdiff.cli bench speed --arch sdxl --embeddings .gpu/prompt_templates_64.npz --prompts 64 \

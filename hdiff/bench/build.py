@@ -116,14 +116,14 @@ def write_config(work: Path, model: Path, corpus: Path, args, image_format: str)
 
 
 def run_build(config: Path, out: Path, packs=()) -> dict:
-    """`hdiff build` in a fresh process, as the emulated model needs (python -m hdiff.bench.emulated build); with
+    """`hdiff build` in a fresh process, as the emulated model needs (python -m hdiff.bench.emulated_build build); with
     when each pack's last shard was on disk (its stats file's time), from launch."""
     log = out.parent / f"{out.name}.log"
     env = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",  # a loaded machine starts it slowly
            **os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     started, launched, first = time.perf_counter(), time.time(), None
     with open(log, "ab") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "hdiff.bench.emulated", "build", str(config)],
+        process = subprocess.Popen([sys.executable, "-m", "hdiff.bench.emulated_build", "build", str(config)],
                                    stdout=sink, stderr=subprocess.STDOUT, env=env)
         while process.poll() is None:
             if first is None and out.is_dir() and layout.stats_shards(out):

@@ -9,13 +9,12 @@ denoiser's output is the conditioning's first 256 values, so an image's latent (
 prompt and seed as in a real model. Conditioning: all-MiniLM-L6-v2 embeddings of the prompts (the tree clusters them).
 
 A model folder holding `model_index.json` = {"_class_name": "HdiffEmulatedPipeline", "cost": "sdxl-1024"} loads as
-this adapter once this module is imported: `python -m hdiff.bench.emulated build CONFIG` runs `hdiff build` so.
+this adapter once this module is imported: `python -m hdiff.bench.emulated_build build CONFIG` runs `hdiff build` so.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 import zlib
 from dataclasses import dataclass
@@ -146,18 +145,3 @@ class EmulatedAdapter(Adapter):
     @property
     def denoiser(self) -> torch.nn.Module:
         return self.net
-
-
-def main(argv: list[str]) -> int:
-    """`build CONFIG [--set K=V …]`: `hdiff build` with this adapter and random-weight arch folders registered."""
-    import hdiff.bench.arch  # noqa: F401 - registers folders of hdiff.bench.arch.write_arch_model
-    from hdiff import cli
-
-    if not argv or argv[0] != "build":
-        print("usage: python -m hdiff.bench.emulated build CONFIG [hdiff build's flags]", file=sys.stderr)
-        return 2
-    return cli.main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
