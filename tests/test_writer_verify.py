@@ -3,6 +3,7 @@ webdataset and real datasets."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -15,14 +16,15 @@ import numpy as np
 import pytest
 import yaml
 
-from hdiff.dataset import layout
+from hdiff.dataset import layout, sidecars
 from hdiff.dataset.card import prefect_summary_markdown, shard_table_rows
 from hdiff.dataset.finalize import commit_run
 from hdiff.dataset.ingest import IngestReport
 from hdiff.dataset.manifest import Corpus, Manifest
 from hdiff.dataset.update import Committed, RunPlan, ShardJob, corpus_fingerprint, sample_members
 from hdiff.dataset.verify import run_verify, verify_build
-from hdiff.dataset.writer import Sample, clean_partials, file_sha256, read_stats, shard_is_complete, write_shard
+from hdiff.dataset.writer import (Sample, clean_partials, file_sha256, read_stats, shard_is_complete, tar_samples,
+                                  write_shard)
 from hdiff.errors import HdiffError
 from hdiff.files import exclusive_lock, lock_holder, partial_path, write_atomically
 from hdiff.prompts import image_seed, prompt_id, sample_key
@@ -44,6 +46,8 @@ def fake_record(prompt: str, index: int) -> dict:
         "cluster_path": [{"node": 2 * PER_SHARD - 2, "size": PER_SHARD, "from_step": 0},
                          {"node": index % PER_SHARD, "size": 1, "from_step": 2}],
         "split_evaluation": 2, "shared_evaluations": 2, "unet_rows": 2 * 2 / PER_SHARD + 2 * 2, "standard_unet_rows": 8,
+        "source": {"dataset": "prompts.jsonl", "revision": "sha256:0", "row": index,
+                   "columns": {"category": f"squares {index % 2}", "license": "cc0-1.0"}},
     }
 
 
@@ -174,6 +178,31 @@ def test_datasets_and_the_cards_snippets_read_every_sample(built, tmp_path, monk
             assert scope["prompts"][0] == scope["records"][0]["prompt"]
         else:
             assert scope["image"].size == (SIZE, SIZE) and scope["prompt"] == scope["record"]["prompt"]
+
+
+def test_load_dataset_reads_the_folder_and_each_metadata_row_describes_its_image(built, tmp_path, monkeypatch):
+    """`datasets.load_dataset(folder)` reads the tars through the card's `configs`; each row of the metadata tables
+    holds its json record's key, size, copy index, source row and columns (under the json's paths) and the sha256
+    of its image's bytes in the tar."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache-default")
+    samples = datasets.load_dataset(str(built), split="train", cache_dir=str(tmp_path / "cache"))
+    tables = datasets.load_dataset("parquet", data_files=str(built / sidecars.METADATA_GLOB), split="train",
+                                   cache_dir=str(tmp_path / "cache"))
+    images = {key: files["png"] for name in NAMES for key, files in tar_samples(layout.tar_path(built, name))}
+    rows = {row["key"]: row for row in tables}
+    assert sorted(samples["__key__"]) == sorted(rows) == sorted(images) == sorted(k for keys in KEYS for k in keys)
+    assert {"source.row", "source.columns.category", "source.columns.license"} <= set(tables.column_names)
+    for sample in samples:
+        record, row = sample["json"], rows[sample["__key__"]]
+        assert (row["width"], row["height"]) == sample["png"].size == (record["width"], record["height"])
+        assert row["copy_index"] == record["copy_index"] and row["prompt"] == sample["txt"]
+        assert row["sha256"] == hashlib.sha256(images[sample["__key__"]]).hexdigest()
+        assert row["source.row"] == record["source"]["row"]
+        assert row["source.columns.category"] == record["source"]["columns"]["category"]
 
 
 def test_card_front_matter_points_the_viewer_at_the_tars(built):
@@ -313,6 +342,20 @@ def edit_record(out: Path, shard: int, sample: int, change) -> None:
     edit_json(layout.manifest_path(out), resync_manifest)
 
 
+def edit_table(out: Path, shard: int, change) -> None:
+    """Rewrite a shard's metadata table as `change(table)` (pyarrow) gives it."""
+    import pyarrow.parquet as pq
+
+    path = sidecars.metadata_path(out, NAMES[shard])
+    pq.write_table(change(pq.read_table(path)), path)
+
+
+def set_column(name: str, value):
+    def change(table):
+        return table.set_column(table.schema.get_field_index(name), name, [[value] * table.num_rows])
+    return change
+
+
 def set_in(path: list, value):
     def change(data: dict) -> None:
         node = data
@@ -369,6 +412,10 @@ EDITS = {
     "parquet of another tar": (lambda out: shutil.copy(out / "data" / f"{NAMES[0]}.parquet",
                                                        out / "data" / f"{NAMES[1]}.parquet"),
                                "data/{1}.parquet: made for other tar bytes"),
+    "parquet image sha256": (lambda out: edit_table(out, 1, set_column("sha256", "0" * 64)),
+                             "data/{1}.parquet: its rows differ from the records of data/{1}.tar"),
+    "parquet of an older hdiff": (lambda out: edit_table(out, 1, lambda table: table.replace_schema_metadata(
+        {**table.schema.metadata, sidecars.COLUMNS_VERSION_KEY: b"1"})), "data/{1}.parquet: has the columns of version 1"),
     "stray file": (lambda out: (out / "notes.txt").write_text("mine"), "notes.txt: unexpected entry"),
     "stray folder": (lambda out: (out / "data" / "extra").mkdir(), "data/extra: unexpected entry"),
     "unlisted shard": (lambda out: shutil.copy(layout.tar_path(out, NAMES[0]),

@@ -85,7 +85,7 @@ def scores_section(manifest: Manifest) -> str | None:
     dropped, by rule (None when the build computed no score)."""
     if not manifest.scorers:
         return None
-    lines = ["## Scores", "Each record's `scores` holds, and each metadata table's `score_<name>` columns repeat:", "",
+    lines = ["## Scores", "Each record's `scores` holds, and each metadata table's `scores.<name>` columns repeat:", "",
              "| score | scorer | model | revision |", "|---|---|---|---|"]
     lines += [f"| {name} | {entry.get('scorer')} | `{entry.get('id')}` | `{entry.get('revision')}` |"
               for name, entry in manifest.scorers.items()]
@@ -239,9 +239,10 @@ def dataset_card(out_dir: str | Path, manifest: Manifest) -> str:
         "## Files",
         f"- `{layout.DATA_FILES_GLOB}`: WebDataset shards; each sample is `<key>.{image_format}` (the image), "
         "`<key>.txt` (the prompt) and `<key>.json` (the record below). Keys have no dots.\n"
-        f"- `{sidecars.METADATA_GLOB}`: one table per shard, a row per sample (key, prompt, seed, τ, UNet rows, "
-        "cluster path length, source row and columns): `pandas.read_parquet`, or `load_dataset(\"parquet\", "
-        f"data_files=\"{sidecars.METADATA_GLOB}\")`.\n"
+        f"- `{sidecars.METADATA_GLOB}`: one table per shard, a row per sample (key, prompt, seed, copy index, width, "
+        "height, the image's sha256, τ, UNet rows, cluster path length, source row and columns, scores), each "
+        "column named by its path in the json record (`source.columns.<name>`, `scores.<name>`): "
+        f"`pandas.read_parquet`, or `load_dataset(\"parquet\", data_files=\"{sidecars.METADATA_GLOB}\")`.\n"
         f"- `{layout.DATA_DIR}/{sidecars.SIZES_NAME}`: samples per tar, for webdataset loaders.\n"
         f"- `{layout.STATS_DIR}/<shard>.json`: per-shard counts, sha256 and compute.\n"
         f"- `{layout.MANIFEST_NAME}`: the build's configuration, counts, per-shard table, totals, versions and "
