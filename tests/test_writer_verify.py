@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import tarfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +232,23 @@ def test_manifest_totals_and_artifacts(built):
     assert "40.0%" in summary and "| duplicate | 3 |" in summary
 
 
+def test_stats_record_when_the_shard_started_and_ended_and_older_stats_without_them_verify(copy, tmp_path):
+    """Each shard's stats hold its UTC start (`wall_before` seconds before the writer started: the sampler's share)
+    and end times, ISO 8601 in its json; stats written before hdiff recorded them still verify."""
+    before = datetime.now(timezone.utc)
+    stats = write_shard(tmp_path / "one", NAMES[0], fake_samples(0), device="cpu", wall_before=2.0)
+    after = datetime.now(timezone.utc)
+    assert before - timedelta(seconds=2) <= stats.start_time <= after - timedelta(seconds=2)
+    assert stats.start_time + timedelta(seconds=2) <= stats.end_time <= after
+    written = json.loads(layout.stats_path(tmp_path / "one", NAMES[0]).read_text())
+    assert datetime.fromisoformat(written["start_time"]) == stats.start_time
+    assert datetime.fromisoformat(written["end_time"]) == stats.end_time
+    assert all(read_stats(copy, name).start_time <= read_stats(copy, name).end_time for name in NAMES)
+    for name in NAMES:
+        edit_json(layout.stats_path(copy, name), lambda stats: [stats.pop(key) for key in ("start_time", "end_time")])
+    assert verify_build(copy) == []
+
+
 def test_verify_names_a_truncated_tar_and_a_bad_record(copy, capsys):
     truncated = layout.tar_path(copy, NAMES[1])
     truncated.write_bytes(truncated.read_bytes()[:3000])
@@ -415,7 +433,12 @@ EDITS = {
     "parquet image sha256": (lambda out: edit_table(out, 1, set_column("sha256", "0" * 64)),
                              "data/{1}.parquet: its rows differ from the records of data/{1}.tar"),
     "parquet of an older hdiff": (lambda out: edit_table(out, 1, lambda table: table.replace_schema_metadata(
-        {**table.schema.metadata, sidecars.COLUMNS_VERSION_KEY: b"1"})), "data/{1}.parquet: has the columns of version 1"),
+        {**table.schema.metadata, sidecars.COLUMNS_VERSION_KEY: b"1"})),
+        "data/{1}.parquet: has the columns of version 1"),
+    "stats times": (lambda out: edit_json(layout.stats_path(out, NAMES[1]), set_in(
+        ["end_time"], lambda v: "2000-01-01T00:00:00Z")), "stats/{1}.json: end_time 2000-01-01T00:00:00+00:00 is before"),
+    "stats end time only": (lambda out: edit_json(layout.stats_path(out, NAMES[1]), lambda stats: stats.pop(
+        "start_time")), "stats/{1}.json: has end_time only"),
     "stray file": (lambda out: (out / "notes.txt").write_text("mine"), "notes.txt: unexpected entry"),
     "stray folder": (lambda out: (out / "data" / "extra").mkdir(), "data/extra: unexpected entry"),
     "unlisted shard": (lambda out: shutil.copy(layout.tar_path(out, NAMES[0]),

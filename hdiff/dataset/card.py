@@ -244,7 +244,7 @@ def dataset_card(out_dir: str | Path, manifest: Manifest) -> str:
         "column named by its path in the json record (`source.columns.<name>`, `scores.<name>`): "
         f"`pandas.read_parquet`, or `load_dataset(\"parquet\", data_files=\"{sidecars.METADATA_GLOB}\")`.\n"
         f"- `{layout.DATA_DIR}/{sidecars.SIZES_NAME}`: samples per tar, for webdataset loaders.\n"
-        f"- `{layout.STATS_DIR}/<shard>.json`: per-shard counts, sha256 and compute.\n"
+        f"- `{layout.STATS_DIR}/<shard>.json`: per-shard counts, sha256, compute, and start and end times.\n"
         f"- `{layout.MANIFEST_NAME}`: the build's configuration, counts, per-shard table, totals, versions and "
         "hardware.",
         "## Fields of the json record",

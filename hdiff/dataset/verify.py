@@ -248,7 +248,18 @@ def stats_problems(out: Path, shard: str, stats: ShardStats, reading: ShardReadi
         (reading.complete and reading.standard_evals != stats.standard_rows,
          f"records' standard_unet_rows sum to {reading.standard_evals}, stats say {stats.standard_rows}"),
     ]
-    return [f"{where}: {message}" for wrong, message in checks if wrong]
+    return [f"{where}: {message}" for wrong, message in checks if wrong] + time_problems(shard, stats)
+
+
+def time_problems(shard: str, stats: ShardStats) -> list[str]:
+    """A shard's start and end times: both or neither (stats written before hdiff recorded them), the end not
+    before the start."""
+    where = f"{layout.STATS_DIR}/{shard}.json"
+    if (stats.start_time is None) != (stats.end_time is None):
+        return [f"{where}: has {'end_time' if stats.start_time is None else 'start_time'} only"]
+    if stats.start_time is not None and stats.end_time < stats.start_time:
+        return [f"{where}: end_time {stats.end_time.isoformat()} is before start_time {stats.start_time.isoformat()}"]
+    return []
 
 
 def sidecar_problems(out: Path, shard: str, stats: ShardStats, reading: ShardReading) -> list[str]:
