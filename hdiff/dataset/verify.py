@@ -280,7 +280,7 @@ def sidecar_problems(out: Path, shard: str, stats: ShardStats, reading: ShardRea
     columns = (table.schema.metadata or {}).get(sidecars.COLUMNS_VERSION_KEY, b"1").decode("utf-8", "replace")
     if columns != sidecars.COLUMNS_VERSION.decode():
         return [f"{where}: has the columns of version {columns}, this hdiff writes version "
-                f"{sidecars.COLUMNS_VERSION.decode()} (a build rewrites it: hdiff build OUT/{layout.CONFIG_NAME})"]
+                f"{sidecars.COLUMNS_VERSION.decode()} (the next build into the folder rewrites it)"]
     if reading.complete and not table.equals(sidecars.metadata_table(reading.rows, stats.sha256)):
         return [f"{where}: its rows differ from the records of {layout.DATA_DIR}/{shard}.tar"]
     return []
