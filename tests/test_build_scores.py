@@ -57,7 +57,7 @@ def test_every_written_image_is_scored_and_the_filtered_ones_are_counted(built):
     assert manifest["scorers"] == {"oracle": {"scorer": "oracle", "id": "hdiff.oracle", "revision": None}}
     assert manifest["versions"][0]["scores"] == {}  # the kept images are the ones the oracle cannot judge
     table = pd.read_parquet(out / "data" / f"{shard}.parquet")
-    assert "score_oracle" in table.columns and table["score_oracle"].isna().all()
+    assert "scores.oracle" in table.columns and table["scores.oracle"].isna().all()
     samples = list(image_dataset(str(out), shuffle_shards=False, shuffle_buffer=0, decode="pil"))
     assert sorted(prompt for _, prompt, _ in samples) == sorted(UNREADABLE)
     assert all(record["scores"] == {"oracle": None} for _, _, record in samples)

@@ -34,6 +34,8 @@ def test_shipped_configs_load():
 def test_defaults_and_flow_parameters_round_trip(tmp_path):
     config = load_config(write(tmp_path, MINIMAL))
     assert config.ingest.max_chars == 1000 and config.sharding.max_size == 256 and config.runner.retries == 2
+    assert (config.card.license, config.card.license_name, config.card.license_link) == \
+        ("other", "model-and-source-terms", None)
     params = config.to_flow_parameters()
     assert BuildConfig.from_flow_parameters(json.loads(json.dumps(params))) == config
 
@@ -63,6 +65,11 @@ def test_defaults_and_flow_parameters_round_trip(tmp_path):
     ("generation: {guidance_scale: .inf}\n", r"generation\.guidance_scale: input should be a finite number, got inf$"),
     ("generation: {tau: .nan}\n", r"generation\.tau: input should be a finite number, got nan$"),
     ("ingest: {near_dedupe: .inf}\n", r"ingest\.near_dedupe: input should be a finite number, got inf$"),
+    ("card: {license: other}\n", r"build\.yaml: card: license: other needs license_name \(an id for the terms"),
+    ("card: {license: mit, license_name: mine}\n", r"card: license_name and license_link are for license: other, "
+                                                   r"not mit$"),
+    ("card: {license: MIT}\n", r"card\.license: must be an id of lowercase letters, .*, got 'MIT'$"),
+    ("card: {license_name: my-terms, license_link: LICENSE}\n", r"card\.license_link: string should match"),
 ])
 def test_bad_values_and_unknown_keys_name_the_key(tmp_path, extra, message):
     with pytest.raises(HdiffError, match=message) as info:

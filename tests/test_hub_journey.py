@@ -245,13 +245,14 @@ def test_build_online_records_provenance_and_writes_sidecars(hub_server, journey
         assert str(root) not in (out / name).read_text(), name
     (shard,) = [row["shard"] for row in manifest["shards"]]
     table = pd.read_parquet(out / "data" / f"{shard}.parquet")
-    assert len(table) == 12 and {"key", "prompt", "seed", "tau", "unet_rows", "cluster_path_length",
-                                 "source_row", "source_Category", "source_Challenge"} <= set(table.columns)
+    assert len(table) == 12 and {"key", "prompt", "seed", "tau", "unet_rows", "cluster_path_length", "source.row",
+                                 "source.columns.Category", "source.columns.Challenge"} <= set(table.columns)
     assert json.loads((out / "data" / "sizes.json").read_text()) == {f"{shard}.tar": 12}
     records = datasets.load_dataset(str(out), split="train", cache_dir=str(root / "datasets-cache"))
     record = records[0]["json"]
     assert record["source"]["revision"] == hub_server.commits[PARTI_PROMPTS]
-    assert record["source"]["columns"]["Category"] == table.set_index("key").loc[record["key"], "source_Category"]
+    row = table.set_index("key").loc[record["key"]]
+    assert record["source"]["columns"]["Category"] == row["source.columns.Category"]
     metadata = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train",
                                      cache_dir=str(root / "datasets-cache"))
     assert sorted(metadata["key"]) == sorted(records["__key__"])

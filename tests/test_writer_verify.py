@@ -3,26 +3,29 @@ webdataset and real datasets."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import re
 import shutil
 import tarfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from hdiff.dataset import layout
-from hdiff.dataset.card import prefect_summary_markdown, shard_table_rows
+from hdiff.dataset import layout, sidecars
+from hdiff.dataset.card import dataset_card, prefect_summary_markdown, shard_table_rows
 from hdiff.dataset.finalize import commit_run
 from hdiff.dataset.ingest import IngestReport
 from hdiff.dataset.manifest import Corpus, Manifest
-from hdiff.dataset.update import Committed, RunPlan, ShardJob, corpus_fingerprint, sample_members
+from hdiff.dataset.update import Committed, RunPlan, ShardJob, corpus_fingerprint, read_committed, sample_members
 from hdiff.dataset.verify import run_verify, verify_build
-from hdiff.dataset.writer import Sample, clean_partials, file_sha256, read_stats, shard_is_complete, write_shard
+from hdiff.dataset.writer import (Sample, clean_partials, file_sha256, read_stats, shard_is_complete, tar_samples,
+                                  write_shard)
 from hdiff.errors import HdiffError
 from hdiff.files import exclusive_lock, lock_holder, partial_path, write_atomically
 from hdiff.prompts import image_seed, prompt_id, sample_key
@@ -44,6 +47,8 @@ def fake_record(prompt: str, index: int) -> dict:
         "cluster_path": [{"node": 2 * PER_SHARD - 2, "size": PER_SHARD, "from_step": 0},
                          {"node": index % PER_SHARD, "size": 1, "from_step": 2}],
         "split_evaluation": 2, "shared_evaluations": 2, "unet_rows": 2 * 2 / PER_SHARD + 2 * 2, "standard_unet_rows": 8,
+        "source": {"dataset": "prompts.jsonl", "revision": "sha256:0", "row": index,
+                   "columns": {"category": f"squares {index % 2}", "license": "cc0-1.0"}},
     }
 
 
@@ -78,9 +83,9 @@ def identity(image_format: str = "png") -> dict:
             "output_format.image_format": image_format, "model.revision": None}
 
 
-def commit(out: Path, plan: RunPlan, image_format: str = "png") -> Manifest:
+def commit(out: Path, plan: RunPlan, image_format: str = "png", committed: Committed | None = None) -> Manifest:
     return commit_run(out, config={"name": "tiny-test", "generation": {"seed": BASE_SEED, "steps": 4}},
-                      committed=Committed(None), plan=plan,
+                      committed=committed or Committed(None), plan=plan,
                       ingest=IngestReport(read=20, kept=15, dropped={"empty": 2, "duplicate": 3}),
                       wall_seconds=1.5, keep_extra=False, identity=identity(image_format))
 
@@ -166,23 +171,112 @@ def test_datasets_and_the_cards_snippets_read_every_sample(built, tmp_path, monk
     card = (built / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", card, flags=re.S)
     assert len(blocks) == 3
+    tar_order = [key for name in sorted(NAMES) for key in KEYS[NAMES.index(name)]]
     for block in blocks:
         scope: dict = {}
         exec(block, scope)
         if "records" in scope:  # hdiff's loader: a batch
             assert tuple(scope["images"].shape[1:]) == (3, SIZE, SIZE)
             assert scope["prompts"][0] == scope["records"][0]["prompt"]
+            order = [record["key"] for _, _, records in scope["loader"] for record in records]
         else:
             assert scope["image"].size == (SIZE, SIZE) and scope["prompt"] == scope["record"]["prompt"]
+            order = list(scope["ds"]["__key__"]) if "ds" in scope else [s["__key__"] for s in scope["samples"]]
+        assert sorted(order) == sorted(tar_order) and order != tar_order  # every sample once, shuffled
+
+
+def test_load_dataset_reads_the_folder_and_each_metadata_row_describes_its_image(built, tmp_path, monkeypatch):
+    """`datasets.load_dataset(folder)` reads the tars through the card's `configs`; each row of the metadata tables
+    holds its json record's key, size, copy index, source row and columns (under the json's paths) and the sha256
+    of its image's bytes in the tar."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache-default")
+    samples = datasets.load_dataset(str(built), split="train", cache_dir=str(tmp_path / "cache"))
+    tables = datasets.load_dataset("parquet", data_files=str(built / sidecars.METADATA_GLOB), split="train",
+                                   cache_dir=str(tmp_path / "cache"))
+    images = {key: files["png"] for name in NAMES for key, files in tar_samples(layout.tar_path(built, name))}
+    rows = {row["key"]: row for row in tables}
+    assert sorted(samples["__key__"]) == sorted(rows) == sorted(images) == sorted(k for keys in KEYS for k in keys)
+    assert {"source.row", "source.columns.category", "source.columns.license"} <= set(tables.column_names)
+    for sample in samples:
+        record, row = sample["json"], rows[sample["__key__"]]
+        assert (row["width"], row["height"]) == sample["png"].size == (record["width"], record["height"])
+        assert row["copy_index"] == record["copy_index"] and row["prompt"] == sample["txt"]
+        assert row["sha256"] == hashlib.sha256(images[sample["__key__"]]).hexdigest()
+        assert row["source.row"] == record["source"]["row"]
+        assert row["source.columns.category"] == record["source"]["columns"]["category"]
 
 
 def test_card_front_matter_points_the_viewer_at_the_tars(built):
     card = (built / "README.md").read_text(encoding="utf-8")
     header = yaml.safe_load(card.split("---\n")[1])
     assert header["tags"] == ["synthetic", "hdiff"] and header["task_categories"] == ["text-to-image"]
-    assert header["pretty_name"] == "tiny-test" and header["license"] == "other"
+    assert header["pretty_name"] == "tiny-test"
+    assert (header["license"], header["license_name"]) == ("other", "model-and-source-terms")
     assert header["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/*.tar"}]}]
     assert "![sample grid](grid.png)" in card
+
+
+@pytest.mark.parametrize("card, header", [
+    ({"license": "cc-by-4.0", "license_name": None, "license_link": None}, {"license": "cc-by-4.0"}),
+    ({"license": "other", "license_name": "my-terms-1.0", "license_link": "https://example.org/terms"},
+     {"license": "other", "license_name": "my-terms-1.0", "license_link": "https://example.org/terms"}),
+])
+def test_the_configs_card_section_sets_the_cards_license(built, card, header):
+    manifest = Manifest.read(built)
+    text = dataset_card(built, manifest.model_copy(update={"config": {**manifest.config, "card": card}}))
+    front = yaml.safe_load(text.split("---\n")[1])
+    assert {key: front[key] for key in front if key.startswith("license")} == header
+    assert f"## License\n\n`{header['license']}`" in text
+
+
+def card_tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
+    """Each table of a markdown text as markdown-it (GFM tables) parses it: the header cells, and each body row's
+    cells as its source line writes them (split at unescaped pipes), to count against the header."""
+    from markdown_it import MarkdownIt
+
+    lines = text.splitlines()
+    tables, header = [], None
+    for token in MarkdownIt("commonmark").enable("table").parse(text):
+        if token.type == "table_open":
+            header = None
+        elif token.type == "tr_open" and header is None:
+            header = written_cells(lines[token.map[0]])
+            tables.append((header, []))
+        elif token.type == "tr_open":
+            tables[-1][1].append(written_cells(lines[token.map[0]]))
+    return tables
+
+
+def written_cells(line: str) -> list[str]:
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def test_every_table_of_the_card_renders_with_a_cell_per_column(built):
+    """The card's tables (one with provenance and scores added, their cells holding `|` and `<`), parsed as the Hub
+    renders markdown: every separator line starts a table, every row has its header's cells, `str | None` and
+    `sha256:<hex>` show as written."""
+    from markdown_it import MarkdownIt
+
+    manifest = Manifest.read(built)
+    provenance = {"source": {"dataset": "owner/prompts|v2", "hub": True, "name": None, "split": "train",
+                             "revision": "abc"},
+                  "model": {"id": "hdiff/shapes", "revision": "sha256:<hex>", "pipeline_class": "Pipe"}}
+    scored = manifest.model_copy(update={"provenance": Manifest.model_validate(
+        {**manifest.model_dump(), "provenance": provenance}).provenance,
+        "scorers": {"clip": {"scorer": "clip", "id": "a/b", "revision": "r|1"}}})
+    for text in ((built / "README.md").read_text(encoding="utf-8"), dataset_card(built, scored)):
+        body = text.split("---\n", 2)[2]
+        tables = card_tables(body)
+        assert len(tables) == sum(line.startswith("|---") for line in body.splitlines()) >= 5
+        for header, rows in tables:
+            assert rows and all(len(row) == len(header) for row in rows), (header, rows)
+        html = MarkdownIt("commonmark").enable("table").render(body)
+        assert "<td>str | None</td>" in html and "sha256:&lt;hex&gt;" in html
+    assert "<td><code>r|1</code></td>" in html and "<code>owner/prompts|v2</code>" in html
 
 
 def test_manifest_totals_and_artifacts(built):
@@ -200,6 +294,45 @@ def test_manifest_totals_and_artifacts(built):
     assert manifest.versions[0].shards_added == sorted(NAMES)
     summary = prefect_summary_markdown(manifest)
     assert "40.0%" in summary and "| duplicate | 3 |" in summary
+
+
+def test_stats_record_when_the_shard_started_and_ended_and_older_stats_without_them_verify(copy, tmp_path):
+    """Each shard's stats hold its UTC start (`wall_before` seconds before the writer started: the sampler's share)
+    and end times, ISO 8601 in its json; stats written before hdiff recorded them still verify."""
+    before = datetime.now(timezone.utc)
+    stats = write_shard(tmp_path / "one", NAMES[0], fake_samples(0), device="cpu", wall_before=2.0)
+    after = datetime.now(timezone.utc)
+    assert before - timedelta(seconds=2) <= stats.start_time <= after - timedelta(seconds=2)
+    assert stats.start_time + timedelta(seconds=2) <= stats.end_time <= after
+    written = json.loads(layout.stats_path(tmp_path / "one", NAMES[0]).read_text())
+    assert datetime.fromisoformat(written["start_time"]) == stats.start_time
+    assert datetime.fromisoformat(written["end_time"]) == stats.end_time
+    assert all(read_stats(copy, name).start_time <= read_stats(copy, name).end_time for name in NAMES)
+    for name in NAMES:
+        edit_json(layout.stats_path(copy, name), lambda stats: [stats.pop(key) for key in ("start_time", "end_time")])
+    assert verify_build(copy) == []
+
+
+def test_a_run_that_changes_nothing_brings_an_older_builds_tables_and_card_up_to_date(copy):
+    """A dataset as an older hdiff left it (source_<name> columns, no size or image sha256, a table cell broken by
+    `str | None`): verify names each table and the card, and a run that changes nothing rewrites them, adding no
+    version."""
+    import pyarrow.parquet as pq
+
+    for name in NAMES:
+        path = sidecars.metadata_path(copy, name)
+        table = pq.read_table(path).drop_columns(["copy_index", "width", "height", "sha256"])
+        old = table.rename_columns([c.replace("source.columns.", "source_").replace(".", "_")
+                                    for c in table.column_names])
+        tar_sha256 = file_sha256(layout.tar_path(copy, name)).encode()
+        pq.write_table(old.replace_schema_metadata({sidecars.TAR_SHA256_KEY: tar_sha256}), path)
+    layout.card_path(copy).write_text(layout.card_path(copy).read_text().replace("str \\| None", "str | None"))
+    manifest = layout.manifest_path(copy).read_bytes()
+    problems = verify_build(copy)
+    assert sorted(p.split(": ")[0] for p in problems) == ["README.md"] + sorted(f"data/{n}.parquet" for n in NAMES)
+    assert all("has the columns of version 1" in p for p in problems if p.startswith("data/"))
+    commit(copy, fake_plan(), committed=read_committed(copy))
+    assert verify_build(copy) == [] and layout.manifest_path(copy).read_bytes() == manifest
 
 
 def test_verify_names_a_truncated_tar_and_a_bad_record(copy, capsys):
@@ -313,6 +446,20 @@ def edit_record(out: Path, shard: int, sample: int, change) -> None:
     edit_json(layout.manifest_path(out), resync_manifest)
 
 
+def edit_table(out: Path, shard: int, change) -> None:
+    """Rewrite a shard's metadata table as `change(table)` (pyarrow) gives it."""
+    import pyarrow.parquet as pq
+
+    path = sidecars.metadata_path(out, NAMES[shard])
+    pq.write_table(change(pq.read_table(path)), path)
+
+
+def set_column(name: str, value):
+    def change(table):
+        return table.set_column(table.schema.get_field_index(name), name, [[value] * table.num_rows])
+    return change
+
+
 def set_in(path: list, value):
     def change(data: dict) -> None:
         node = data
@@ -369,6 +516,16 @@ EDITS = {
     "parquet of another tar": (lambda out: shutil.copy(out / "data" / f"{NAMES[0]}.parquet",
                                                        out / "data" / f"{NAMES[1]}.parquet"),
                                "data/{1}.parquet: made for other tar bytes"),
+    "parquet image sha256": (lambda out: edit_table(out, 1, set_column("sha256", "0" * 64)),
+                             "data/{1}.parquet: its rows differ from the records of data/{1}.tar"),
+    "parquet of an older hdiff": (lambda out: edit_table(out, 1, lambda table: table.replace_schema_metadata(
+        {**table.schema.metadata, sidecars.COLUMNS_VERSION_KEY: b"1"})),
+        "data/{1}.parquet: has the columns of version 1"),
+    "stats times": (lambda out: edit_json(layout.stats_path(out, NAMES[1]), set_in(
+        ["end_time"], lambda v: "2000-01-01T00:00:00Z")),
+        "stats/{1}.json: end_time 2000-01-01T00:00:00+00:00 is before"),
+    "stats end time only": (lambda out: edit_json(layout.stats_path(out, NAMES[1]), lambda stats: stats.pop(
+        "start_time")), "stats/{1}.json: has end_time only"),
     "stray file": (lambda out: (out / "notes.txt").write_text("mine"), "notes.txt: unexpected entry"),
     "stray folder": (lambda out: (out / "data" / "extra").mkdir(), "data/extra: unexpected entry"),
     "unlisted shard": (lambda out: shutil.copy(layout.tar_path(out, NAMES[0]),

@@ -10,6 +10,7 @@ folder with one builder, so they are read as parquet files (`load_dataset("parqu
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, get_origin
 
@@ -17,6 +18,7 @@ import yaml
 from pydantic import BaseModel
 
 from hdiff.dataset import layout, sidecars
+from hdiff.dataset.config import GENERATED_LICENSE_NAME, default_card
 from hdiff.dataset.manifest import Hardware, Manifest, SourceProvenance, percent_saved
 from hdiff.files import write_atomically
 from hdiff.records import ClusterStep, DatasetRecord
@@ -40,6 +42,32 @@ def portable(value: Any) -> Any:
     return value
 
 
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub-flavoured markdown table of `str(cell)`s, escaped so that every row keeps its cells and shows its
+    text: `|` escaped (inside code spans too, as GFM reads them), a line break made a space, and outside code spans
+    `<` escaped (it would open an HTML tag: `sha256:<hex>`)."""
+    def line(cells: Sequence[Any]) -> str:
+        if len(cells) != len(header):
+            raise ValueError(f"a table row has {len(cells)} cells, its header {len(header)}: {cells!r}")
+        return "| " + " | ".join(_table_cell(cell) for cell in cells) + " |"
+
+    return "\n".join([line(header), "|" + "---|" * len(header), *(line(row) for row in rows)])
+
+
+def _table_cell(value: Any) -> str:
+    """One cell's markdown (see markdown_table)."""
+    parts = " ".join(str(value).splitlines()).split("`")  # odd parts are inside code spans
+    text = "`".join(part if i % 2 else part.replace("<", "\\<") for i, part in enumerate(parts))
+    return text.replace("|", "\\|")
+
+
+def card_license(config: dict[str, Any]) -> dict[str, str]:
+    """The card section's license, license_name and license_link that are set (a config without a card section, as
+    older builds wrote: the default, `other` named for the model's and the corpus's terms)."""
+    card = config.get("card") if isinstance(config.get("card"), dict) else default_card().model_dump()
+    return {key: card[key] for key in ("license", "license_name", "license_link") if card.get(key)}
+
+
 def card_data(manifest: Manifest) -> Any:
     """The card's YAML header as a huggingface_hub DatasetCardData."""
     from huggingface_hub import DatasetCardData
@@ -47,7 +75,7 @@ def card_data(manifest: Manifest) -> Any:
     source = (manifest.provenance or {}).get("source")
     hub_source = source.dataset if isinstance(source, SourceProvenance) and source.hub else None
     return DatasetCardData(
-        license="other",  # the images follow the terms of the model and of the prompts' source, named in the card
+        **card_license(manifest.config),
         pretty_name=manifest.config.get("name"),
         task_categories=["text-to-image"],
         tags=["synthetic", "hdiff"],
@@ -68,7 +96,7 @@ def provenance_section(manifest: Manifest) -> str | None:
     """Markdown: the corpus and the models the images came from, with their revisions."""
     if not manifest.provenance:
         return None
-    lines = ["| | id | revision |", "|---|---|---|"]
+    rows = []
     first = {"source": 0, "model": 1}  # then companions by name: the same card from a manifest read back (sorted)
     for role, entry in sorted(manifest.provenance.items(), key=lambda item: (first.get(item[0], 2), item[0])):
         if isinstance(entry, SourceProvenance):
@@ -76,8 +104,18 @@ def provenance_section(manifest: Manifest) -> str | None:
         else:
             where, details = entry.id, {"pipeline_class": entry.pipeline_class}
         detail = ", ".join(f"{key} {value}" for key, value in details.items() if value)
-        lines.append(f"| {role}{f' ({detail})' if detail else ''} | `{where}` | `{entry.revision}` |")
-    return "## Provenance\n\n" + "\n".join(lines)
+        rows.append((f"{role}{f' ({detail})' if detail else ''}", f"`{where}`", f"`{entry.revision}`"))
+    return "## Provenance\n\n" + markdown_table(("", "id", "revision"), rows)
+
+
+def license_section(manifest: Manifest) -> str:
+    """Markdown: the license the header declares, with its name and link."""
+    terms = card_license(manifest.config)
+    named = f" (`{terms['license_name']}`)" if "license_name" in terms else ""
+    link = f", {terms['license_link']}" if "license_link" in terms else ""
+    note = (": the images follow the terms of the model and of the prompts' source"
+            if terms.get("license_name") == GENERATED_LICENSE_NAME else "")
+    return f"## License\n\n`{terms['license']}`{named}{link}{note}."
 
 
 def scores_section(manifest: Manifest) -> str | None:
@@ -85,15 +123,16 @@ def scores_section(manifest: Manifest) -> str | None:
     dropped, by rule (None when the build computed no score)."""
     if not manifest.scorers:
         return None
-    lines = ["## Scores", "Each record's `scores` holds, and each metadata table's `score_<name>` columns repeat:", "",
-             "| score | scorer | model | revision |", "|---|---|---|---|"]
-    lines += [f"| {name} | {entry.get('scorer')} | `{entry.get('id')}` | `{entry.get('revision')}` |"
-              for name, entry in manifest.scorers.items()]
+    lines = ["## Scores", "Each record's `scores` holds, and each metadata table's `scores.<name>` columns repeat:", "",
+             markdown_table(("score", "scorer", "model", "revision"),
+                            [(name, entry.get("scorer"), f"`{entry.get('id')}`", f"`{entry.get('revision')}`")
+                             for name, entry in manifest.scorers.items()])]
     summaries = [(v.version, name, s) for v in manifest.versions for name, s in (v.scores or {}).items()]
     if summaries:
-        lines += ["", "| version | score | images | mean | p5 | p50 | p95 |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| v{version} | {name} | {s['n']:,.0f} | {s['mean']:.3f} | {s['p5']:.3f} | {s['p50']:.3f} | "
-                  f"{s['p95']:.3f} |" for version, name, s in summaries]
+        figures = ("mean", "p5", "p50", "p95")
+        lines += ["", markdown_table(("version", "score", "images", *figures),
+                                     [(f"v{version}", name, f"{s['n']:,.0f}", *(f"{s[key]:.3f}" for key in figures))
+                                      for version, name, s in summaries])]
     rules = manifest.config.get("filter") or {}
     if rules:
         dropped = manifest.totals.filtered or {}
@@ -124,7 +163,7 @@ def _compute_table(manifest: Manifest) -> str:
             ("τ", ", ".join(f"{tau:g}" for tau in manifest.counts.taus) or "—"),
             ("wall time", f"{t.wall_seconds:,.1f} s"),
             ("device time", f"{t.device_seconds:,.1f} s"), ("size", f"{t.tar_bytes / 2**20:,.1f} MiB")]
-    return "\n".join(["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)])
+    return markdown_table(("", ""), rows)
 
 
 def _hardware_line(hardware: Hardware) -> str:
@@ -137,19 +176,19 @@ def _drops_table(manifest: Manifest) -> str | None:
     dropped = manifest.ingest.dropped
     if not dropped:
         return None
-    return "\n".join(["| reason | prompts dropped |", "|---|---|",
-                      *(f"| {reason} | {count:,} |" for reason, count in sorted(dropped.items()))])
+    return markdown_table(("reason", "prompts dropped"),
+                          [(reason, f"{count:,}") for reason, count in sorted(dropped.items())])
 
 
 def _versions_table(manifest: Manifest) -> str | None:
     if not manifest.versions:
         return None
-    rows = [f"| v{v.version} | {v.created_utc} | `{v.corpus.fingerprint[:12]}` | {v.prompts_added:,} | "
-            f"{v.prompts_removed:,} | {v.prompts_not_in_corpus:,} | {len(v.shards_added)} / "
-            f"{len(v.shards_removed)} | {v.samples:,} | {v.unet_rows:,.0f} | {v.device_seconds:,.1f} |"
-            for v in manifest.versions]
-    return "\n".join(["| version | UTC | corpus | prompts added | removed | kept, not in corpus | shards +/− | "
-                      "images | UNet rows | device s |", "|---|---|---|---|---|---|---|---|---|---|", *rows])
+    rows = [(f"v{v.version}", v.created_utc, f"`{v.corpus.fingerprint[:12]}`", f"{v.prompts_added:,}",
+             f"{v.prompts_removed:,}", f"{v.prompts_not_in_corpus:,}",
+             f"{len(v.shards_added)} / {len(v.shards_removed)}", f"{v.samples:,}", f"{v.unet_rows:,.0f}",
+             f"{v.device_seconds:,.1f}") for v in manifest.versions]
+    return markdown_table(("version", "UTC", "corpus", "prompts added", "removed", "kept, not in corpus",
+                           "shards +/−", "images", "UNet rows", "device s"), rows)
 
 
 def prefect_summary_markdown(manifest: Manifest) -> str:
@@ -169,41 +208,48 @@ def _type_name(annotation: Any) -> str:
 
 def _fields_table(model: type[BaseModel]) -> str:
     """A markdown table of a record model's fields, types and descriptions (the schema is the one source)."""
-    rows = [(name, _type_name(field.annotation), field.description or "") for name, field in model.model_fields.items()]
-    return "\n".join(["| field | type | meaning |", "|---|---|---|",
-                      *(f"| `{name}` | {kind} | {text} |" for name, kind, text in rows)])
+    return markdown_table(("field", "type", "meaning"),
+                          [(f"`{name}`", _type_name(field.annotation), field.description or "")
+                           for name, field in model.model_fields.items()])
 
 
 def _loading_section(image_format: str) -> str:
+    """Markdown: loading with datasets, webdataset and hdiff's loader, each shuffled (a shard holds similar prompts:
+    shards and the samples within them are shuffled, seeded)."""
     return f"""## Loading
 
-With 🤗 datasets, from this folder (on the Hub, `load_dataset(repo_id, split="train")` reads the `configs` block):
+A shard holds similar prompts (the ones that shared denoising steps), so shuffle for training: shards, and samples
+across shards.
+
+With 🤗 datasets, from this folder (`load_dataset(repo_id_or_folder, split="train")` reads the same tars through
+the `configs` block):
 
 ```python
 from datasets import load_dataset
 
-ds = load_dataset("webdataset", data_files={{"train": "{layout.DATA_FILES_GLOB}"}}, split="train")
+ds = load_dataset("webdataset", data_files={{"train": "{layout.DATA_FILES_GLOB}"}}, split="train").shuffle(seed=0)
 image, prompt, record = ds[0]["{image_format}"], ds[0]["txt"], ds[0]["json"]
 ```
 
-With webdataset, streaming the tars:
+With webdataset, streaming the tars (every shard in a shuffled order, then samples through a 1,000-sample buffer):
 
 ```python
 import glob
 
 import webdataset as wds
 
-samples = wds.WebDataset(sorted(glob.glob("{layout.DATA_FILES_GLOB}")), shardshuffle=False).decode("pil")
+urls = sorted(glob.glob("{layout.DATA_FILES_GLOB}"))
+samples = wds.WebDataset(urls, shardshuffle=len(urls), seed=0).shuffle(1000, seed=0).decode("pil")
 image, prompt, record = next(iter(samples.to_tuple("{image_format}", "txt", "json")))
 ```
 
-With hdiff's training loader (shard shuffling, node and worker splitting, resampled epochs):
+With hdiff's training loader (node and worker splitting, resampled epochs):
 
 ```python
 from hdiff.data import make_loader
 
-loader = make_loader(".", batch_size=4)  # this folder; batches of (images (B, 3, H, W) in [0, 1], prompts, records)
-images, prompts, records = next(iter(loader))
+loader = make_loader(".", batch_size=4, shuffle_shards=True, shuffle_buffer=1000, seed=0)  # this folder
+images, prompts, records = next(iter(loader))  # images (B, 3, H, W) in [0, 1], prompts, records
 ```
 """
 
@@ -230,6 +276,7 @@ def dataset_card(out_dir: str | Path, manifest: Manifest) -> str:
     ]
     if provenance := provenance_section(manifest):
         sections.append(provenance)
+    sections.append(license_section(manifest))
     if scores := scores_section(manifest):
         sections.append(scores)
     if layout.dendrogram_path(out).is_file():
@@ -239,11 +286,12 @@ def dataset_card(out_dir: str | Path, manifest: Manifest) -> str:
         "## Files",
         f"- `{layout.DATA_FILES_GLOB}`: WebDataset shards; each sample is `<key>.{image_format}` (the image), "
         "`<key>.txt` (the prompt) and `<key>.json` (the record below). Keys have no dots.\n"
-        f"- `{sidecars.METADATA_GLOB}`: one table per shard, a row per sample (key, prompt, seed, τ, UNet rows, "
-        "cluster path length, source row and columns): `pandas.read_parquet`, or `load_dataset(\"parquet\", "
-        f"data_files=\"{sidecars.METADATA_GLOB}\")`.\n"
+        f"- `{sidecars.METADATA_GLOB}`: one table per shard, a row per sample (key, prompt, seed, copy index, width, "
+        "height, the image's sha256, τ, UNet rows, cluster path length, source row and columns, scores), each "
+        "column named by its path in the json record (`source.columns.<name>`, `scores.<name>`): "
+        f"`pandas.read_parquet`, or `load_dataset(\"parquet\", data_files=\"{sidecars.METADATA_GLOB}\")`.\n"
         f"- `{layout.DATA_DIR}/{sidecars.SIZES_NAME}`: samples per tar, for webdataset loaders.\n"
-        f"- `{layout.STATS_DIR}/<shard>.json`: per-shard counts, sha256 and compute.\n"
+        f"- `{layout.STATS_DIR}/<shard>.json`: per-shard counts, sha256, compute, and start and end times.\n"
         f"- `{layout.MANIFEST_NAME}`: the build's configuration, counts, per-shard table, totals, versions and "
         "hardware.",
         "## Fields of the json record",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -191,6 +192,41 @@ class PushConfig(_Section):
     revision: str | None = Field(None, min_length=1, description="the branch to push to (default: main)")
 
 
+LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")  # the Hub's license ids: apache-2.0, cc-by-4.0, openrail++, ...
+GENERATED_LICENSE_NAME = "model-and-source-terms"  # the default: the images follow the model's and the corpus's terms
+
+
+class CardConfig(_Section):
+    """The license the dataset card's YAML header declares (the Hub shows it and filters by it)."""
+
+    license: str = Field("other", description="a Hub license id (huggingface.co/docs/hub/repositories-licenses), "
+                         "or other: then license_name names it")
+    license_name: str | None = Field(None, description="license: other: an id for the terms, e.g. my-license-1.0")
+    license_link: str | None = Field(None, pattern=r"^https?://\S+$", description="license: other: a URL to the "
+                                     "terms")
+
+    @field_validator("license", "license_name")
+    @classmethod
+    def _license_id(cls, value: str | None) -> str | None:
+        if value is not None and not LICENSE_ID.match(value):
+            raise ValueError(f"must be an id of lowercase letters, digits, '.', '+' and '-' (apache-2.0, "
+                             f"cc-by-4.0, my-license-1.0), got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _other_is_named(self) -> CardConfig:
+        if self.license == "other" and self.license_name is None:
+            raise ValueError("license: other needs license_name (an id for the terms, e.g. my-license-1.0)")
+        if self.license != "other" and (self.license_name or self.license_link):
+            raise ValueError(f"license_name and license_link are for license: other, not {self.license}")
+        return self
+
+
+def default_card() -> CardConfig:
+    """`other`, named for what the images follow: the terms of the model and of the prompts' source."""
+    return CardConfig(license_name=GENERATED_LICENSE_NAME)
+
+
 class BuildConfig(_Section):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     output: str = Field(min_length=1, description="the dataset folder")
@@ -205,6 +241,7 @@ class BuildConfig(_Section):
     update: UpdateConfig = Field(default_factory=UpdateConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     push: PushConfig = Field(default_factory=PushConfig)
+    card: CardConfig = Field(default_factory=default_card)
     scores: list[ScoreSpec] = Field(default_factory=list, description="scorers run on every image (hdiff.scoring): "
                                     "names, or {name, scorer, model, ...}; each score goes into the record")
     filter: dict[str, float | int | str] = Field(default_factory=dict, description="<score>_min / <score>_max, "

@@ -17,7 +17,7 @@ from hdiff.dataset.update import Committed, RunPlan, coverage_problems, version_
 from hdiff.dataset.writer import IMAGE_ENCODERS, clean_partials, read_stats, shard_is_complete, tar_samples
 from hdiff.errors import HdiffError
 from hdiff.figures import save_grid
-from hdiff.files import atomic_path
+from hdiff.files import atomic_path, write_atomically
 from hdiff.shapes.built import built_accuracy
 
 
@@ -26,7 +26,8 @@ def commit_run(out_dir: str | Path, *, config: dict, committed: Committed, plan:
                model_id: str | None = None, identity: dict | None = None, scorers: dict | None = None) -> Manifest:
     """Commit what the run wrote: check the dataset it leaves (every corpus sample in exactly one shard, every new
     shard's tar equal to its stats), write the sidecars, grid, card and manifest, then remove the shards the dataset
-    no longer has. A run that changes nothing writes nothing and adds no version. `config` and `provenance` are
+    no longer has. A run that changes nothing adds no version and writes nothing but the metadata tables, card
+    and hdiff.yaml an older hdiff wrote otherwise (`refresh_derived_files`). `config` and `provenance` are
     stored as given (pass them through hdiff.dataset.card.portable); `ingest` is the run's ingest counts. For a
     shapes-world `model_id` the oracle's accuracy on every image of the dataset goes into the totals
     (hdiff.shapes.built). `identity` (hdiff.dataset.settings) goes into the manifest. Returns the manifest;
@@ -37,6 +38,7 @@ def commit_run(out_dir: str | Path, *, config: dict, committed: Committed, plan:
     leftovers = (set(layout.stats_shards(out)) | set(layout.tar_shards(out))) - final_names
     if committed.manifest is not None and final_names == set(committed.shards):
         remove_shards(out, leftovers)  # finished shards of a killed run that this run did not plan
+        refresh_derived_files(out, committed.manifest)
         return committed.manifest
     order = [name for name in committed.shards if name in final_names]
     order += [name for name in [r.new for r in plan.rewrites if r.new] + [s.name for s in plan.shards]
@@ -63,6 +65,21 @@ def commit_run(out_dir: str | Path, *, config: dict, committed: Committed, plan:
     write_dataset_files(out, manifest, order)
     remove_shards(out, leftovers)
     return manifest
+
+
+def refresh_derived_files(out: Path, manifest: Manifest) -> None:
+    """The metadata tables, card and hdiff.yaml of a committed dataset made again where an older hdiff wrote them
+    otherwise (other columns, other text); files already as this hdiff writes them are not touched."""
+    for row in manifest.shards:
+        sidecars.write_metadata(out, row.shard, row.sha256)
+    for path, text in ((layout.card_path(out), card.dataset_card(out, manifest)),
+                       (layout.config_path(out), recipe.dataset_config_text(manifest))):
+        try:
+            current = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            current = None
+        if current != text:
+            write_atomically(path, text.encode("utf-8"))
 
 
 def scored_version(out: Path, version, generated: list) -> object:

@@ -2,12 +2,17 @@
 writes them: read with pandas or `datasets` without opening a tar) and data/sizes.json (sample count per tar, as
 OpenCLIP-style webdataset loaders read it).
 
-Both are made from the finished tars at the end of a build; a shard's parquet records its tar's sha256, so a
-re-run rewrites exactly the tables whose tar changed.
+Both are made from the finished tars at the end of a build; a shard's parquet records its tar's sha256 and the
+version of its columns, so a re-run rewrites exactly the tables whose tar (or whose columns) changed.
+
+A column is named by its field's path in the json record, joined by dots (`source.columns.category`,
+`scores.clip`), as `datasets.Dataset.flatten` and `pandas.json_normalize` name nested fields; `sha256` (of the image
+bytes, as img2dataset's tables have it) and `cluster_path_length` are computed from the sample.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tarfile
 from pathlib import Path
@@ -19,6 +24,8 @@ from hdiff.files import atomic_path, write_atomically
 METADATA_GLOB = f"{layout.DATA_DIR}/*.parquet"
 SIZES_NAME = "sizes.json"
 TAR_SHA256_KEY = b"hdiff.tar_sha256"
+COLUMNS_VERSION_KEY = b"hdiff.metadata_columns"
+COLUMNS_VERSION = b"2"  # 2: json-path names, width, height, copy_index and the image's sha256 (1: source_<name>)
 SIDECAR_SUFFIXES = (".parquet",)
 SIDECAR_NAMES = (SIZES_NAME,)
 
@@ -36,15 +43,31 @@ def is_sidecar(path: Path) -> bool:
     return path.suffix in SIDECAR_SUFFIXES or path.name in SIDECAR_NAMES
 
 
-def metadata_row(record: dict[str, Any]) -> dict[str, Any]:
-    """One sample's row: key, prompt, seed, τ, UNet rows, cluster path length, and the source row and columns."""
+def metadata_row(record: dict[str, Any], image: bytes | None) -> dict[str, Any]:
+    """One sample's row: key, prompt, seed, copy index, size, the image's sha256 (None without an image), τ, UNet
+    rows, cluster path length, model, and the source row, source columns and scores under their json paths."""
     source = record.get("source") or {}
-    return {"key": record["key"], "prompt": record["prompt"], "seed": record["seed"], "tau": record["tau"],
+    return {"key": record["key"], "prompt": record["prompt"], "seed": record["seed"],
+            "copy_index": record["copy_index"], "width": record["width"], "height": record["height"],
+            "sha256": hashlib.sha256(image).hexdigest() if image is not None else None, "tau": record["tau"],
             "unet_rows": record["unet_rows"], "standard_unet_rows": record["standard_unet_rows"],
             "cluster_path_length": len(record["cluster_path"]), "model": record["model"],
-            "model_revision": record.get("model_revision"), "source_row": source.get("row"),
-            **{f"source_{name}": value for name, value in (source.get("columns") or {}).items()},
-            **{f"score_{name}": value for name, value in (record.get("scores") or {}).items()}}
+            "model_revision": record.get("model_revision"), "source.row": source.get("row"),
+            **{f"source.columns.{name}": value for name, value in (source.get("columns") or {}).items()},
+            **{f"scores.{name}": value for name, value in (record.get("scores") or {}).items()}}
+
+
+def sample_row(files: dict[str, bytes]) -> dict[str, Any]:
+    """The row of one sample of a tar, from its files by extension (hdiff.dataset.writer.tar_samples)."""
+    record = json.loads(files["json"])
+    return metadata_row(record, files.get(record.get("image_format")))
+
+
+def tar_rows(path: Path) -> list[dict[str, Any]]:
+    """The metadata row of every sample in a tar, in order."""
+    from hdiff.dataset.writer import tar_samples
+
+    return [sample_row(files) for _, files in tar_samples(path)]
 
 
 def tar_records(path: Path) -> list[dict[str, Any]]:
@@ -53,24 +76,25 @@ def tar_records(path: Path) -> list[dict[str, Any]]:
         return [json.loads(tar.extractfile(m).read()) for m in tar if m.name.endswith(".json")]
 
 
-def metadata_table(records: list[dict[str, Any]], tar_sha256: str):
-    """A shard's metadata table (pyarrow) from its tar's records, the tar's sha256 in the schema's metadata."""
+def metadata_table(rows: list[dict[str, Any]], tar_sha256: str):
+    """A shard's metadata table (pyarrow) from its samples' rows, the tar's sha256 and the columns' version in the
+    schema's metadata."""
     import pyarrow as pa
 
-    rows = [metadata_row(r) for r in records]
     columns = list(dict.fromkeys(name for row in rows for name in row))
     table = pa.Table.from_pylist(rows, schema=None).select(columns)
-    return table.replace_schema_metadata({TAR_SHA256_KEY: tar_sha256.encode()})
+    return table.replace_schema_metadata({TAR_SHA256_KEY: tar_sha256.encode(), COLUMNS_VERSION_KEY: COLUMNS_VERSION})
 
 
 def write_metadata(out_dir: str | Path, shard: str, tar_sha256: str) -> Path:
-    """data/<shard>.parquet from the shard's tar, unless it is already there for this tar's bytes."""
+    """data/<shard>.parquet from the shard's tar, unless it is already there for this tar's bytes and columns."""
     import pyarrow.parquet as pq
 
     path = metadata_path(out_dir, shard)
-    if path.is_file() and pq.read_schema(path).metadata.get(TAR_SHA256_KEY) == tar_sha256.encode():
+    made_for = (pq.read_schema(path).metadata or {}) if path.is_file() else {}
+    if made_for.get(TAR_SHA256_KEY) == tar_sha256.encode() and made_for.get(COLUMNS_VERSION_KEY) == COLUMNS_VERSION:
         return path
-    table = metadata_table(tar_records(layout.tar_path(out_dir, shard)), tar_sha256)
+    table = metadata_table(tar_rows(layout.tar_path(out_dir, shard)), tar_sha256)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return path

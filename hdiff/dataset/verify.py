@@ -81,7 +81,7 @@ class ShardReading:
     keys: list[str] = field(default_factory=list)
     unet_rows: float = 0.0
     standard_evals: int = 0
-    records: list[dict] = field(default_factory=list)  # the json of each sample, in order (for the sidecar)
+    rows: list[dict] = field(default_factory=list)  # each sample's metadata row, in order (for the sidecar)
     complete: bool = True  # the tar read to the end and every sample had a valid record
 
 
@@ -211,7 +211,7 @@ def read_shard(out: Path, shard: str, seen: dict[str, str], problems: list[str],
                 problems += [f"{at}: {message}" for message in shared.problems(record, at)]
             reading.unet_rows += record.unet_rows
             reading.standard_evals += record.standard_unet_rows
-            reading.records.append(json.loads(files["json"]))
+            reading.rows.append(sidecars.sample_row(files))
     except (tarfile.TarError, OSError, EOFError) as exc:
         last = f" after sample {reading.keys[-1]!r}" if reading.keys else ""
         problems.append(f"{where}: unreadable{last} (truncated or damaged): {exc}")
@@ -248,7 +248,18 @@ def stats_problems(out: Path, shard: str, stats: ShardStats, reading: ShardReadi
         (reading.complete and reading.standard_evals != stats.standard_rows,
          f"records' standard_unet_rows sum to {reading.standard_evals}, stats say {stats.standard_rows}"),
     ]
-    return [f"{where}: {message}" for wrong, message in checks if wrong]
+    return [f"{where}: {message}" for wrong, message in checks if wrong] + time_problems(shard, stats)
+
+
+def time_problems(shard: str, stats: ShardStats) -> list[str]:
+    """A shard's start and end times: both or neither (stats written before hdiff recorded them), the end not
+    before the start."""
+    where = f"{layout.STATS_DIR}/{shard}.json"
+    if (stats.start_time is None) != (stats.end_time is None):
+        return [f"{where}: has {'end_time' if stats.start_time is None else 'start_time'} only"]
+    if stats.start_time is not None and stats.end_time < stats.start_time:
+        return [f"{where}: end_time {stats.end_time.isoformat()} is before start_time {stats.start_time.isoformat()}"]
+    return []
 
 
 def sidecar_problems(out: Path, shard: str, stats: ShardStats, reading: ShardReading) -> list[str]:
@@ -266,7 +277,11 @@ def sidecar_problems(out: Path, shard: str, stats: ShardStats, reading: ShardRea
     made_for = (table.schema.metadata or {}).get(sidecars.TAR_SHA256_KEY, b"").decode("utf-8", "replace")
     if made_for != stats.sha256:
         return [f"{where}: made for other tar bytes (sha256 {made_for[:12] or 'none'}), not its tar's"]
-    if reading.complete and not table.equals(sidecars.metadata_table(reading.records, stats.sha256)):
+    columns = (table.schema.metadata or {}).get(sidecars.COLUMNS_VERSION_KEY, b"1").decode("utf-8", "replace")
+    if columns != sidecars.COLUMNS_VERSION.decode():
+        return [f"{where}: has the columns of version {columns}, this hdiff writes version "
+                f"{sidecars.COLUMNS_VERSION.decode()} (the next build into the folder rewrites it)"]
+    if reading.complete and not table.equals(sidecars.metadata_table(reading.rows, stats.sha256)):
         return [f"{where}: its rows differ from the records of {layout.DATA_DIR}/{shard}.tar"]
     return []
 

@@ -13,13 +13,14 @@ import tarfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import webdataset
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from hdiff.dataset import layout
 from hdiff.dataset.encoding import DEFAULT_PNG_LEVEL, IMAGE_FORMATS, Encoding, ImageFormat
@@ -85,10 +86,15 @@ class ShardStats(ShardRow):
     keys: list[str] = Field(description="its samples' keys, in tar order")
     dropped: list[Dropped] | None = Field(None, exclude_if=lambda v: v is None, description="images a filter "
                                           "dropped (not in the tar)")
+    start_time: AwareDatetime | None = Field(None, exclude_if=lambda v: v is None, description="UTC, when the "
+                                             "shard's work began (None: stats written before hdiff recorded it)")
+    end_time: AwareDatetime | None = Field(None, exclude_if=lambda v: v is None, description="UTC, when its tar "
+                                           "was finished")
 
     def row(self) -> ShardRow:
-        """Its row in the manifest (all but the keys and the dropped images)."""
-        return ShardRow.model_validate(self.model_dump(exclude={"keys", "dropped"}))
+        """Its row in the manifest (all but the keys, the dropped images and the times)."""
+        own = set(ShardStats.model_fields) - set(ShardRow.model_fields)
+        return ShardRow.model_validate(self.model_dump(exclude=own))
 
 
 IMAGE_ENCODERS: dict[str, Encoding] = {name: Encoding(name) for name in IMAGE_FORMATS}  # format -> its defaults
@@ -158,9 +164,11 @@ def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample],
     to the sum of the records' unet_rows and `wall_seconds` to `wall_before` (the sampler's share, spent before the
     call) plus this call's duration. `jpeg_quality` is also webp's quality. A sample's image may be bytes already
     encoded with these settings (hdiff.dataset.shard_writer encodes beside the sampler). `scored`, called once the
-    samples are written, gives the stats fields of a scoring stage (hdiff.dataset.scoring_stage).
+    samples are written, gives the stats fields of a scoring stage (hdiff.dataset.scoring_stage). The stats' start
+    time is `wall_before` seconds before the call.
     """
     started = time.perf_counter()
+    start_time = datetime.now(timezone.utc) - timedelta(seconds=wall_before)
     if not KEY_PATTERN.match(shard_name):
         raise HdiffError(f"shard name {shard_name!r} must be letters, digits, '_' or '-'")
     encoding = Encoding(image_format, jpeg_quality, png_compress_level)
@@ -200,7 +208,7 @@ def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample],
         unet_rows=record_rows if unet_rows is None else unet_rows, standard_rows=standard_rows,
         wall_seconds=wall_before + time.perf_counter() - started if wall_seconds is None else wall_seconds,
         device_seconds=device_seconds, device=device, worker=worker, taus=sorted(taus),
-        **(scored() if scored is not None else {}),
+        **(scored() if scored is not None else {}), start_time=start_time, end_time=datetime.now(timezone.utc),
     )
     write_atomically(final_stats, stats_json(stats))
     return stats
