@@ -5,6 +5,8 @@ a grown corpus, a resume after a kill, pruning and the loaders."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +19,7 @@ from hdiff import cli
 from hdiff.data import image_dataset, make_loader
 from hdiff.dataset import layout, sidecars
 from hdiff.dataset.writer import read_stats
+from hdiff.errors import HdiffError
 from hdiff.shapes.prompts import clustered_set
 
 READABLE = [p for p, _ in clustered_set(8, seed=5)]  # the tiny random model draws no right scene: dropped
@@ -92,7 +95,8 @@ def test_the_unet_rows_of_filtered_images_are_in_the_compute(built):
     job = ImageJob.from_prompts(sorted(READABLE + UNREADABLE, key=prompt_id), base_seed=config.generation.seed)
     (generation,) = generate_packed(adapter, [job], config.generation_settings().for_model(adapter))
     standard = sum(r.standard_unet_rows for r in generation.records)
-    assert stats.filtered_unet_rows == pytest.approx(sum(d.unet_rows for d in stats.dropped)) > 0
+    assert stats.filtered_unet_rows > 0
+    assert stats.filtered_unet_rows == pytest.approx(sum(d.unet_rows for d in stats.dropped))
     assert stats.unet_rows + stats.filtered_unet_rows == pytest.approx(generation.unet_rows)
     assert stats.standard_rows + stats.filtered_standard_rows == standard
     totals, version = manifest["totals"], manifest["versions"][0]
@@ -103,6 +107,24 @@ def test_the_unet_rows_of_filtered_images_are_in_the_compute(built):
     card = layout.card_path(out).read_text()
     assert f"It also spent {stats.filtered_unet_rows:,.0f} UNet rows on 8 images a filter dropped" in card
     assert "| UNet rows on the 8 images filtered out (hdiff / standard) |" in card
+
+
+@pytest.mark.parametrize("where", ["stats", "totals", "version"])
+def test_verify_checks_the_unet_rows_of_filtered_images(built, tmp_path, where):
+    from hdiff.dataset.verify import verify_build
+
+    out = copy_dataset(built[1], tmp_path / "out")
+    manifest = manifest_of(out)
+    if where == "stats":
+        path = layout.stats_path(out, manifest["shards"][0]["shard"])
+        stats = json.loads(path.read_text())
+        stats["dropped"][0]["unet_rows"] += 1.0
+        path.write_text(json.dumps(stats))
+    else:
+        entry = manifest["totals"] if where == "totals" else manifest["versions"][0]
+        entry["filtered_unet_rows"] += 1.0
+        layout.manifest_path(out).write_text(json.dumps(manifest))
+    assert any("filtered_unet_rows" in problem for problem in verify_build(out))
 
 
 def test_scoring_time_is_accounted_apart_from_generation(built):
@@ -191,3 +213,62 @@ def test_a_shard_whose_every_image_is_filtered_is_its_stats_alone(built, tiny_sh
     assert [row["shard"] for row in manifest_of(grown)["shards"]] == [mixed.shard]
     assert layout.stats_shards(grown) == [mixed.shard] and manifest_of(grown)["totals"]["filtered"] == {"oracle_min": 6}
     verify(grown, capsys)
+
+
+@pytest.fixture(scope="module")
+def everything_dropped(tmp_path_factory, tiny_shapes, prefect_api, one_torch_thread) -> tuple[Path, Path, str]:
+    """A build whose every image `oracle_min: 50` drops (the 8 readable prompts): its config, folder and summary."""
+    root = tmp_path_factory.mktemp("dropped")
+    path = write_build(root, "out", READABLE, model=tiny_shapes)
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
+        assert cli.main(["build", str(path)]) == 0
+    return path, root / "out", summary.getvalue()
+
+
+def dataset_bytes(out: Path) -> dict[str, bytes]:
+    """Every file of the dataset folder but the run lock, by its path."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def test_a_dataset_whose_every_image_is_filtered_is_committed_and_kept(everything_dropped, capsys):
+    """Nothing written: the stats alone, a manifest and card that verify (no viewer config over no tar), the summary
+    counting the drops and their rows; a re-run keeps it as it is; the loaders say there is nothing to load."""
+    from huggingface_hub import DatasetCard
+
+    config, out, summary = everything_dropped
+    manifest = manifest_of(out)
+    (row,) = manifest["shards"]
+    assert row["samples"] == 0 and "sha256" in row and row["sha256"] is None
+    assert manifest["totals"]["samples"] == 0 and manifest["totals"]["filtered"] == {"oracle_min": 8}
+    rows = manifest["totals"]["filtered_unet_rows"]
+    assert f"0 images in {out}" in summary and f"8 filtered by oracle_min (their {rows:.0f} UNet rows" in summary
+    assert sorted(p.name for p in (out / layout.DATA_DIR).iterdir()) == [sidecars.SIZES_NAME]
+    assert json.loads(sidecars.sizes_path(out).read_text()) == {}
+    header = DatasetCard.load(layout.card_path(out)).data.to_dict()
+    assert header["viewer"] is False and "configs" not in header
+    verify(out, capsys)
+    before = dataset_bytes(out)
+    assert cli.main(["build", str(config)]) == 0
+    assert dataset_bytes(out) == before
+    with pytest.raises(HdiffError, match="a filter dropped every image"):
+        image_dataset(str(out))
+
+
+def test_push_and_pull_carry_a_dataset_without_tars(everything_dropped, monkeypatch, tmp_path):
+    from test_publish import standin_hub
+
+    from hdiff.dataset.manifest import Manifest
+    from hdiff.dataset.verify import dataset_files, verify_build
+    from hdiff.publish import push_dataset
+    from hdiff.pull import pull_dataset
+
+    _, out, _ = everything_dropped
+    (shard,) = [row.shard for row in Manifest.read(out).shards]
+    with standin_hub(monkeypatch, tmp_path / "hf-home") as hub:
+        push_dataset(out, "someone/dropped")
+        pushed = hub.files("someone/dropped")
+        assert pushed == {path: file.read_bytes() for path, file in dataset_files(out, Manifest.read(out)).items()}
+        assert f"stats/{shard}.json" in pushed and not any(path.endswith((".tar", ".parquet")) for path in pushed)
+        pulled = pull_dataset("someone/dropped", tmp_path / "pulled")
+    assert verify_build(pulled) == [] and (pulled / f"stats/{shard}.json").read_bytes() == pushed[f"stats/{shard}.json"]

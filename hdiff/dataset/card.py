@@ -3,7 +3,8 @@ DatasetCardData), then what the data is, its compute, provenance, files, fields,
 configuration. Also the build's summary and per-shard table as the flow publishes them (Prefect artifacts), and
 the build's settings and provenance as the card and the manifest show them: without local absolute paths.
 
-The `configs` block points `datasets.load_dataset(folder_or_repo)` and the Hub's viewer at the tars. The per-shard
+The `configs` block points `datasets.load_dataset(folder_or_repo)` and the Hub's viewer at the tars (with no tar, a
+filter having dropped every image, the header turns the viewer off instead). The per-shard
 metadata tables beside them (hdiff.dataset.sidecars) are not a second subset: `datasets` reads every subset of a
 folder with one builder, so they are read as parquet files (`load_dataset("parquet", data_files=...)`, pandas).
 """
@@ -53,8 +54,16 @@ def card_data(manifest: Manifest) -> Any:
         tags=["synthetic", "hdiff"],
         size_categories=[size_category(manifest.totals.samples)],
         source_datasets=[hub_source] if hub_source else None,
-        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": layout.DATA_FILES_GLOB}]}],
+        **viewer_fields(manifest),
     )
+
+
+def viewer_fields(manifest: Manifest) -> dict:
+    """The header's `configs` block over the tars, or (a filter dropped every image: no tar) the viewer off."""
+    if manifest.totals.samples == 0:
+        return {"viewer": False}
+    return {"configs": [{"config_name": "default",
+                         "data_files": [{"split": "train", "path": layout.DATA_FILES_GLOB}]}]}
 
 
 def card_text(manifest: Manifest, body: str) -> str:
