@@ -165,7 +165,7 @@ def cmd_pull(args) -> int:
     return 0
 
 
-BENCHMARKS = ("saved", "quality", "speed", "plan", "ingest", "shipped", "startup", "encode", "build")  # hdiff.bench
+BENCHMARKS = ("saved", "quality", "speed", "plan", "ingest", "shipped", "startup", "encode", "build", "scorers")  # hdiff.bench
 
 
 def cmd_bench(args) -> int:

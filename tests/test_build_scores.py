@@ -270,5 +270,5 @@ def test_push_and_pull_carry_a_dataset_without_tars(everything_dropped, monkeypa
         pushed = hub.files("someone/dropped")
         assert pushed == {path: file.read_bytes() for path, file in dataset_files(out, Manifest.read(out)).items()}
         assert f"stats/{shard}.json" in pushed and not any(path.endswith((".tar", ".parquet")) for path in pushed)
-        pulled = pull_dataset("someone/dropped", tmp_path / "pulled")
+        pulled = pull_dataset("someone/dropped", tmp_path / "pulled", cache_dir=tmp_path / "hub-cache")
     assert verify_build(pulled) == [] and (pulled / f"stats/{shard}.json").read_bytes() == pushed[f"stats/{shard}.json"]
