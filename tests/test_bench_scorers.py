@@ -16,6 +16,7 @@ def test_bench_scorers_measures_each_requested_scorer(tmp_path, capsys, one_torc
     assert main(["bench", "scorers", *argv]) == 0
     printed = capsys.readouterr().out
     result = json.loads(out.read_text())
+    assert result["machine"].startswith("machine: ")
     assert {key: result[key] for key in ("px", "batch", "images", "device", "sizes")} == {
         "px": 48, "batch": 2, "images": 3, "device": "cpu", "sizes": "tiny"}
     assert list(result["scorers"]) == ["nsfw", "clip", "aesthetic"]
@@ -23,7 +24,7 @@ def test_bench_scorers_measures_each_requested_scorer(tmp_path, capsys, one_torc
         assert f"| {name} | random weights, tiny config |" in printed
         assert figures["images_scored"] == 3 and figures["parameters"] > 0 and figures["load_s"] > 0
         assert figures["seconds"] > 0 and figures["ms_per_image"] == pytest.approx(1000 * figures["seconds"] / 3)
-        assert figures["images_per_s"] == pytest.approx(3 / figures["seconds"])
+        assert figures["images_per_s"] == pytest.approx(3 / figures["seconds"]) and figures["preprocess_ms_per_image"] > 0
     # aesthetic's parameters are its CLIP's and its MLP's
     assert result["scorers"]["aesthetic"]["parameters"] > result["scorers"]["clip"]["parameters"]
 

@@ -8,7 +8,8 @@ natural-image content (hdiff.bench.natural) at `--px`, resized by the scorers' o
 Offline there is no CLIP vocabulary: prompts are tokenized character by character, which makes the text side's
 sequences longer (up to its 77 positions) than a real tokenizer's, so `clip`'s figure is an upper bound.
 
-Each scorer: one warm-up batch, then one timed pass over `--images` images in batches of `--batch` (a build's is 32).
+Each scorer: one warm-up batch, then one timed pass over `--images` images in batches of `--batch` (a build's is 32);
+then its image processor alone over the same images, the share of that time the CPU spends preparing pixels.
 
     hdiff bench scorers                                         # 1024 px, every scorer, GPU if present
     hdiff bench scorers --device cpu --images 16 --batch 8
@@ -175,18 +176,21 @@ def nsfw_scorer(size: ClipSize, folder: Path, device: str):
 @dataclass(frozen=True)
 class Benched:
     """A benchmarked scorer: what its random weights stand for, how it is loaded (as a build loads it, from models
-    saved under a folder) and its torch modules (for the parameter count)."""
+    saved under a folder), its torch modules (for the parameter count) and its image processor."""
 
     model: str
     load: Callable[[ClipSize, Path, str], Any]
     modules: Callable[[Any], list]
+    processor: Callable[[Any], Any]
 
 
 BENCHED = {
-    "clip": Benched("CLIP ViT-L/14 config", clip_scorer, lambda scorer: [scorer.net]),
+    "clip": Benched("CLIP ViT-L/14 config", clip_scorer, lambda scorer: [scorer.net],
+                    lambda scorer: scorer.processor),
     "aesthetic": Benched("CLIP ViT-L/14 config + LAION MLP", aesthetic_scorer,
-                         lambda scorer: [scorer.clip.net, scorer.mlp]),
-    "nsfw": Benched("safety checker config (ViT-L/14 vision)", nsfw_scorer, lambda scorer: [scorer.checker]),
+                         lambda scorer: [scorer.clip.net, scorer.mlp], lambda scorer: scorer.clip.processor),
+    "nsfw": Benched("safety checker config (ViT-L/14 vision)", nsfw_scorer, lambda scorer: [scorer.checker],
+                    lambda scorer: scorer.processor),
 }  # the scorers with a model (the oracle is the shapes world's own check)
 
 
@@ -210,6 +214,14 @@ def measure(scorer, images, prompts, batch: int, device) -> dict:
             "images_scored": len(scores)}
 
 
+def preprocess_ms(processor, images, batch: int) -> float:
+    """CPU ms per image of the scorer's image processor alone (resize, crop, normalize), in batches of `batch`."""
+    start = time.perf_counter()
+    for lo in range(0, len(images), batch):
+        processor(images=list(images[lo:lo + batch]), return_tensors="pt")
+    return 1000 * (time.perf_counter() - start) / len(images)
+
+
 def run(args: argparse.Namespace) -> dict:
     import torch
 
@@ -219,7 +231,7 @@ def run(args: argparse.Namespace) -> dict:
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.images)]
     result = {"px": args.px, "batch": args.batch, "images": args.images, "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
-              "sizes": "tiny" if args.tiny else "real", "machine": machine_line(), "scorers": {}}
+              "sizes": "tiny" if args.tiny else "real", "scorers": {}}
     with tempfile.TemporaryDirectory(prefix="hdiff-bench-scorers-") as folder:
         for name in args.scorers:
             benched = BENCHED[name]
@@ -229,8 +241,10 @@ def run(args: argparse.Namespace) -> dict:
             result["scorers"][name] = {
                 "model": f"random weights, {'tiny config' if args.tiny else benched.model}",
                 "parameters": sum(p.numel() for module in benched.modules(scorer) for p in module.parameters()),
-                "load_s": loaded, **measure(scorer, images, prompts, args.batch, device)}
+                "load_s": loaded, **measure(scorer, images, prompts, args.batch, device),
+                "preprocess_ms_per_image": preprocess_ms(benched.processor(scorer), images, args.batch)}
             del scorer  # its memory, before the next one loads
+    result["machine"] = machine_line()  # its load average: over the last minute of the measurements
     return result
 
 
@@ -238,11 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     result = run(args)
     rows = [[name, figures["model"], f"{figures['parameters'] / 1e6:,.1f} M", result["device"], f"{args.batch}",
-             f"{figures['ms_per_image']:.1f}", f"{figures['images_per_s']:.2f}"]
-            for name, figures in result["scorers"].items()]
+             f"{figures['ms_per_image']:.1f}", f"{figures['images_per_s']:.2f}",
+             f"{figures['preprocess_ms_per_image']:.1f}"] for name, figures in result["scorers"].items()]
     print(f"hdiff bench scorers: {args.images} natural images at {args.px} px, {result['sizes']} sizes, on "
           f"{result['device']} ({result['device_name']})")
-    print(markdown_table(["scorer", "model", "parameters", "device", "batch", "ms / image", "images / s"], rows))
+    print(markdown_table(["scorer", "model", "parameters", "device", "batch", "ms / image", "images / s",
+                          "of which preprocessing, ms / image (CPU)"], rows))
     print(result["machine"])
     if args.out is not None:
         write_atomically(args.out, json.dumps(result, indent=1).encode())
