@@ -185,6 +185,10 @@ def test_a_shard_whose_every_image_is_filtered_is_its_stats_alone(built, tiny_sh
     assert sorted(p for _, p, _ in samples) == sorted(UNREADABLE)
     (batch,) = list(make_loader(str(grown), batch_size=8, shuffle_buffer=0))
     assert sorted(batch[1]) == sorted(UNREADABLE)
+    import datasets  # the card's configs, as the Hub's viewer reads them: the tars there are
+
+    viewed = datasets.load_dataset(str(grown), split="train", cache_dir=str(root / "datasets-cache"))
+    assert sorted(viewed["txt"]) == sorted(UNREADABLE)
 
     # killed after the stats-only shard was done, before the commit: the resumed build reuses it
     killed = copy_dataset(first, root / "killed")
