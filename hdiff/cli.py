@@ -165,7 +165,8 @@ def cmd_pull(args) -> int:
     return 0
 
 
-BENCHMARKS = ("saved", "quality", "speed", "plan", "ingest", "shipped", "startup", "encode", "build", "scorers")  # hdiff.bench
+BENCHMARKS = ("saved", "quality", "speed", "plan", "ingest", "shipped", "startup", "encode", "build",
+              "scorers")  # modules of hdiff.bench
 
 
 def cmd_bench(args) -> int:

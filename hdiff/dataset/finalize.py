@@ -54,7 +54,8 @@ def commit_run(out_dir: str | Path, *, config: dict, committed: Committed, plan:
     versions = committed.versions + [scored_version(out, version_entry(committed, plan, final, wall_seconds),
                                                     [final[s.name] for s in plan.shards])]
     with_tar = [name for name in order if final[name].has_tar]  # not the shards whose every image was filtered out
-    oracle = built_accuracy(model_id, (sample for name in with_tar for sample in tar_samples(layout.tar_path(out, name))))
+    oracle = built_accuracy(model_id, (sample for name in with_tar
+                                       for sample in tar_samples(layout.tar_path(out, name))))
     manifest = manifest_for(config=config, ingest=ingest, shards=list(final.values()), versions=versions,
                             hardware=Hardware.this_machine(), provenance=provenance,
                             oracle_accuracy=OracleAccuracy.model_validate(oracle) if oracle is not None else None,
@@ -78,8 +79,8 @@ def scored_version(out: Path, version, generated: list) -> object:
 
 
 def write_dataset_files(out: Path, manifest: Manifest, shards: list[str]) -> None:
-    """The grid (of the first images of `shards`, shards with a tar), the card, hdiff.yaml and last the manifest, each under a
-    temporary name and renamed."""
+    """The grid (of the first images of `shards`, shards with a tar), the card, hdiff.yaml and last the manifest,
+    each under a temporary name and renamed."""
     with atomic_path(layout.grid_path(out)) as tmp:
         save_grid(sample_grid_images(out, shards), tmp)
     card.write_dataset_card(out, manifest)

@@ -490,7 +490,8 @@ def version_problems(manifest: Manifest, stats: dict[str, ShardStats] | None = N
     if versions[-1].samples != manifest.totals.samples:
         problems.append(f"versions[-1].samples={versions[-1].samples!r}, totals.samples={manifest.totals.samples!r}")
     if (versions[-1].filtered or 0) != sum((manifest.totals.filtered or {}).values()):
-        problems.append(f"versions[-1].filtered={versions[-1].filtered!r}, totals.filtered={manifest.totals.filtered!r}")
+        problems.append(f"versions[-1].filtered={versions[-1].filtered!r}, "
+                        f"totals.filtered={manifest.totals.filtered!r}")
     return problems
 
 
@@ -502,8 +503,10 @@ def version_compute_problems(version, stats: dict[str, ShardStats], copies: int)
     expected = {"unet_rows": sum(s.unet_rows for s in generated),
                 "standard_rows": sum(s.standard_rows for s in generated),
                 "device_seconds": sum(s.device_seconds for s in generated),
-                "filtered_unet_rows": sum(s.filtered_unet_rows or 0.0 for s in generated) if dropped_now else None,
-                "filtered_standard_rows": sum(s.filtered_standard_rows or 0 for s in generated) if dropped_now else None,
+                "filtered_unet_rows": (sum(s.filtered_unet_rows or 0.0 for s in generated)
+                                       if dropped_now else None),
+                "filtered_standard_rows": (sum(s.filtered_standard_rows or 0 for s in generated)
+                                           if dropped_now else None),
                 "prompts_added": sum(s.samples + sum((s.filtered or {}).values()) for s in generated) // copies}
     return [f"{key}={getattr(version, key)!r}, the shards it generated give {value!r}"
             for key, value in expected.items() if not _same(getattr(version, key), value)]
