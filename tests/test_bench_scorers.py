@@ -43,7 +43,9 @@ def test_the_real_sizes_are_clip_vit_l14s():
     assert sum(p.numel() for p in vision.parameters()) == pytest.approx(303.2e6, rel=0.01)
 
 
-def test_an_unknown_scorer_is_refused_in_one_line(capsys):
-    assert main(["bench", "scorers", "--scorers", "clip,oracle"]) == 2
+@pytest.mark.parametrize("argv, says", [(["--scorers", "clip,oracle"], "clip, aesthetic, nsfw"),
+                                        (["--device", "cuda:99"], "not on this machine")])
+def test_bad_flags_are_refused_in_one_line_before_any_work(capsys, argv, says):
+    assert main(["bench", "scorers", *argv]) == 2
     captured = capsys.readouterr()
-    assert captured.out == "" and captured.err.count("\n") == 1 and "clip, aesthetic, nsfw" in captured.err
+    assert captured.out == "" and captured.err.count("\n") == 1 and says in captured.err

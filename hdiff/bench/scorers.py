@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from hdiff.bench.common import check_output_file, comma_list, integer, machine_line, markdown_table
 from hdiff.bench.natural import natural_images
-from hdiff.devices import DEVICE_CHOICES, check_device, resolve_device
+from hdiff.devices import DEVICE_CHOICES, check_device, check_present, resolve_device
 from hdiff.errors import CommandParser, run_as_command
 from hdiff.files import write_atomically
 from hdiff.machine import cpu_model
@@ -76,6 +76,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="tiny configs instead of the real sizes (CPU tests)")
     p.add_argument("--out", default=None, help="also write the figures here (JSON)")
     args = p.parse_args(argv)
+    args.device = check_present(args.device)  # before any model is built
     if args.out is not None:
         args.out = check_output_file(args.out, "--out")
     return args
