@@ -88,7 +88,8 @@ def scorer_name(text: str) -> str:
     return text
 
 
-def clip_config(size: ClipSize, max_positions: int = 77):
+def clip_config(size: ClipSize):
+    """A CLIPConfig of `size` (quick GELU and 77 text positions, as OpenAI's CLIPs)."""
     from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
     vision = CLIPVisionConfig(hidden_size=size.vision_hidden, num_hidden_layers=size.vision_layers,
@@ -97,7 +98,7 @@ def clip_config(size: ClipSize, max_positions: int = 77):
                               hidden_act="quick_gelu")
     text = CLIPTextConfig(hidden_size=size.text_hidden, num_hidden_layers=size.text_layers,
                           num_attention_heads=size.text_heads, intermediate_size=size.text_mlp,
-                          vocab_size=size.vocab, max_position_embeddings=max_positions,
+                          vocab_size=size.vocab, max_position_embeddings=77,
                           projection_dim=size.projection, hidden_act="quick_gelu", bos_token_id=0, eos_token_id=1,
                           pad_token_id=1)
     return CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=size.projection)
@@ -203,7 +204,8 @@ def synchronize(device) -> None:
 
 
 def measure(scorer, images, prompts, batch: int, device) -> dict:
-    """One warm-up batch, then one timed pass over `images`: seconds, ms per image, images/s."""
+    """One warm-up batch, then one timed pass over `images` (the scorer set to batches of `batch`): seconds, ms per
+    image, images/s."""
     scorer.batch_size = batch
     scorer(images[:batch], prompts[:batch])
     synchronize(device)
