@@ -1,7 +1,8 @@
 """Scores and filters in a build: every record scored (json and parquet), filtered images not written but counted by
-rule, with the UNet rows they cost, in the stats, manifest and card; verify content, a re-run regenerates nothing,
-and the loader's `where`. A shard whose every image is filtered out is its stats alone (no tar, no parquet), through
-a grown corpus, a resume after a kill, pruning and the loaders."""
+rule, with the UNet rows they cost (verify checks them), in the stats, manifest and card; verify content, a re-run
+regenerates nothing, and the loader's `where`. A shard whose every image is filtered out is its stats alone (no tar,
+no parquet), through a grown corpus, a resume after a kill, pruning, the loaders and the card's viewer config; a
+dataset whose every image is filtered out is committed, verified, kept by a re-run, pushed and pulled."""
 
 from __future__ import annotations
 
