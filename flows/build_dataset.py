@@ -65,7 +65,7 @@ def _pack_run_name() -> str:
 @task(name="generate-shards", tags=[GPU_TAG], task_run_name=_pack_run_name)
 def generate_shards_task(config: BuildConfig, shards: list[pipeline.ShardJob]) -> dict:
     """One shard, or a pack of shards sampled together (config generation.pack_shards); returns once they are on
-    disk: their stats, the device time and the device's wait for the CPU."""
+    disk: their stats, the device time, the device's wait for the CPU and the scoring time (apart)."""
     label = shards[0].name if len(shards) == 1 else f"{shards[0].name}..{shards[-1].name}"
     pack = pipeline.generate_pack(config, shards, progress_label=label)
     logger = get_run_logger()
@@ -73,7 +73,7 @@ def generate_shards_task(config: BuildConfig, shards: list[pipeline.ShardJob]) -
         logger.info("%s: %s (%d images, %.0f UNet rows)", shard.name,
                     "generated" if generated else "already complete, skipped", stats.samples, stats.unet_rows)
     return {"shards": [stats.model_dump(mode="json") for stats, _ in pack.shards], "device_s": pack.device_s,
-            "device_waited_s": pack.device_waited_s}
+            "device_waited_s": pack.device_waited_s, "scoring_s": pack.scoring_s}
 
 
 def retry_unless_bad_input(task, task_run, state) -> bool:
@@ -249,7 +249,7 @@ def generate_shards(cfg: BuildConfig, shards: list[pipeline.ShardJob]) -> Device
         for done, future in enumerate(as_completed(futures), 1):
             pack = future.result()
             done_images += sum(s["samples"] for s in pack["shards"])
-            device = device.plus(pack["device_s"], pack["device_waited_s"])
+            device = device.plus(pack["device_s"], pack["device_waited_s"], pack["scoring_s"])
             overall.set_postfix_str(f"{done_images:,} of {images:,} images")
             overall.update(len(pack["shards"]))
             update_progress_artifact(progress, 100.0 * done / len(futures))

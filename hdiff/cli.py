@@ -99,13 +99,20 @@ def cmd_build(args) -> int:
     compute = ""
     if built.run.version is not None:
         version = built.manifest.versions[-1]
-        compute = (f"; this run {version.unet_rows:.0f} of {version.standard_rows} UNet rows, "
-                   f"{version.wall_seconds:.1f} s")
+        spent = version.unet_rows + (version.filtered_unet_rows or 0.0)  # images filtered out included
+        standard = version.standard_rows + (version.filtered_standard_rows or 0)
+        on_dropped = (f" ({version.filtered_unet_rows:.0f} on images filtered out)"
+                      if version.filtered_unet_rows is not None else "")
+        compute = f"; this run {spent:.0f} of {standard} UNet rows{on_dropped}, {version.wall_seconds:.1f} s"
     oracle = totals.oracle_accuracy  # the shapes world's oracle; other models have none
     accuracy = f", oracle accuracy {100 * oracle.all:.1f}%" if oracle else ""
     if oracle and oracle.not_understood:  # prompts naming what the world does not have (each warned about)
         accuracy += f", {oracle.not_understood} prompts not understood"
     filtered = "".join(f", {count} filtered by {rule}" for rule, count in (totals.filtered or {}).items())
+    if totals.filtered_unet_rows is not None:
+        filtered += f" (their {totals.filtered_unet_rows:.0f} UNet rows in the compute)"
+    if built.run.device is not None and built.run.device.scoring_s > 0:
+        compute += f", scoring {built.run.device.scoring_s:.1f} s apart from generation"
     print(f"{built.run.describe()}{compute}; the dataset: {totals.samples} images in {config.output}, "
           f"{totals.percent_saved:.1f}% of UNet rows saved{accuracy}{filtered}")
     if built.run.device is not None and (note := built.run.device.cpu_note()) is not None:
@@ -167,7 +174,8 @@ def cmd_pull(args) -> int:
     return 0
 
 
-BENCHMARKS = ("saved", "quality", "speed", "plan", "ingest", "shipped", "startup", "encode", "build")  # hdiff.bench
+BENCHMARKS = ("saved", "quality", "speed", "plan", "ingest", "shipped", "startup", "encode", "build",
+              "scorers")  # modules of hdiff.bench
 
 
 def cmd_bench(args) -> int:

@@ -3,6 +3,8 @@ safety checker's flag (images untouched), the aesthetic MLP, the shapes oracle, 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from hdiff.scoring.similarity import paired_similarity, pixel_embeddings
 from hdiff.shapes.prompts import clustered_set
 from hdiff.shapes.world import render
 
+REPO = Path(__file__).resolve().parents[1]
 RED = np.full((32, 32, 3), [255, 0, 0], np.uint8)
 
 
@@ -29,7 +32,7 @@ def twins(tmp_path_factory, images):
     root = tmp_path_factory.mktemp("scorers")
     return {"clip": str(ts.save_clip(root / "clip")),
             "nsfw": str(ts.save_safety_checker(root / "nsfw", flag_like=images[3])),
-            "aesthetic": str(ts.save_aesthetic(root / "aesthetic", prefix="predictor."))}
+            "aesthetic": str(ts.save_aesthetic(root / "aesthetic"))}
 
 
 def test_the_registry_holds_the_four_scorers_and_refuses_others_in_one_line():
@@ -74,6 +77,52 @@ def test_aesthetic_is_the_mlp_over_unit_clip_image_embeddings(twins, images):
     assert scorer(images, [""] * 4) == pytest.approx(expected.numpy(), abs=1e-5)
     assert scorer.identity()["clip"] == twins["clip"] and scorer.identity()["revision"].startswith("sha256:")
 
+
+
+def test_the_aesthetic_mlp_is_read_by_the_upstream_key_names(twins):
+    from safetensors.torch import load_file
+
+    from hdiff.scoring.aesthetic import load_mlp
+
+    state = load_file(f"{twins['aesthetic']}/model.safetensors")
+    assert sorted(state) == sorted(f"layers.{i}.{part}" for i in (0, 2, 4, 6, 7) for part in ("weight", "bias"))
+    x = torch.randn(5, ts.PROJECTION)
+    expected = x
+    for i in (0, 2, 4, 6, 7):  # no activations: the Linear layers in key order, dropouts idle in eval
+        expected = expected @ state[f"layers.{i}.weight"].T + state[f"layers.{i}.bias"]
+    with torch.no_grad():
+        assert load_mlp(twins["aesthetic"])(x) == pytest.approx(expected, abs=1e-5)
+
+
+def test_aesthetic_weights_in_another_layout_or_a_pickle_are_one_line(tmp_path):
+    from safetensors.torch import save_file
+
+    from hdiff.scoring.aesthetic import load_mlp
+
+    renamed = {f"predictor.{key}": value for key, value in ts.aesthetic_state().items()}
+    (tmp_path / "prefixed").mkdir()
+    save_file(renamed, str(tmp_path / "prefixed" / "model.safetensors"))
+    with pytest.raises(HdiffError) as exc:
+        load_mlp(str(tmp_path / "prefixed"))
+    assert "\n" not in str(exc.value) and "missing layers.0.weight" in str(exc.value)
+    pickled = ts.save_aesthetic_pickle(tmp_path / "upstream" / "sac+logos+ava1-l14-linearMSE.pth")
+    for source in (pickled, pickled.parent):  # the file named, or the folder holding only it
+        with pytest.raises(HdiffError) as exc:
+            load_mlp(str(source))
+        assert "\n" not in str(exc.value) and "pickle" in str(exc.value) and "docs/reference.md" in str(exc.value)
+
+
+def test_the_documented_conversion_of_the_upstream_pth_loads(tmp_path, monkeypatch):
+    from hdiff.scoring.aesthetic import load_mlp
+
+    text = (REPO / "docs" / "reference.md").read_text()
+    section = text[text.index("### Aesthetic predictor weights"):]
+    snippet = section[section.index("```python\n") + len("```python\n"):section.index("\n```", section.index("```python"))]
+    ts.save_aesthetic_pickle(tmp_path / "sac+logos+ava1-l14-linearMSE.pth")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet, "docs/reference.md", "exec"), {})
+    mlp = load_mlp(str(tmp_path / "aesthetic"))
+    assert all(torch.equal(mlp.state_dict()[key], value) for key, value in ts.aesthetic_state().items())
 
 def test_oracle_scores_the_world_exactly():
     (prompt, scene), (other, other_scene) = clustered_set(8, seed=3)[:2]

@@ -59,15 +59,31 @@ def save_safety_checker(folder: Path, flag_like=None) -> Path:
     return folder
 
 
-def save_aesthetic(folder: Path, prefix: str = "") -> Path:
-    """The predictor's MLP over the tiny CLIP's embedding, its keys as the original's (after `prefix`)."""
+AESTHETIC_WIDTHS = (PROJECTION, 16, 8, 8, 4, 1)  # the tiny MLP's widths, input to output
+
+
+def aesthetic_state() -> dict[str, torch.Tensor]:
+    """Random weights of the predictor's MLP over the tiny CLIP's embedding, keyed as the upstream module's state
+    dict (its `layers` Sequential: Linear layers at 0, 2, 4, 6 and 7, dropouts between the first four)."""
+    torch.manual_seed(0)
+    state = {}
+    for index, (fan_in, fan_out) in zip((0, 2, 4, 6, 7), zip(AESTHETIC_WIDTHS, AESTHETIC_WIDTHS[1:])):
+        state[f"layers.{index}.weight"] = torch.randn(fan_out, fan_in) / fan_in ** 0.5
+        state[f"layers.{index}.bias"] = torch.randn(fan_out) / 10
+    return state
+
+
+def save_aesthetic(folder: Path) -> Path:
+    """A repo of the predictor's weights in safetensors, keyed as the original's (one file, model.safetensors)."""
     from safetensors.torch import save_file
 
-    from hdiff.scoring.aesthetic import aesthetic_mlp
-
-    torch.manual_seed(0)
-    mlp = aesthetic_mlp(PROJECTION, (16, 8, 8, 4))
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({f"{prefix}layers.{k}": v.contiguous() for k, v in mlp.state_dict().items()},
-              str(folder / "model.safetensors"))
+    save_file(aesthetic_state(), str(folder / "model.safetensors"))
     return folder
+
+
+def save_aesthetic_pickle(path: Path) -> Path:
+    """The weights as upstream publishes them: the state dict pickled by torch.save (a .pth)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(aesthetic_state(), path)
+    return path

@@ -41,11 +41,15 @@ Decode = Literal["torch", "pil"]
 
 
 def shard_urls(source: str | os.PathLike) -> list[str]:
-    """Shard paths or URLs, sorted: from a build folder, its data/ folder, a glob, or a brace pattern / URL."""
+    """Shard paths or URLs, sorted: from a build folder, its data/ folder, a glob, or a brace pattern / URL. A build's
+    shard whose every image a filter dropped has no tar, so none is listed; a build with no tar at all is refused."""
     text = os.fspath(source)
     if Path(text).is_dir():
         data = Path(text) / layout.DATA_DIR if (Path(text) / layout.DATA_DIR).is_dir() else Path(text)
         urls = sorted(str(p) for p in data.glob("*.tar") if p.is_file())
+        if not urls and (dropped := filtered_everything(Path(text))):
+            raise HdiffError(f"{text}: no images to load, a filter dropped every image of the dataset ({dropped}; "
+                             f"see {layout.MANIFEST_NAME})")
     elif "://" in text or text.startswith("pipe:"):
         urls = list(braceexpand(text))
     else:
@@ -53,6 +57,18 @@ def shard_urls(source: str | os.PathLike) -> list[str]:
     if not urls:
         raise HdiffError(f"no shards found at {text}")
     return urls
+
+
+def filtered_everything(folder: Path) -> str | None:
+    """The drops by rule (`oracle_min: 8`) of a build folder whose manifest says a filter dropped every image, else
+    None."""
+    try:
+        totals = json.loads(layout.manifest_path(folder).read_text())["totals"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if totals.get("samples") != 0 or not totals.get("filtered"):
+        return None
+    return ", ".join(f"{rule}: {count}" for rule, count in totals["filtered"].items())
 
 
 def image_dataset(

@@ -3,7 +3,8 @@ DatasetCardData), then what the data is, its compute, provenance, files, fields,
 configuration. Also the build's summary and per-shard table as the flow publishes them (Prefect artifacts), and
 the build's settings and provenance as the card and the manifest show them: without local absolute paths.
 
-The `configs` block points `datasets.load_dataset(folder_or_repo)` and the Hub's viewer at the tars. The per-shard
+The `configs` block points `datasets.load_dataset(folder_or_repo)` and the Hub's viewer at the tars (with no tar, a
+filter having dropped every image, the header turns the viewer off instead). The per-shard
 metadata tables beside them (hdiff.dataset.sidecars) are not a second subset: `datasets` reads every subset of a
 folder with one builder, so they are read as parquet files (`load_dataset("parquet", data_files=...)`, pandas).
 """
@@ -81,8 +82,16 @@ def card_data(manifest: Manifest) -> Any:
         tags=["synthetic", "hdiff"],
         size_categories=[size_category(manifest.totals.samples)],
         source_datasets=[hub_source] if hub_source else None,
-        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": layout.DATA_FILES_GLOB}]}],
+        **viewer_fields(manifest),
     )
+
+
+def viewer_fields(manifest: Manifest) -> dict:
+    """The header's `configs` block over the tars, or (a filter dropped every image: no tar) the viewer off."""
+    if manifest.totals.samples == 0:
+        return {"viewer": False}
+    return {"configs": [{"config_name": "default",
+                         "data_files": [{"split": "train", "path": layout.DATA_FILES_GLOB}]}]}
 
 
 def card_text(manifest: Manifest, body: str) -> str:
@@ -136,10 +145,13 @@ def scores_section(manifest: Manifest) -> str | None:
     rules = manifest.config.get("filter") or {}
     if rules:
         dropped = manifest.totals.filtered or {}
+        tarless = sum(not row.has_tar for row in manifest.shards)
         lines += ["", "Filtered: images outside " + ", ".join(f"`{k}: {v}`" for k, v in rules.items())
                   + " were not written"
-                  + (f" ({', '.join(f'{k}: {n:,}' for k, n in dropped.items())}; each listed with its key and "
-                     f"score in `{layout.STATS_DIR}/<shard>.json`)." if dropped else " (none was dropped).")]
+                  + (f" ({', '.join(f'{k}: {n:,}' for k, n in dropped.items())}; each listed with its key, score and "
+                     f"UNet rows in `{layout.STATS_DIR}/<shard>.json`)." if dropped else " (none was dropped).")
+                  + (f" {tarless:,} shard(s) lost every image to the filter: they have stats only, no tar."
+                     if tarless else "")]
     return "\n".join(lines)
 
 
@@ -153,17 +165,38 @@ def shard_table_rows(manifest: Manifest) -> list[dict]:
 
 def _compute_table(manifest: Manifest) -> str:
     t, oracle = manifest.totals, manifest.totals.oracle_accuracy
+    filtered = sum((t.filtered or {}).values())
     rows = [("images", f"{t.samples:,}"), ("shards", f"{manifest.counts.shards:,}"),
             ("UNet rows (hdiff)", f"{t.unet_rows:,.0f}"),
             ("UNet rows (standard sampling)", f"{t.standard_rows:,}"),
+            *([(f"UNet rows on the {filtered:,} images filtered out (hdiff / standard)",
+                f"{t.filtered_unet_rows:,.0f} / {t.filtered_standard_rows:,}")] if t.filtered_unet_rows is not None
+              else []),
             ("compute saved", f"{t.percent_saved:.1f}%"),
             *([("oracle accuracy", f"{100 * oracle.all:.1f}% of {oracle.n:,} images")] if oracle else []),
             *([("prompts not understood", f"{oracle.not_understood:,}")]
               if oracle and oracle.not_understood is not None else []),
             ("τ", ", ".join(f"{tau:g}" for tau in manifest.counts.taus) or "—"),
             ("wall time", f"{t.wall_seconds:,.1f} s"),
-            ("device time", f"{t.device_seconds:,.1f} s"), ("size", f"{t.tar_bytes / 2**20:,.1f} MiB")]
+            ("device time", f"{t.device_seconds:,.1f} s"),
+            *([("scoring time (apart from generation)", f"{t.scoring_seconds:,.1f} s")]
+              if t.scoring_seconds is not None else []),
+            ("size", f"{t.tar_bytes / 2**20:,.1f} MiB")]
     return markdown_table(("", ""), rows)
+
+
+def compute_sentence(totals) -> str:
+    """The card's compute in words: the UNet rows spent against standard sampling's, those spent on images a filter
+    dropped after generation included."""
+    if totals.filtered_unet_rows is None:
+        return (f"Standard sampling would spend {totals.standard_rows:,} UNet rows on these images; hdiff spent "
+                f"{totals.unet_rows:,.0f}, saving {totals.percent_saved:.1f}%.")
+    dropped = sum((totals.filtered or {}).values())
+    return (f"Standard sampling would spend {totals.standard_rows:,} UNet rows on these images; hdiff spent "
+            f"{totals.unet_rows:,.0f}. It also spent {totals.filtered_unet_rows:,.0f} UNet rows on {dropped:,} images "
+            f"a filter dropped after generation (standard sampling: {totals.filtered_standard_rows:,}); over every "
+            f"image generated, {totals.unet_rows + totals.filtered_unet_rows:,.0f} of "
+            f"{totals.standard_rows + totals.filtered_standard_rows:,}, saving {totals.percent_saved:.1f}%.")
 
 
 def _hardware_line(hardware: Hardware) -> str:
@@ -269,8 +302,7 @@ def dataset_card(out_dir: str | Path, manifest: Manifest) -> str:
         sections.append(f"![sample grid]({layout.GRID_NAME})")
     sections += [
         "## Compute",
-        f"Standard sampling would spend {totals.standard_rows:,} UNet rows on these images; hdiff spent "
-        f"{totals.unet_rows:,.0f}, saving {totals.percent_saved:.1f}%.",
+        compute_sentence(totals),
         _compute_table(manifest),
         f"Hardware: {_hardware_line(manifest.hardware)}.",
     ]

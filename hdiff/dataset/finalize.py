@@ -55,14 +55,16 @@ def commit_run(out_dir: str | Path, *, config: dict, committed: Committed, plan:
                          f"{'; '.join(problems[:3])}{more}")
     versions = committed.versions + [scored_version(out, version_entry(committed, plan, final, wall_seconds),
                                                     [final[s.name] for s in plan.shards])]
-    oracle = built_accuracy(model_id, (sample for name in order for sample in tar_samples(layout.tar_path(out, name))))
+    with_tar = [name for name in order if final[name].has_tar]  # not the shards whose every image was filtered out
+    oracle = built_accuracy(model_id, (sample for name in with_tar
+                                       for sample in tar_samples(layout.tar_path(out, name))))
     manifest = manifest_for(config=config, ingest=ingest, shards=list(final.values()), versions=versions,
                             hardware=Hardware.this_machine(), provenance=provenance,
                             oracle_accuracy=OracleAccuracy.model_validate(oracle) if oracle is not None else None,
                             created_utc=committed.manifest.created_utc if committed.manifest else None,
                             identity=identity, scorers=scorers)
     sidecars.write_sidecars(out, list(final.values()))
-    write_dataset_files(out, manifest, order)
+    write_dataset_files(out, manifest, with_tar)
     remove_shards(out, leftovers)
     return manifest
 
@@ -71,7 +73,8 @@ def refresh_derived_files(out: Path, manifest: Manifest) -> None:
     """The metadata tables, card and hdiff.yaml of a committed dataset made again where an older hdiff wrote them
     otherwise (other columns, other text); files already as this hdiff writes them are not touched."""
     for row in manifest.shards:
-        sidecars.write_metadata(out, row.shard, row.sha256)
+        if row.has_tar:  # a shard whose every image a filter dropped has no table
+            sidecars.write_metadata(out, row.shard, row.sha256)
     for path, text in ((layout.card_path(out), card.dataset_card(out, manifest)),
                        (layout.config_path(out), recipe.dataset_config_text(manifest))):
         try:
@@ -88,14 +91,14 @@ def scored_version(out: Path, version, generated: list) -> object:
         return version
     from hdiff.dataset.scoring_stage import score_summary
 
-    records = (record for s in generated for record in sidecars.tar_records(layout.tar_path(out, s.shard)))
+    records = (record for s in generated if s.has_tar for record in sidecars.tar_records(layout.tar_path(out, s.shard)))
     return version.model_copy(update={"scores": score_summary(records),
                                       "scoring_seconds": sum(s.scoring_seconds or 0.0 for s in generated)})
 
 
 def write_dataset_files(out: Path, manifest: Manifest, shards: list[str]) -> None:
-    """The grid (of the first images of `shards`), the card, hdiff.yaml and last the manifest, each under a
-    temporary name and renamed."""
+    """The grid (of the first images of `shards`, shards with a tar), the card, hdiff.yaml and last the manifest,
+    each under a temporary name and renamed."""
     with atomic_path(layout.grid_path(out)) as tmp:
         save_grid(sample_grid_images(out, shards), tmp)
     card.write_dataset_card(out, manifest)

@@ -67,18 +67,25 @@ class OracleAccuracy(_Entry):
 
 
 class Totals(_Entry):
-    """The dataset's compute and size: sums over its shards, but `wall_seconds` (the runs', from the versions)."""
+    """The dataset's compute and size: sums over its shards, but `wall_seconds` (the runs', from the versions). The
+    compute covers every image generated: the written ones' (unet_rows, standard_rows) and those a filter dropped
+    after generation (filtered_unet_rows, filtered_standard_rows)."""
 
     samples: int = Field(ge=0)
-    unet_rows: float = Field(ge=0)
-    standard_rows: int = Field(ge=0)
-    percent_saved: float = Field(description="UNet rows saved against standard sampling, in percent")
+    unet_rows: float = Field(ge=0, description="UNet rows the written images cost")
+    standard_rows: int = Field(ge=0, description="UNet rows standard sampling would spend on the written images")
+    percent_saved: float = Field(description="UNet rows saved against standard sampling, in percent, over every "
+                                 "image generated (written or filtered out)")
     wall_seconds: float = Field(description="the versions' wall time: every run that changed the dataset")
     shard_wall_seconds: float
     device_seconds: float
     tar_bytes: int = Field(ge=0)
     oracle_accuracy: OracleAccuracy | None = _left_out_when_none("the shapes world's oracle; other models have none")
     filtered: dict[str, int] | None = _left_out_when_none("images the config's filter dropped, by rule")
+    filtered_unet_rows: float | None = _left_out_when_none("UNet rows spent on the images the filter dropped")
+    filtered_standard_rows: int | None = _left_out_when_none("UNet rows standard sampling would spend on them")
+    scoring_seconds: float | None = _left_out_when_none("time spent scoring, apart from generation (not in "
+                                                        "shard_wall_seconds or device_seconds)")
 
 
 class Corpus(_Entry):
@@ -109,6 +116,9 @@ class Version(_Entry):
     scores: dict[str, dict[str, float]] | None = _left_out_when_none("each score over the images this run wrote: "
                                                                      "n, mean, p5, p50, p95")
     scoring_seconds: float | None = _left_out_when_none("time this run spent scoring, apart from generation")
+    filtered: int | None = _left_out_when_none("images a filter dropped, in the dataset after this run (in no tar)")
+    filtered_unet_rows: float | None = _left_out_when_none("UNet rows this run spent on images a filter dropped")
+    filtered_standard_rows: int | None = _left_out_when_none("UNet rows standard sampling would spend on them")
 
 
 class Hardware(_Entry):
@@ -219,12 +229,18 @@ def totals_of(shards: Sequence[ShardRow], versions: Sequence[Version],
     for shard in shards:
         for reason, count in (shard.filtered or {}).items():
             filtered[reason] = filtered.get(reason, 0) + count
+    filtered_rows = sum(s.filtered_unet_rows or 0.0 for s in shards)
+    filtered_standard = sum(s.filtered_standard_rows or 0 for s in shards)
+    scored = [s.scoring_seconds for s in shards if s.scoring_seconds is not None]
     return Totals(samples=sum(s.samples for s in shards), unet_rows=unet_rows, standard_rows=standard_rows,
-                  percent_saved=percent_saved(unet_rows, standard_rows),
+                  percent_saved=percent_saved(unet_rows + filtered_rows, standard_rows + filtered_standard),
                   wall_seconds=sum(v.wall_seconds for v in versions),
                   shard_wall_seconds=sum(s.wall_seconds for s in shards),
                   device_seconds=sum(s.device_seconds for s in shards), tar_bytes=sum(s.tar_bytes for s in shards),
-                  oracle_accuracy=oracle_accuracy, filtered=dict(sorted(filtered.items())) if filtered else None)
+                  oracle_accuracy=oracle_accuracy, filtered=dict(sorted(filtered.items())) if filtered else None,
+                  filtered_unet_rows=filtered_rows if filtered else None,
+                  filtered_standard_rows=filtered_standard if filtered else None,
+                  scoring_seconds=sum(scored) if scored else None)
 
 
 def manifest_for(*, config: dict[str, Any], ingest: IngestReport, shards: list[ShardStats], versions: list[Version],

@@ -28,7 +28,7 @@ from hdiff.dataset import layout
 from hdiff.dataset.config import BuildConfig, ModelConfig
 from hdiff.dataset.embed_cache import embed_into_file, embed_with_cache
 from hdiff.dataset.ingest import IngestReport, SpilledToDisk, ingest_into
-from hdiff.dataset.scoring_stage import shard_scoring
+from hdiff.dataset.scoring_stage import carried_drops, shard_scoring
 from hdiff.dataset.manifest import Corpus
 from hdiff.dataset.sources import check_inputs
 from hdiff.dataset.shard import semantic_shards
@@ -148,11 +148,13 @@ def _load_adapter(model_id: str, prior: str | None, device: str, scheduler: str 
 @dataclass
 class PackResult:
     """A pack's shards (stats, and whether this run wrote them) and its device time: at work (sampling, decoding),
-    and waiting for the CPU (idle before the pack took it, or blocked on the full writer queue)."""
+    waiting for the CPU (idle before the pack took it, or blocked on the full writer queue), and scoring (apart from
+    generation: the scorers run on the same device)."""
 
     shards: list[tuple[ShardStats, bool]]
     device_s: float = 0.0
     device_waited_s: float = 0.0
+    scoring_s: float = 0.0
 
 
 def generate_pack(config: BuildConfig, shards: list[ShardJob], progress_label: str | None = None) -> PackResult:
@@ -174,7 +176,9 @@ def generate_pack(config: BuildConfig, shards: list[ShardJob], progress_label: s
     # the device is free: the next pack samples while these shards are encoded and written
     results = [(sink.result(), True) if isinstance(sink, ShardSink) else sink for sink in sinks]
     blocked = sum(sink.waited_s for sink in sinks if isinstance(sink, ShardSink))  # on the full writer queue
-    return PackResult(results, device_s=device_s - blocked, device_waited_s=held.idle_before_s + blocked)
+    scoring = sum(stats.scoring_seconds or 0.0 for stats, written in results if written)
+    return PackResult(results, device_s=max(0.0, device_s - blocked - scoring),
+                      device_waited_s=held.idle_before_s + blocked, scoring_s=scoring)
 
 
 def _generate_pack_on(config: BuildConfig, shards: list[ShardJob], device: str, progress_label: str | None,
@@ -238,8 +242,9 @@ def write_dendrogram(config: BuildConfig, generation) -> None:
 
 
 def rewrite_shard(out_dir, rewrite: Rewrite) -> ShardStats | None:
-    """Write a dataset shard again without the samples `rewrite.drop` (their bytes copied, records re-pointed at the
-    new shard); the old one stays until the run commits. None when no sample remains."""
+    """Write a dataset shard again without the images `rewrite.drop` (the written ones' bytes copied, records
+    re-pointed at the new shard; the filtered ones' entries carried over); the old one stays until the run commits.
+    None when no image remains."""
     if rewrite.new is None:
         return None
     if shard_is_complete(out_dir, rewrite.new):  # written by a run that was killed before its commit
@@ -247,14 +252,19 @@ def rewrite_shard(out_dir, rewrite: Rewrite) -> ShardStats | None:
     old = read_stats(out_dir, rewrite.old)
 
     def samples():
+        if not old.has_tar:  # every image of the old shard was filtered out
+            return
         for key, files in tar_samples(layout.tar_path(out_dir, rewrite.old)):
             if key not in rewrite.drop:
                 record = {**json.loads(files["json"]), "shard": rewrite.new}
                 yield Sample(key, files[old.image_format], files["txt"].decode("utf-8"), record)
 
-    kept = (old.samples - len(rewrite.drop)) / old.samples
+    images = old.samples + len(old.dropped or ())
+    kept = (images - len(rewrite.drop)) / images
+    carried = carried_drops(old, rewrite.drop, kept)
     return write_shard(out_dir, rewrite.new, samples(), image_format=old.image_format,
-                       wall_seconds=old.wall_seconds * kept, device_seconds=old.device_seconds * kept)
+                       wall_seconds=old.wall_seconds * kept, device_seconds=old.device_seconds * kept,
+                       scored=(lambda: carried) if carried is not None else None)
 
 
 def describe_dry_run(config: BuildConfig, prepared: Prepared) -> str:

@@ -1,6 +1,8 @@
 """The build's scoring stage: between decoding and the writer, each shard's samples are scored in batches on the
 shard's device (hdiff.scoring), their scores go into the records, and images a `filter:` rule drops are not written
-but listed (key, the rule, its score) in the shard's stats. Scoring time is kept apart from generation time."""
+but listed (key, the rule, its score, the UNet rows it cost) in the shard's stats, which also count the drops by
+rule and sum their UNet rows apart from the written images'. A shard whose every image is dropped is its stats alone
+(no tar). Scoring time is kept apart from generation time."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hdiff.dataset.config import BuildConfig
-from hdiff.dataset.writer import Sample, read_stats
+from hdiff.dataset.writer import Sample, ShardStats, read_stats
 from hdiff.scoring.spec import Rule, ScoreSpec, drop_reason
 
 BATCH = 32
@@ -56,15 +58,34 @@ class ShardScoring:
             scores = {name: float(v[row]) for name, v in values.items()}
             dropped = drop_reason(self.rules, scores)
             if dropped is not None:
-                self.dropped.append({"key": sample.key, "reason": dropped[0], "score": dropped[1]})
+                self.dropped.append({"key": sample.key, "reason": dropped[0], "score": dropped[1],
+                                     "unet_rows": sample.record["unet_rows"],
+                                     "standard_rows": sample.record["standard_unet_rows"]})
                 continue
             record = {**sample.record, "scores": {k: None if math.isnan(v) else v for k, v in scores.items()}}
             yield dataclasses.replace(sample, record=record)
 
     def stats(self) -> dict:
-        """The stats fields this shard's scoring adds: drops by reason, each drop, the scoring seconds."""
-        return {"filtered": dict(sorted(Counter(d["reason"] for d in self.dropped).items())),
-                "dropped": self.dropped, "scoring_seconds": self.seconds}
+        """The stats fields this shard's scoring adds (`drop_fields`)."""
+        return drop_fields(self.dropped, self.seconds)
+
+
+def drop_fields(dropped: list[dict], scoring_seconds: float | None) -> dict:
+    """A shard's stats fields for its `dropped` images (each key, reason, score, unet_rows, standard_rows): the drops
+    by reason, each drop, the UNet rows they cost (and standard sampling's), and the scoring seconds."""
+    return {"filtered": dict(sorted(Counter(d["reason"] for d in dropped).items())), "dropped": dropped,
+            "filtered_unet_rows": float(sum(d["unet_rows"] for d in dropped)),
+            "filtered_standard_rows": sum(d["standard_rows"] for d in dropped),
+            **({"scoring_seconds": scoring_seconds} if scoring_seconds is not None else {})}
+
+
+def carried_drops(stats: ShardStats, removed: frozenset[str], kept: float) -> dict | None:
+    """The stats fields of a shard written again from `stats`' shard without the images `removed`: its drops but
+    those removed, its scoring seconds scaled by the share `kept` of its images (None when it was not scored)."""
+    if stats.dropped is None:
+        return None
+    dropped = [d.model_dump() for d in stats.dropped if d.key not in removed]
+    return drop_fields(dropped, stats.scoring_seconds * kept if stats.scoring_seconds is not None else None)
 
 
 def shard_scoring(config: BuildConfig, device: str) -> ShardScoring | None:

@@ -101,13 +101,16 @@ def write_metadata(out_dir: str | Path, shard: str, tar_sha256: str) -> Path:
 
 
 def sizes_json(shard_stats: list) -> bytes:
-    """data/sizes.json's bytes: samples per tar (`ShardStats` or manifest rows), by tar name."""
-    sizes = {f"{stats.shard}.tar": stats.samples for stats in sorted(shard_stats, key=lambda s: s.shard)}
+    """data/sizes.json's bytes: samples per tar (`ShardStats` or manifest rows), by tar name (a shard without a
+    tar, its every image filtered out, is not there)."""
+    sizes = {f"{stats.shard}.tar": stats.samples for stats in sorted(shard_stats, key=lambda s: s.shard)
+             if stats.has_tar}
     return (json.dumps(sizes, indent=1, sort_keys=True) + "\n").encode()
 
 
 def write_sidecars(out_dir: str | Path, shard_stats: list) -> None:
-    """A metadata parquet for every finished shard (`ShardStats`), and data/sizes.json."""
+    """A metadata parquet for every finished shard (`ShardStats`) that has a tar, and data/sizes.json."""
     for stats in shard_stats:
-        write_metadata(out_dir, stats.shard, stats.sha256)
+        if stats.has_tar:
+            write_metadata(out_dir, stats.shard, stats.sha256)
     write_atomically(sizes_path(out_dir), sizes_json(shard_stats))

@@ -8,6 +8,9 @@ then works only on the difference:
 - prompts that left the corpus stay and are reported, or with `update.prune` the shards holding them are written
   again without them, under their new content's name, and the old ones removed after the commit.
 
+A shard's members are its written images and those a filter dropped (listed in its stats): a shard whose every image
+was dropped has no tar, its stats alone hold it, and it is planned, kept, pruned and named like any other.
+
 A finished shard that the manifest does not list (left by a killed run) is reused when the plan names it — the name
 is its members, so it holds exactly what the run would write — and removed after the commit otherwise.
 """
@@ -43,7 +46,8 @@ class ShardJob:
 
 @dataclass(frozen=True)
 class Rewrite:
-    """A dataset shard written again without the samples `drop`; `new` is None when none remain (it is removed)."""
+    """A dataset shard written again without the images `drop` (written or filtered out); `new` is None when none
+    remain (it is removed)."""
 
     old: str
     drop: frozenset[str]
@@ -52,12 +56,16 @@ class Rewrite:
 
 @dataclass
 class Committed:
-    """The dataset as its manifest lists it: the manifest (None before the first commit) and each shard's sample
-    keys, in listing order."""
+    """The dataset as its manifest lists it: the manifest (None before the first commit), each shard's sample keys
+    in listing order, and each shard's images a filter dropped (in no tar, listed in its stats)."""
 
     manifest: Manifest | None
     shards: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    filtered: frozenset[str] = frozenset()  # keys of images a filter dropped (in no tar, listed in the stats)
+    filtered: dict[str, tuple[str, ...]] = field(default_factory=dict)  # shard -> keys of its dropped images
+
+    def members(self, shard: str) -> list[str]:
+        """Every image key of `shard`: written, then filtered out."""
+        return [*self.shards[shard], *self.filtered.get(shard, ())]
 
     @property
     def versions(self) -> list[Version]:
@@ -67,7 +75,7 @@ class Committed:
     def prompt_ids(self) -> set[str]:
         """Every prompt id the dataset holds (read once: planning asks for it twice)."""
         held = {parse_sample_key(key)[0] for keys in self.shards.values() for key in keys}
-        return held | {parse_sample_key(key)[0] for key in self.filtered}  # a filtered prompt is not made again
+        return held | {parse_sample_key(key)[0] for keys in self.filtered.values() for key in keys}  # not made again
 
 
 @dataclass
@@ -98,15 +106,16 @@ def read_committed(out_dir: str | Path) -> Committed:
     except (OSError, ValueError) as exc:  # a pydantic ValidationError is a ValueError
         raise HdiffError(f"{path} is unreadable ({type(exc).__name__}); restore it, or delete the folder to "
                          "rebuild") from None
-    shards, dropped = {}, set()
+    shards, filtered = {}, {}
     for name in (row.shard for row in manifest.shards):
         stats = read_stats(out_dir, name)
-        if stats is None or not layout.tar_path(out_dir, name).is_file():
+        if stats is None or (stats.has_tar and not layout.tar_path(out_dir, name).is_file()):
             raise HdiffError(f"{out_dir}: the dataset's shard {name} is missing or damaged; see `hdiff verify "
                              f"{out_dir}`")
         shards[name] = tuple(stats.keys)
-        dropped.update(d.key for d in stats.dropped or ())
-    return Committed(manifest, shards, frozenset(dropped))
+        if stats.dropped:
+            filtered[name] = tuple(d.key for d in stats.dropped)
+    return Committed(manifest, shards, filtered)
 
 
 def sample_members(prompt_ids: list[str], copies: int, base_seed: int) -> list[tuple[str, int]]:
@@ -148,10 +157,11 @@ def plan_run(committed: Committed, corpus_ids: Iterable[str], fresh: list, parts
     left = have - wanted
     rewrites = []
     if prune and left:
-        for name, keys in sorted(committed.shards.items()):
-            drop = frozenset(key for key in keys if parse_sample_key(key)[0] in left)
+        for name in sorted(committed.shards):
+            members = committed.members(name)
+            drop = frozenset(key for key in members if parse_sample_key(key)[0] in left)
             if drop:
-                kept = [key for key in keys if key not in drop]
+                kept = [key for key in members if key not in drop]
                 rewrites.append(Rewrite(name, drop, layout.shard_name(key_members(kept, base_seed)) if kept else None))
     expected = frozenset(key for key, _ in sample_members(sorted(wanted), copies, base_seed))
     return RunPlan(shards, rewrites, corpus, expected, not_in_corpus=0 if prune else len(left),
@@ -166,8 +176,11 @@ def new_prompts(committed: Committed, prompts: Iterable) -> list:
 
 def version_entry(committed: Committed, plan: RunPlan, final: dict[str, ShardStats], wall_seconds: float) -> Version:
     """The version a run that changed the dataset appends: when, from what corpus, which shards came and went, the
-    dataset's size after it and the compute of the run (the shards it generated, not those it rewrote)."""
+    dataset's size after it (images written, and filtered out) and the compute of the run (the shards it generated,
+    images filtered out included, not those it rewrote)."""
     generated = [final[s.name] for s in plan.shards]
+    filtered = sum(sum((s.filtered or {}).values()) for s in final.values())
+    dropped_now = any(s.filtered for s in generated)  # this run's filter dropped images
     before = set(committed.shards)
     return Version(
         version=len(committed.versions) + 1,
@@ -183,6 +196,9 @@ def version_entry(committed: Committed, plan: RunPlan, final: dict[str, ShardSta
         standard_rows=sum(s.standard_rows for s in generated),
         device_seconds=sum(s.device_seconds for s in generated),
         wall_seconds=wall_seconds,
+        filtered=filtered or None,
+        filtered_unet_rows=sum(s.filtered_unet_rows or 0.0 for s in generated) if dropped_now else None,
+        filtered_standard_rows=sum(s.filtered_standard_rows or 0 for s in generated) if dropped_now else None,
     )
 
 
@@ -210,16 +226,19 @@ CPU_WAIT_NOTE = 0.02  # the build's summary notes the device's wait for the CPU 
 
 @dataclass(frozen=True)
 class DeviceTime:
-    """The devices' time in a run's generation: held (sampling and decoding) and waited for the CPU (idle before a
-    pack took a device, or blocked on the full writer queue), with the image settings that the CPU was encoding."""
+    """The devices' time in a run's generation: held (sampling and decoding), waited for the CPU (idle before a
+    pack took a device, or blocked on the full writer queue) and scoring (apart from generation), with the image
+    settings that the CPU was encoding."""
 
     format: str = "png"
     png_level: int = 0
     held_s: float = 0.0
     waited_s: float = 0.0
+    scoring_s: float = 0.0
 
-    def plus(self, held_s: float, waited_s: float) -> DeviceTime:
-        return dataclasses.replace(self, held_s=self.held_s + held_s, waited_s=self.waited_s + waited_s)
+    def plus(self, held_s: float, waited_s: float, scoring_s: float = 0.0) -> DeviceTime:
+        return dataclasses.replace(self, held_s=self.held_s + held_s, waited_s=self.waited_s + waited_s,
+                                   scoring_s=self.scoring_s + scoring_s)
 
     def cpu_note(self) -> str | None:
         """One line when the CPU kept the devices waiting (over CPU_WAIT_NOTE of their time): how long, and what

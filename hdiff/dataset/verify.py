@@ -2,7 +2,9 @@
 publishes):
 
 - every listed shard: its tar readable (a plain file, not a link) and equal to its stats; every sample whole, its
-  record valid and consistent (prompt id = hash of the prompt, key, shard, seed = the seed rule), keys unique;
+  record valid and consistent (prompt id = hash of the prompt, key, shard, seed = the seed rule), keys unique; the
+  images a filter dropped (listed in the stats) counted by rule and their UNet rows summed as the stats say; a shard
+  whose every image was dropped has no tar and no metadata table;
 - every record against the dataset's identity (hdiff.dataset.settings: steps, guidance, size, τ, schedule, model
   revision, ...), and the records against each other: one dataset, one set of image settings;
 - each shard's metadata parquet present and equal to the table its tar gives, data/sizes.json equal to the counts;
@@ -65,7 +67,8 @@ def dataset_files(out: str | Path, manifest: Manifest) -> dict[str, Path]:
     and (when drawn) the dendrogram. What verify checks, `hdiff push` publishes and `hdiff pull` fetches: all that
     verify and a re-run need; the lock, the marker and a local corpus kept beside hdiff.yaml stay local."""
     out = Path(out)
-    names = [f"{layout.DATA_DIR}/{row.shard}{suffix}" for row in manifest.shards for suffix in (".tar", ".parquet")]
+    names = [f"{layout.DATA_DIR}/{row.shard}{suffix}" for row in manifest.shards if row.has_tar
+             for suffix in (".tar", ".parquet")]
     names += [f"{layout.STATS_DIR}/{row.shard}.json" for row in manifest.shards]
     names += [f"{layout.DATA_DIR}/{sidecars.SIZES_NAME}", layout.CARD_NAME, layout.MANIFEST_NAME, layout.GRID_NAME,
               layout.SETTINGS_NAME, layout.CONFIG_NAME]
@@ -262,6 +265,42 @@ def time_problems(shard: str, stats: ShardStats) -> list[str]:
     return []
 
 
+def dropped_problems(shard: str, stats: ShardStats) -> list[str]:
+    """The images a filter dropped, as the stats list them, against the stats' counts by rule and UNet rows."""
+    where = f"{layout.STATS_DIR}/{shard}.json"
+    dropped = stats.dropped or []
+    by_rule: dict[str, int] = {}
+    for entry in dropped:
+        by_rule[entry.reason] = by_rule.get(entry.reason, 0) + 1
+    problems = []
+    if by_rule != {rule: n for rule, n in (stats.filtered or {}).items() if n}:
+        problems.append(f"filtered={stats.filtered!r}, its dropped images give {dict(sorted(by_rule.items()))!r}")
+    if dropped and not _close(stats.filtered_unet_rows or 0.0, sum(d.unet_rows for d in dropped)):
+        problems.append(f"filtered_unet_rows={stats.filtered_unet_rows!r}, its dropped images' unet_rows sum to "
+                        f"{sum(d.unet_rows for d in dropped):g}")
+    if dropped and (stats.filtered_standard_rows or 0) != sum(d.standard_rows for d in dropped):
+        problems.append(f"filtered_standard_rows={stats.filtered_standard_rows!r}, its dropped images' "
+                        f"standard_rows sum to {sum(d.standard_rows for d in dropped)}")
+    return [f"{where}: {message}" for message in problems]
+
+
+def other_shard_keys(shard: str, stats: ShardStats, seen: dict[str, str]) -> list[str]:
+    """The shard's dropped images whose keys another shard already holds, recording them in `seen` (key → file)."""
+    where, problems = f"{layout.STATS_DIR}/{shard}.json", []
+    for entry in stats.dropped or ():
+        if seen.setdefault(entry.key, where) != where:
+            problems.append(f"{where}: dropped {entry.key} is also in {seen[entry.key]}")
+    return problems
+
+
+def tarless_problems(out: Path, shard: str) -> list[str]:
+    """A shard whose every image a filter dropped: no tar and no metadata table under its name."""
+    return [f"{path.relative_to(out).as_posix()}: present, but {layout.STATS_DIR}/{shard}.json says a filter "
+            "dropped every image of the shard (it has no tar)"
+            for path in (layout.tar_path(out, shard), sidecars.metadata_path(out, shard))
+            if path.exists() or path.is_symlink()]
+
+
 def sidecar_problems(out: Path, shard: str, stats: ShardStats, reading: ShardReading) -> list[str]:
     """The shard's metadata parquet: present, made for this tar's bytes, and holding the table its records give."""
     import pyarrow.parquet as pq
@@ -437,26 +476,26 @@ def images_per_prompt(manifest: Manifest) -> int:
 
 def version_problems(manifest: Manifest, stats: dict[str, ShardStats] | None = None) -> list[str]:
     """The version history against the dataset: numbered 1, 2, ...; its shards added and removed give the listed
-    shards; each version's sample count follows from the prompts it added and removed, the last one's is the
-    totals'; a version whose shards are all still here cost what its generated shards (those with a device; a
-    rewritten shard has none) cost. (The versions' wall time is checked with the totals.)"""
+    shards; each version's images (written, and filtered out) follow from the prompts it added and removed, the last
+    one's are the totals'; a version whose shards are all still here cost what its generated shards (those with a
+    device; a rewritten shard has none) cost. (The versions' wall time is checked with the totals.)"""
     versions = manifest.versions
     if not versions:
         return ["versions: empty"]
-    problems, present, samples = [], set(), 0
+    problems, present, images = [], set(), 0
     copies = images_per_prompt(manifest)
     for number, version in enumerate(versions, 1):
         at = f"versions[{number - 1}]"
         if version.version != number:
             problems.append(f"{at}.version={version.version!r}, expected {number}")
         present = (present - set(version.shards_removed)) | set(version.shards_added)
-        dropped = filtered_in(version.shards_added, stats)  # images a filter left out are no samples
-        expected = samples + copies * (version.prompts_added - version.prompts_removed) - dropped
-        if version.samples != expected and not (stats is None and manifest.totals.filtered):
-            problems.append(f"{at}.samples={version.samples!r}, but {samples} before it, {version.prompts_added} "
-                            f"prompt(s) added and {version.prompts_removed} removed"
-                            f"{f', {dropped} filtered' if dropped else ''} give {expected}")
-        samples = version.samples
+        expected = images + copies * (version.prompts_added - version.prompts_removed)
+        filtered = version.filtered or 0
+        if version.samples + filtered != expected:
+            problems.append(f"{at}.samples={version.samples!r}{f' and filtered={filtered}' if filtered else ''}, but "
+                            f"{images} image(s) before it, {version.prompts_added} prompt(s) added and "
+                            f"{version.prompts_removed} removed give {expected}")
+        images = version.samples + filtered
         if stats is not None and set(version.shards_added) <= set(stats):
             problems += [f"{at}.{message}" for message in version_compute_problems(version, stats, copies)]
     listed = {row.shard for row in manifest.shards}
@@ -465,23 +504,25 @@ def version_problems(manifest: Manifest, stats: dict[str, ShardStats] | None = N
                         f"{sorted(present ^ listed)[:3]} differ from the shard table")
     if versions[-1].samples != manifest.totals.samples:
         problems.append(f"versions[-1].samples={versions[-1].samples!r}, totals.samples={manifest.totals.samples!r}")
+    if (versions[-1].filtered or 0) != sum((manifest.totals.filtered or {}).values()):
+        problems.append(f"versions[-1].filtered={versions[-1].filtered!r}, "
+                        f"totals.filtered={manifest.totals.filtered!r}")
     return problems
 
 
-def filtered_in(shards, stats: dict[str, ShardStats] | None) -> int:
-    """Images a filter left out of `shards`, by their stats (0 without stats)."""
-    if stats is None:
-        return 0
-    return sum(sum((stats[name].filtered or {}).values()) for name in shards if name in stats)
-
-
 def version_compute_problems(version, stats: dict[str, ShardStats], copies: int) -> list[str]:
-    """One version's compute and prompts added against the stats of the shards it generated."""
+    """One version's compute (images filtered out included) and prompts added against the stats of the shards it
+    generated."""
     generated = [stats[name] for name in version.shards_added if stats[name].device is not None]
+    dropped_now = any(s.filtered for s in generated)
     expected = {"unet_rows": sum(s.unet_rows for s in generated),
                 "standard_rows": sum(s.standard_rows for s in generated),
                 "device_seconds": sum(s.device_seconds for s in generated),
-                "prompts_added": (sum(s.samples for s in generated) + filtered_in(version.shards_added, stats)) // copies}
+                "filtered_unet_rows": (sum(s.filtered_unet_rows or 0.0 for s in generated)
+                                       if dropped_now else None),
+                "filtered_standard_rows": (sum(s.filtered_standard_rows or 0 for s in generated)
+                                           if dropped_now else None),
+                "prompts_added": sum(s.samples + sum((s.filtered or {}).values()) for s in generated) // copies}
     return [f"{key}={getattr(version, key)!r}, the shards it generated give {value!r}"
             for key, value in expected.items() if not _same(getattr(version, key), value)]
 
@@ -494,7 +535,8 @@ def oracle_problems(out: Path, manifest: Manifest) -> list[str]:
     model = (manifest.config.get("model") or {}).get("id")
     if claimed is None and not has_oracle(model):
         return []
-    samples = (sample for row in manifest.shards for sample in tar_samples(layout.tar_path(out, row.shard)))
+    samples = (sample for row in manifest.shards if row.has_tar
+               for sample in tar_samples(layout.tar_path(out, row.shard)))
     where = f"{layout.MANIFEST_NAME}: totals.oracle_accuracy"
     try:
         scored = built_accuracy(model if has_oracle(model) else "hdiff/shapes", samples)
@@ -634,6 +676,10 @@ def check_folder(out: Path, committed_only: bool) -> list[str]:
         shard_stats = read_stats_file(out, shard, problems)
         if shard_stats is not None:
             stats[shard] = shard_stats
+            problems += dropped_problems(shard, shard_stats) + other_shard_keys(shard, shard_stats, seen)
+            if not shard_stats.has_tar:
+                problems += tarless_problems(out, shard)
+                continue
         if tar.is_symlink() or not tar.is_file():
             if shard_stats is not None:
                 problems.append(f"{layout.STATS_DIR}/{shard}.json: its tar {layout.DATA_DIR}/{shard}.tar is "

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import webdataset
 from PIL import Image
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hdiff.dataset import layout
 from hdiff.dataset.encoding import DEFAULT_PNG_LEVEL, IMAGE_FORMATS, Encoding, ImageFormat
@@ -47,13 +47,14 @@ class Sample:
 
 
 class ShardRow(BaseModel):
-    """A finished shard's counts, digest and compute: its row in the manifest's per-shard table."""
+    """A finished shard's counts, digest and compute: its row in the manifest's per-shard table. A shard whose every
+    image a filter dropped has no tar (sha256 None, no samples): its stats alone hold it."""
 
     model_config = ConfigDict(extra="forbid")
 
     shard: str
     samples: int = Field(ge=0)
-    sha256: str = Field(description="hex digest of the tar's bytes")
+    sha256: str | None = Field(description="hex digest of the tar's bytes; None: no tar (every image filtered out)")
     tar_bytes: int = Field(ge=0)
     image_format: str
     unet_rows: float = Field(ge=0, description="UNet rows the shard cost (the sum of its records' unet_rows)")
@@ -68,6 +69,23 @@ class ShardRow(BaseModel):
                                             "dropped, by the rule (config key) that dropped them")
     scoring_seconds: float | None = Field(None, exclude_if=lambda v: v is None, description="time spent scoring, "
                                           "apart from generation")
+    filtered_unet_rows: float | None = Field(None, ge=0, exclude_if=lambda v: v is None, description="UNet rows "
+                                             "spent on the images a filter dropped (not in unet_rows)")
+    filtered_standard_rows: int | None = Field(None, ge=0, exclude_if=lambda v: v is None, description="UNet rows "
+                                               "standard sampling would spend on the images a filter dropped")
+
+    @model_validator(mode="after")
+    def _tar_holds_the_samples(self) -> ShardRow:
+        if (self.sha256 is None) != (self.samples == 0):
+            raise ValueError("a shard has a tar (sha256) exactly when it holds samples")
+        if self.samples == 0 and not sum((self.filtered or {}).values()):
+            raise ValueError("a shard without samples must be one whose every image a filter dropped")
+        return self
+
+    @property
+    def has_tar(self) -> bool:
+        """False for a shard whose every image a filter dropped (its stats alone hold it)."""
+        return self.sha256 is not None
 
 
 class Dropped(BaseModel):
@@ -78,6 +96,8 @@ class Dropped(BaseModel):
     key: str
     reason: str = Field(description="the filter rule's config key, e.g. clip_min")
     score: float
+    unet_rows: float = Field(ge=0, description="the UNet rows its generation cost (its record's unet_rows)")
+    standard_rows: int = Field(ge=0, description="its record's standard_unet_rows")
 
 
 class ShardStats(ShardRow):
@@ -153,6 +173,10 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _EveryImageFiltered(Exception):
+    """Leaves `write_shard`'s tar block without a tar: a filter dropped every image of the shard."""
+
+
 def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample], *, image_format: ImageFormat = "png",
                 jpeg_quality: int = 95, png_compress_level: int = DEFAULT_PNG_LEVEL, unet_rows: float | None = None,
                 wall_seconds: float | None = None, wall_before: float = 0.0, device_seconds: float = 0.0,
@@ -162,10 +186,12 @@ def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample],
 
     The tar is written under a `.partial` name, fsynced and renamed; the stats file goes last. `unet_rows` defaults
     to the sum of the records' unet_rows and `wall_seconds` to `wall_before` (the sampler's share, spent before the
-    call) plus this call's duration. `jpeg_quality` is also webp's quality. A sample's image may be bytes already
-    encoded with these settings (hdiff.dataset.shard_writer encodes beside the sampler). `scored`, called once the
-    samples are written, gives the stats fields of a scoring stage (hdiff.dataset.scoring_stage). The stats' start
-    time is `wall_before` seconds before the call.
+    call) plus this call's duration, less the scoring stage's seconds (accounted apart). `jpeg_quality` is also
+    webp's quality. A sample's image may be bytes already encoded with these settings (hdiff.dataset.shard_writer
+    encodes beside the sampler). `scored`, called once the samples are written, gives the stats fields of a scoring
+    stage (hdiff.dataset.scoring_stage). When a filter dropped every image, the shard is its stats alone: no tar is
+    left under its name; with no sample and no drop, HdiffError. The stats' start time is `wall_before` seconds
+    before the call.
     """
     started = time.perf_counter()
     start_time = datetime.now(timezone.utc) - timedelta(seconds=wall_before)
@@ -182,33 +208,42 @@ def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample],
     seen: set[str] = set()
     record_rows, standard_rows = 0.0, 0
     taus: set[float] = set()
-    with atomic_path(final_tar) as tmp_tar:
-        with open(tmp_tar, "wb") as stream:
-            with webdataset.TarWriter(stream, user=TAR_USER, group=TAR_USER, mode=TAR_MODE, encoder=False,
-                                      mtime=TAR_MTIME) as writer:
-                for sample in samples:
-                    check_key(sample.key)
-                    if sample.key in seen:
-                        raise HdiffError(f"shard {shard_name}: key {sample.key!r} appears twice")
-                    record = dataset_record(sample, shard_name, image_format)
-                    writer.write(sample_entry(sample, record, encoding))
-                    keys.append(sample.key)
-                    seen.add(sample.key)
-                    record_rows += record["unet_rows"]
-                    standard_rows += record["standard_unet_rows"]
-                    if record.get("tau") is not None:
-                        taus.add(float(record["tau"]))
+    scoring: dict = {}
+    sha256, tar_bytes = None, 0
+    try:
+        with atomic_path(final_tar) as tmp_tar:
+            with open(tmp_tar, "wb") as stream:
+                with webdataset.TarWriter(stream, user=TAR_USER, group=TAR_USER, mode=TAR_MODE, encoder=False,
+                                          mtime=TAR_MTIME) as writer:
+                    for sample in samples:
+                        check_key(sample.key)
+                        if sample.key in seen:
+                            raise HdiffError(f"shard {shard_name}: key {sample.key!r} appears twice")
+                        record = dataset_record(sample, shard_name, image_format)
+                        writer.write(sample_entry(sample, record, encoding))
+                        keys.append(sample.key)
+                        seen.add(sample.key)
+                        record_rows += record["unet_rows"]
+                        standard_rows += record["standard_unet_rows"]
+                        if record.get("tau") is not None:
+                            taus.add(float(record["tau"]))
+            scoring = scored() if scored is not None else {}
             if not keys:
-                raise HdiffError(f"shard {shard_name} has no samples")
-        sha256 = file_sha256(tmp_tar)
-        tar_bytes = tmp_tar.stat().st_size
+                if not scoring.get("dropped"):
+                    raise HdiffError(f"shard {shard_name} has no samples")
+                raise _EveryImageFiltered
+            sha256 = file_sha256(tmp_tar)
+            tar_bytes = tmp_tar.stat().st_size
+    except _EveryImageFiltered:  # the partial tar is gone; so is a tar an earlier run left under the name
+        final_tar.unlink(missing_ok=True)
 
     stats = ShardStats(
         shard=shard_name, samples=len(keys), keys=keys, sha256=sha256, tar_bytes=tar_bytes, image_format=image_format,
         unet_rows=record_rows if unet_rows is None else unet_rows, standard_rows=standard_rows,
-        wall_seconds=wall_before + time.perf_counter() - started if wall_seconds is None else wall_seconds,
-        device_seconds=device_seconds, device=device, worker=worker, taus=sorted(taus),
-        **(scored() if scored is not None else {}), start_time=start_time, end_time=datetime.now(timezone.utc),
+        wall_seconds=(max(0.0, wall_before + time.perf_counter() - started - scoring.get("scoring_seconds", 0.0))
+                      if wall_seconds is None else wall_seconds),
+        device_seconds=device_seconds, device=device, worker=worker, taus=sorted(taus), **scoring,
+        start_time=start_time, end_time=datetime.now(timezone.utc),
     )
     write_atomically(final_stats, stats_json(stats))
     return stats
@@ -263,9 +298,12 @@ def tar_keys(path: Path) -> list[str]:
 
 
 def shard_is_complete(out_dir: str | Path, shard_name: str) -> bool:
-    """True when the shard's tar and stats both exist and the tar's sha256, size and keys match the stats."""
+    """True when the shard's tar and stats both exist and the tar's sha256, size and keys match the stats, or (a
+    shard whose every image a filter dropped) when its stats say it has no tar and none is there."""
     stats = read_stats(out_dir, shard_name)
     path = layout.tar_path(out_dir, shard_name)
+    if stats is not None and not stats.has_tar:
+        return not path.exists() and not stats.keys
     if stats is None or not path.is_file() or path.stat().st_size != stats.tar_bytes:
         return False
     if file_sha256(path) != stats.sha256:
