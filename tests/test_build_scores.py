@@ -128,6 +128,43 @@ def test_verify_checks_the_unet_rows_of_filtered_images(built, tmp_path, where):
     assert any("filtered_unet_rows" in problem for problem in verify_build(out))
 
 
+def test_a_filtered_dataset_an_earlier_hdiff_wrote_still_reads_verifies_and_grows(built, tmp_path, capsys):
+    """Stats and manifest as hdiff wrote them before it counted the filtered images' UNet rows and each version's
+    drops: the dataset is read (not "missing or damaged"), a re-run brings its card up to date and verify passes;
+    its filtered rows stay unknown (None), never a made-up 0."""
+    from hdiff.dataset.update import read_committed
+    from hdiff.dataset.verify import verify_build
+
+    config, source = built
+    out = copy_dataset(source, tmp_path / "out")
+    manifest = manifest_of(out)
+    for row in manifest["shards"]:
+        path = layout.stats_path(out, row["shard"])
+        stats = json.loads(path.read_text())
+        for key in ("filtered_unet_rows", "filtered_standard_rows"):
+            stats.pop(key, None)
+            row.pop(key, None)
+        for dropped in stats.get("dropped") or ():
+            dropped.pop("unet_rows"), dropped.pop("standard_rows")
+        path.write_text(json.dumps(stats))
+    for entry in [manifest["totals"], *manifest["versions"]]:
+        for key in ("filtered_unet_rows", "filtered_standard_rows", *(("filtered",) if entry is not manifest["totals"]
+                                                                     else ())):
+            entry.pop(key, None)
+    totals = manifest["totals"]  # saved as it was counted then: over the written images alone
+    totals["percent_saved"] = 100 * (1 - totals["unet_rows"] / totals["standard_rows"])
+    layout.manifest_path(out).write_text(json.dumps(manifest))
+    assert sum(len(keys) for keys in read_committed(out).filtered.values()) == 8
+    moved = yaml.safe_load(config.read_text())
+    moved["output"] = str(out)
+    config = tmp_path / "old.yaml"
+    config.write_text(yaml.safe_dump(moved))
+    assert cli.main(["build", str(config)]) == 0, capsys.readouterr().err
+    assert verify_build(out) == []
+    totals = manifest_of(out)["totals"]
+    assert totals["filtered"] == {"oracle_min": 8} and "filtered_unet_rows" not in totals
+
+
 def test_scoring_time_is_accounted_apart_from_generation(built):
     _, out = built
     manifest = manifest_of(out)
@@ -256,8 +293,22 @@ def test_a_dataset_whose_every_image_is_filtered_is_committed_and_kept(everythin
     before = dataset_bytes(out)
     assert cli.main(["build", str(config)]) == 0
     assert dataset_bytes(out) == before
-    with pytest.raises(HdiffError, match="a filter dropped every image"):
-        image_dataset(str(out))
+    for given in (out, out / layout.DATA_DIR):  # the build folder or its data/
+        with pytest.raises(HdiffError, match="a filter dropped every image"):
+            image_dataset(str(given))
+
+
+@pytest.mark.parametrize("change", [{"keys": ["x"]}, {"unet_rows": 1.0},
+                                    {"start_time": "2026-12-05T10:00:00Z", "end_time": "2026-12-05T09:00:00Z"}])
+def test_verify_checks_the_stats_of_a_shard_without_a_tar(everything_dropped, tmp_path, change):
+    from hdiff.dataset.verify import verify_build
+
+    out = copy_dataset(everything_dropped[1], tmp_path / "out")
+    (row,) = manifest_of(out)["shards"]
+    path = layout.stats_path(out, row["shard"])
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    assert any(f"{layout.STATS_DIR}/{row['shard']}.json" in problem and (next(iter(change)) in problem)
+               for problem in verify_build(out))
 
 
 def test_push_and_pull_carry_a_dataset_without_tars(everything_dropped, monkeypatch, tmp_path):

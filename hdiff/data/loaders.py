@@ -47,7 +47,8 @@ def shard_urls(source: str | os.PathLike) -> list[str]:
     if Path(text).is_dir():
         data = Path(text) / layout.DATA_DIR if (Path(text) / layout.DATA_DIR).is_dir() else Path(text)
         urls = sorted(str(p) for p in data.glob("*.tar") if p.is_file())
-        if not urls and (dropped := filtered_everything(Path(text))):
+        build = data.parent if data == Path(text) and data.name == layout.DATA_DIR else Path(text)  # given data/
+        if not urls and (dropped := filtered_everything(build)):
             raise HdiffError(f"{text}: no images to load, a filter dropped every image of the dataset ({dropped}; "
                              f"see {layout.MANIFEST_NAME})")
     elif "://" in text or text.startswith("pipe:"):

@@ -231,6 +231,7 @@ def totals_of(shards: Sequence[ShardRow], versions: Sequence[Version],
             filtered[reason] = filtered.get(reason, 0) + count
     filtered_rows = sum(s.filtered_unet_rows or 0.0 for s in shards)
     filtered_standard = sum(s.filtered_standard_rows or 0 for s in shards)
+    rows_known = all(s.filtered_rows_known for s in shards)  # unknown in stats written before they were counted
     scored = [s.scoring_seconds for s in shards if s.scoring_seconds is not None]
     return Totals(samples=sum(s.samples for s in shards), unet_rows=unet_rows, standard_rows=standard_rows,
                   percent_saved=percent_saved(unet_rows + filtered_rows, standard_rows + filtered_standard),
@@ -238,8 +239,8 @@ def totals_of(shards: Sequence[ShardRow], versions: Sequence[Version],
                   shard_wall_seconds=sum(s.wall_seconds for s in shards),
                   device_seconds=sum(s.device_seconds for s in shards), tar_bytes=sum(s.tar_bytes for s in shards),
                   oracle_accuracy=oracle_accuracy, filtered=dict(sorted(filtered.items())) if filtered else None,
-                  filtered_unet_rows=filtered_rows if filtered else None,
-                  filtered_standard_rows=filtered_standard if filtered else None,
+                  filtered_unet_rows=filtered_rows if filtered and rows_known else None,
+                  filtered_standard_rows=filtered_standard if filtered and rows_known else None,
                   scoring_seconds=sum(scored) if scored else None)
 
 

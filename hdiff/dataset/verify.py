@@ -275,6 +275,10 @@ def dropped_problems(shard: str, stats: ShardStats) -> list[str]:
     problems = []
     if by_rule != {rule: n for rule, n in (stats.filtered or {}).items() if n}:
         problems.append(f"filtered={stats.filtered!r}, its dropped images give {dict(sorted(by_rule.items()))!r}")
+    if any(d.unet_rows is None or d.standard_rows is None for d in dropped):  # written before rows were counted
+        if stats.filtered_unet_rows is not None or stats.filtered_standard_rows is not None:
+            problems.append("filtered_unet_rows given, but its dropped images' unet_rows are not")
+        return [f"{where}: {message}" for message in problems]
     if dropped and not _close(stats.filtered_unet_rows or 0.0, sum(d.unet_rows for d in dropped)):
         problems.append(f"filtered_unet_rows={stats.filtered_unet_rows!r}, its dropped images' unet_rows sum to "
                         f"{sum(d.unet_rows for d in dropped):g}")
@@ -293,12 +297,19 @@ def other_shard_keys(shard: str, stats: ShardStats, seen: dict[str, str]) -> lis
     return problems
 
 
-def tarless_problems(out: Path, shard: str) -> list[str]:
-    """A shard whose every image a filter dropped: no tar and no metadata table under its name."""
-    return [f"{path.relative_to(out).as_posix()}: present, but {layout.STATS_DIR}/{shard}.json says a filter "
-            "dropped every image of the shard (it has no tar)"
-            for path in (layout.tar_path(out, shard), sidecars.metadata_path(out, shard))
-            if path.exists() or path.is_symlink()]
+def tarless_problems(out: Path, shard: str, stats: ShardStats) -> list[str]:
+    """A shard whose every image a filter dropped: no tar and no metadata table under its name, and stats of its
+    own name that hold no key, row, byte or τ (all of them are its dropped images')."""
+    where = f"{layout.STATS_DIR}/{shard}.json"
+    problems = [f"{path.relative_to(out).as_posix()}: present, but {where} says a filter dropped every image of the "
+                "shard (it has no tar)"
+                for path in (layout.tar_path(out, shard), sidecars.metadata_path(out, shard))
+                if path.exists() or path.is_symlink()]
+    held = {"shard": stats.shard != shard, "keys": bool(stats.keys), "unet_rows": stats.unet_rows != 0,
+            "standard_rows": stats.standard_rows != 0, "tar_bytes": stats.tar_bytes != 0, "taus": bool(stats.taus)}
+    problems += [f"{where}: {name}={getattr(stats, name)!r}, but the shard has no tar (every image filtered out)"
+                 for name, wrong in held.items() if wrong]
+    return problems
 
 
 def sidecar_problems(out: Path, shard: str, stats: ShardStats, reading: ShardReading) -> list[str]:
@@ -483,19 +494,21 @@ def version_problems(manifest: Manifest, stats: dict[str, ShardStats] | None = N
     if not versions:
         return ["versions: empty"]
     problems, present, images = [], set(), 0
+    last_filtered: int | None = 0
     copies = images_per_prompt(manifest)
     for number, version in enumerate(versions, 1):
         at = f"versions[{number - 1}]"
         if version.version != number:
             problems.append(f"{at}.version={version.version!r}, expected {number}")
         present = (present - set(version.shards_removed)) | set(version.shards_added)
-        expected = images + copies * (version.prompts_added - version.prompts_removed)
-        filtered = version.filtered or 0
-        if version.samples + filtered != expected:
+        filtered = version_filtered(version, manifest, present, stats)
+        expected = None if images is None else images + copies * (version.prompts_added - version.prompts_removed)
+        if expected is not None and filtered is not None and version.samples + filtered != expected:
             problems.append(f"{at}.samples={version.samples!r}{f' and filtered={filtered}' if filtered else ''}, but "
                             f"{images} image(s) before it, {version.prompts_added} prompt(s) added and "
                             f"{version.prompts_removed} removed give {expected}")
-        images = version.samples + filtered
+        images = None if filtered is None else version.samples + filtered  # None: unknown, not checked
+        last_filtered = filtered
         if stats is not None and set(version.shards_added) <= set(stats):
             problems += [f"{at}.{message}" for message in version_compute_problems(version, stats, copies)]
     listed = {row.shard for row in manifest.shards}
@@ -504,17 +517,28 @@ def version_problems(manifest: Manifest, stats: dict[str, ShardStats] | None = N
                         f"{sorted(present ^ listed)[:3]} differ from the shard table")
     if versions[-1].samples != manifest.totals.samples:
         problems.append(f"versions[-1].samples={versions[-1].samples!r}, totals.samples={manifest.totals.samples!r}")
-    if (versions[-1].filtered or 0) != sum((manifest.totals.filtered or {}).values()):
+    if last_filtered is not None and last_filtered != sum((manifest.totals.filtered or {}).values()):
         problems.append(f"versions[-1].filtered={versions[-1].filtered!r}, "
                         f"totals.filtered={manifest.totals.filtered!r}")
     return problems
+
+
+def version_filtered(version, manifest: Manifest, present: set[str], stats: dict[str, ShardStats] | None) -> int | None:
+    """The images filtered out of the dataset as `version` left it (its shards `present`): as the version says;
+    for a version an hdiff before the per-version count wrote (None in a dataset with drops), from its shards' stats,
+    None when they are gone."""
+    if version.filtered is not None or not manifest.totals.filtered:
+        return version.filtered or 0
+    if stats is None or not present <= set(stats):
+        return None
+    return sum(sum((stats[name].filtered or {}).values()) for name in present)
 
 
 def version_compute_problems(version, stats: dict[str, ShardStats], copies: int) -> list[str]:
     """One version's compute (images filtered out included) and prompts added against the stats of the shards it
     generated."""
     generated = [stats[name] for name in version.shards_added if stats[name].device is not None]
-    dropped_now = any(s.filtered for s in generated)
+    dropped_now = any(s.filtered for s in generated) and all(s.filtered_rows_known for s in generated)
     expected = {"unet_rows": sum(s.unet_rows for s in generated),
                 "standard_rows": sum(s.standard_rows for s in generated),
                 "device_seconds": sum(s.device_seconds for s in generated),
@@ -678,7 +702,7 @@ def check_folder(out: Path, committed_only: bool) -> list[str]:
             stats[shard] = shard_stats
             problems += dropped_problems(shard, shard_stats) + other_shard_keys(shard, shard_stats, seen)
             if not shard_stats.has_tar:
-                problems += tarless_problems(out, shard)
+                problems += tarless_problems(out, shard, shard_stats) + time_problems(shard, shard_stats)
                 continue
         if tar.is_symlink() or not tar.is_file():
             if shard_stats is not None:

@@ -83,6 +83,11 @@ class ShardRow(BaseModel):
         return self
 
     @property
+    def filtered_rows_known(self) -> bool:
+        """False for a shard with images filtered out whose stats an hdiff before the filtered rows' count wrote."""
+        return not self.filtered or self.filtered_unet_rows is not None
+
+    @property
     def has_tar(self) -> bool:
         """False for a shard whose every image a filter dropped (its stats alone hold it)."""
         return self.sha256 is not None
@@ -96,8 +101,11 @@ class Dropped(BaseModel):
     key: str
     reason: str = Field(description="the filter rule's config key, e.g. clip_min")
     score: float
-    unet_rows: float = Field(ge=0, description="the UNet rows its generation cost (its record's unet_rows)")
-    standard_rows: int = Field(ge=0, description="its record's standard_unet_rows")
+    unet_rows: float | None = Field(None, ge=0, exclude_if=lambda v: v is None, description="the UNet rows its "
+                                    "generation cost (its record's unet_rows; absent in stats hdiff wrote before it "
+                                    "counted them)")
+    standard_rows: int | None = Field(None, ge=0, exclude_if=lambda v: v is None, description="its record's "
+                                      "standard_unet_rows (absent likewise)")
 
 
 class ShardStats(ShardRow):
