@@ -115,7 +115,9 @@ class ShardStats(ShardRow):
     dropped: list[Dropped] | None = Field(None, exclude_if=lambda v: v is None, description="images a filter "
                                           "dropped (not in the tar)")
     start_time: AwareDatetime | None = Field(None, exclude_if=lambda v: v is None, description="UTC, when the "
-                                             "shard's work began (None: stats written before hdiff recorded it)")
+                                             "shard's work began (its sampling; for a shard written again without "
+                                             "pruned prompts, that rewrite; None: stats written before hdiff "
+                                             "recorded it)")
     end_time: AwareDatetime | None = Field(None, exclude_if=lambda v: v is None, description="UTC, when its tar "
                                            "was finished")
 
