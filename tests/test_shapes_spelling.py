@@ -91,3 +91,22 @@ def test_a_slip_that_misled_the_shipped_reader_is_read_right(shipped_reader):
                "agaisnt white, a cross: black and big, bottom right corner":
                Request(shape="cross", color="black", size="large", position="bottom right", background="white")}
     assert read_prompts(shipped_reader, list(prompts), SENTENCE_MODEL) == list(prompts.values())
+
+
+def test_the_grammars_prompts_and_the_demo_corpus_are_left_as_written(shipped_reader):
+    """The grammar's held-out forms, the templates and the demo corpus hold no slip: their figures stand unmended."""
+    import json
+    from pathlib import Path
+
+    from hdiff.shapes.model import SENTENCE_MODEL
+    from hdiff.shapes.reader_sets import evaluation_sets
+    from hdiff.shapes.spelling import tokenizer_words
+
+    whole = tokenizer_words(SENTENCE_MODEL)
+    sets = evaluation_sets(50)
+    prompts = [prompt for name in ("phrasings", "partial", "templates", "two_object") for prompt, _ in sets[name]]
+    demo = Path(__file__).resolve().parents[1] / "data" / "demo_prompts.jsonl"
+    prompts += [json.loads(line)["prompt"] for line in demo.read_text().splitlines() if line.strip()]
+    assert [p for p in prompts if mend(p, shipped_reader.words, whole) != p] == []
+    free = [prompt for prompt, _ in sets["free"]]  # people's noise: some slips, mended
+    assert 0 < sum(mend(p, shipped_reader.words, whole) != p for p in free) < len(free) / 2
