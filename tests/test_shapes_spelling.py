@@ -110,3 +110,21 @@ def test_the_grammars_prompts_and_the_demo_corpus_are_left_as_written(shipped_re
     assert [p for p in prompts if mend(p, shipped_reader.words, whole) != p] == []
     free = [prompt for prompt, _ in sets["free"]]  # people's noise: some slips, mended
     assert 0 < sum(mend(p, shipped_reader.words, whole) != p for p in free) < len(free) / 2
+
+
+def test_train_reader_writes_the_training_words_alone(tmp_path):
+    """`train_reader --words-only` writes the words of the training writers, noise off, and trains nothing."""
+    import json
+
+    from hdiff.shapes.reader import load_words
+    from hdiff.shapes_training.train_reader import ReaderConfig, main, training_words
+
+    (tmp_path / "unet").mkdir()
+    small = {"phrasings_per_scene": 1, "partial_per_scene": 1, "free_per_scene": 1, "free_partial_per_scene": 0}
+    (tmp_path / "config.json").write_text(json.dumps(small))
+    assert main(["--model", str(tmp_path), "--config", str(tmp_path / "config.json"), "--words-only"]) == 0
+    words = load_words(tmp_path)
+    assert {"background", "backdrop", "canvas", "circle", "corner"} <= words
+    assert not (tmp_path / "reader.safetensors").exists()
+    assert words == training_words(ReaderConfig(**small))
+    assert training_words(ReaderConfig(**small, noise_share=1.0)) == words  # the noise's slips are never listed
