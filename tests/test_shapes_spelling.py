@@ -60,6 +60,8 @@ def test_the_words_travel_with_the_reader(tmp_path):
     assert load_reader(tmp_path / "plain").words == frozenset()
     save_reader(tmp_path / "worded", Reader(16, 8, words=KNOWN))
     assert load_reader(tmp_path / "worded").words == KNOWN
+    save_reader(tmp_path / "worded", Reader(16, 8))  # a reader without words mends nothing: no stale list stays
+    assert load_reader(tmp_path / "worded").words == frozenset()
     (tmp_path / "worded" / "reader_words.txt").write_text("background\nBack-ground\n")
     with pytest.raises(HdiffError, match="Back-ground"):
         load_reader(tmp_path / "worded")

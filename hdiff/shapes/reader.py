@@ -122,13 +122,16 @@ def read_requests(reader: Reader, tokens: torch.Tensor, mask: torch.Tensor) -> l
 
 
 def save_reader(folder: str | os.PathLike, reader: Reader) -> None:
-    """`reader.safetensors` and, where the reader has words, `reader_words.txt` in `folder`."""
+    """`reader.safetensors` and, where the reader has words, `reader_words.txt` in `folder` (an earlier reader's
+    words file is removed where this one has none)."""
     from safetensors.torch import save_file
 
     metadata = {"heads": json.dumps(reader.heads), "hidden": str(reader.hidden), "queries": str(reader.queries)}
     tensors = {name: value.detach().contiguous() for name, value in reader.state_dict().items()}
     if reader.words:
         save_words(folder, reader.words)
+    else:
+        (Path(folder) / WORDS_FILE).unlink(missing_ok=True)
     with atomic_path(Path(folder) / READER_FILE) as partial:
         save_file(tensors, str(partial), metadata)
 
