@@ -98,13 +98,12 @@ def test_each_prompt_not_understood_is_warned_about():
 
 
 @pytest.fixture(scope="module")
-def reader_scores():
+def reader_scores(shipped_reader):
     """Per set, the share of 50 evaluation prompts (every sixth) and of their robustness variants that the shipped
-    reader reads exactly (all five attributes)."""
-    from hdiff.shapes.model import SENTENCE_MODEL, WEIGHTS_DIR
-    from hdiff.shapes.reader import load_reader
+    reader reads exactly (all five attributes, typing slips mended first)."""
+    from hdiff.shapes.model import SENTENCE_MODEL
 
-    return wording_eval.reader_scores(load_reader(WEIGHTS_DIR), SENTENCE_MODEL, eval_pairs()[::6])
+    return wording_eval.reader_scores(shipped_reader, SENTENCE_MODEL, eval_pairs()[::6])
 
 
 # Behaviour, not the bar: the shipped reader follows people's wording far above chance (88-92% on these 50 prompts,

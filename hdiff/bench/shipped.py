@@ -91,10 +91,10 @@ def shipped_run(adapter, pairs, *, steps: int, tau: float) -> dict:
 
 def read_right(adapter, pairs) -> list[bool]:
     """Whether the model's reader reads each prompt of `pairs` as its scene's request."""
-    from hdiff.shapes.reader import read_requests, token_embeddings
+    from hdiff.shapes.reader import read_prompts
     from hdiff.shapes.world import Request
 
-    read = read_requests(adapter.info["reader"], *token_embeddings([p for p, _ in pairs], adapter.sentence_model))
+    read = read_prompts(adapter.info["reader"], [p for p, _ in pairs], adapter.sentence_model)
     return [request == Request.of(scene) for request, (_, scene) in zip(read, pairs)]
 
 
@@ -155,7 +155,7 @@ READER_FLOORS = {"phrasings": 0.9, "partial": 0.9, "templates": 0.99}
 
 
 def reader_check(adapter, scale: float) -> list[Figure]:
-    from hdiff.shapes.reader import read_requests, token_embeddings
+    from hdiff.shapes.reader import read_prompts
     from hdiff.shapes.reader_sets import evaluation_sets
     from hdiff.shapes.world import Request
 
@@ -164,7 +164,7 @@ def reader_check(adapter, scale: float) -> list[Figure]:
     figures = []
     for name, floor in READER_FLOORS.items():
         prompts, targets = zip(*sets[name])
-        read_back = read_requests(adapter.info["reader"], *token_embeddings(list(prompts), adapter.sentence_model))
+        read_back = read_prompts(adapter.info["reader"], list(prompts), adapter.sentence_model)
         wanted = [t if isinstance(t, Request) else Request.of(t) for t in targets]
         figures.append(Figure(f"reader, {n} a set", f"{name} read right",
                               float(np.mean([a == b for a, b in zip(read_back, wanted)])), floor))

@@ -12,8 +12,9 @@ prompts pass through as before: the decoder reads them in its own wording.
 The reader is trained on the training phrasings of hdiff.shapes.phrasings and the templates, of training-split
 scenes only, and evaluated on held-out phrasings of held-out scenes (hdiff.shapes_training.train_reader). Stored
 beside the UNet as `reader.safetensors`: the input standardization (`input.mean`, `input.scale`), the MLP's layers
-and one head per output; the heads' class names and the hidden width are in the file's metadata. This module is the
-runtime part: it imports no trainer.
+and one head per output; the heads' class names and the hidden width are in the file's metadata. Beside it,
+`reader_words.txt` lists the words of its training prompts: before reading, a prompt's typing slips are mended to
+them (hdiff.shapes.spelling). This module is the runtime part: it imports no trainer.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ import torch
 from hdiff.errors import HdiffError
 from hdiff.files import atomic_path
 from hdiff.shapes.grammar import describe
+from hdiff.shapes.spelling import mend, tokenizer_words
 from hdiff.shapes.world import BACKGROUNDS, COLORS, POSITIONS, REQUEST_ATTRIBUTES, SHAPES, SIZES, Request, complete
 
 READER_FILE = "reader.safetensors"
+WORDS_FILE = "reader_words.txt"
 UNNAMED = "unnamed"
 ONE, TWO = "one", "two"
 # output -> its classes; every attribute can be left unnamed
@@ -50,12 +53,15 @@ class Reader(torch.nn.Module):
     Each token passes a small MLP; each head pools the tokens with its own learned attention (`queries` weightings
     per head, softmax over the prompt's tokens), and an MLP names the class. Attention finds the words of one
     attribute wherever the phrasing puts them: a mean-pooled sentence embedding generalized to held-out phrasings
-    at 57% (whole prompt read right), token attention at 92% (a selection split of the training phrasings)."""
+    at 57% (whole prompt read right), token attention at 92% (a selection split of the training phrasings).
+    `words`: the lower-case words of its training prompts, which prompts are mended to (`read_prompts`)."""
 
-    def __init__(self, input_dim: int, hidden: int, queries: int = 2, heads: dict[str, tuple[str, ...]] = HEADS):
+    def __init__(self, input_dim: int, hidden: int, queries: int = 2, heads: dict[str, tuple[str, ...]] = HEADS,
+                 words: frozenset[str] = frozenset()):
         super().__init__()
         self.heads = dict(heads)
         self.hidden, self.queries = hidden, queries
+        self.words = frozenset(words)
         self.register_buffer("input_mean", torch.zeros(input_dim))
         self.register_buffer("input_scale", torch.ones(()))
         self.token = torch.nn.Sequential(torch.nn.Linear(input_dim, hidden), torch.nn.GELU())
@@ -116,12 +122,36 @@ def read_requests(reader: Reader, tokens: torch.Tensor, mask: torch.Tensor) -> l
 
 
 def save_reader(folder: str | os.PathLike, reader: Reader) -> None:
+    """`reader.safetensors` and, where the reader has words, `reader_words.txt` in `folder` (an earlier reader's
+    words file is removed where this one has none)."""
     from safetensors.torch import save_file
 
     metadata = {"heads": json.dumps(reader.heads), "hidden": str(reader.hidden), "queries": str(reader.queries)}
     tensors = {name: value.detach().contiguous() for name, value in reader.state_dict().items()}
+    if reader.words:
+        save_words(folder, reader.words)
+    else:
+        (Path(folder) / WORDS_FILE).unlink(missing_ok=True)
     with atomic_path(Path(folder) / READER_FILE) as partial:
         save_file(tensors, str(partial), metadata)
+
+
+def save_words(folder: str | os.PathLike, words: frozenset[str]) -> None:
+    """`reader_words.txt`: the reader's training words, sorted, one a line."""
+    with atomic_path(Path(folder) / WORDS_FILE) as partial:
+        partial.write_text("".join(word + "\n" for word in sorted(words)))
+
+
+def load_words(folder: str | os.PathLike) -> frozenset[str]:
+    """The words of `reader_words.txt` in `folder`; none where there is no such file (nothing is mended)."""
+    path = Path(folder) / WORDS_FILE
+    if not path.is_file():
+        return frozenset()
+    words = path.read_text().split()
+    odd = [word for word in words if not (word.isalpha() and word.islower())]
+    if odd:
+        raise HdiffError(f"{path} holds {odd[0]!r}: it lists lower-case words of letters, one a line")
+    return frozenset(words)
 
 
 def load_reader(folder: str | os.PathLike) -> Reader | None:
@@ -142,7 +172,7 @@ def load_reader(folder: str | os.PathLike) -> Reader | None:
     if heads != HEADS:
         raise HdiffError(f"{path} reads {sorted(heads)} with other classes than this world's {sorted(HEADS)}")
     tensors = load_file(str(path))
-    reader = Reader(tensors["input_mean"].shape[0], hidden, queries, heads)
+    reader = Reader(tensors["input_mean"].shape[0], hidden, queries, heads, load_words(folder))
     try:
         reader.load_state_dict(tensors)
     except RuntimeError as exc:
@@ -155,10 +185,18 @@ def request_seed(generator: torch.Generator) -> np.random.Generator:
     return np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator).item()))
 
 
+def read_prompts(reader: Reader, prompts: list[str], sentence_model: str) -> list[Request | None]:
+    """What each prompt asks for (`read_requests`), read after its typing slips are mended to the reader's
+    training words (hdiff.shapes.spelling.mend)."""
+    whole = tokenizer_words(sentence_model) if reader.words else frozenset()
+    mended = [mend(prompt, reader.words, whole) for prompt in prompts]
+    return read_requests(reader, *token_embeddings(mended, sentence_model))
+
+
 def canonical_prompts(reader: Reader, prompts: list[str], sentence_model: str,
                       generators: list[torch.Generator]) -> list[str | None]:
     """Per prompt, the words the decoder knows for what it asks: its scene in the first template, unnamed
     attributes drawn by the image's generator; None for a two-object prompt (conditioned on its own words)."""
-    requests = read_requests(reader, *token_embeddings(prompts, sentence_model))
+    requests = read_prompts(reader, prompts, sentence_model)
     return [None if request is None else describe(complete(request, request_seed(generator)))
             for request, generator in zip(requests, generators)]

@@ -383,8 +383,8 @@ UNKNOWN_PLACES: tuple[str, ...] = (
     "off centre", "off center", "top", "bottom", "left", "right", "upper", "lower", "above", "below",
     "horizon", "diagonal", "quarter",
 )
-_COUNT_WORDS = ("two", "three", "four", "five", "several", "many", "multiple", "pair", "couple", "both", "another",
-                "2", "3", "4", "5", "twin", "second", "dozen")
+COUNT_WORDS: tuple[str, ...] = ("two", "three", "four", "five", "several", "many", "multiple", "pair", "couple",
+                                "both", "another", "2", "3", "4", "5", "twin", "second", "dozen")
 
 
 @dataclass(frozen=True)
@@ -411,7 +411,7 @@ _TOKEN = re.compile(
     rf"|(?<![\w-])(?P<ucolour>{_words_pattern(UNKNOWN_COLOURS)})(?![\w])"
     rf"|(?<![\w-])(?P<ushape>{_words_pattern(UNKNOWN_SHAPES)})(?![\w])"
     rf"|(?<![\w-])(?P<uplace>{_words_pattern(UNKNOWN_PLACES)})(?![\w])"
-    rf"|(?<![\w-])(?P<count>{_words_pattern(_COUNT_WORDS)})(?![\w])"
+    rf"|(?<![\w-])(?P<count>{_words_pattern(COUNT_WORDS)})(?![\w])"
 )
 # a place word that is an adverb, not a place: "right in the middle", "right there", "top quality"
 # edges as a style, not a place: "sharp edges", "clean edges"

@@ -4,8 +4,10 @@ Stages: training prompts (training-split scenes in the six templates, in trainin
 with every attribute named, and with some left unnamed; two-object scenes in the templates) → their all-MiniLM-L6-v2
 embeddings → an MLP with one cross-entropy head per output (AdamW, cosine decay; CPU, about a minute) → the
 reader's accuracy on evaluation prompts that share neither a phrasing nor an attribute combination with training
-→ `reader.safetensors` in the model folder, and the config and figures in its `hdiff_shapes.json` (`reader`).
-The recorded config reproduces the weights bit for bit on CPU: `--config FOLDER/hdiff_shapes.json`.
+→ `reader.safetensors` in the model folder, the words of its training prompts in `reader_words.txt` (what the
+runtime mends typing slips to: hdiff.shapes.spelling), and the config and figures in its `hdiff_shapes.json`
+(`reader`). The recorded config reproduces the weights bit for bit on CPU: `--config FOLDER/hdiff_shapes.json`;
+`--words-only` writes `reader_words.txt` alone, beside a reader trained before the file existed.
 
 How the model then draws these prompts is measured by `python -m hdiff.shapes_training.evaluate_wording`.
 """
@@ -37,8 +39,10 @@ from hdiff.shapes.reader import (
     pad_tokens,
     read_requests,
     save_reader,
+    save_words,
     token_embeddings,
 )
+from hdiff.shapes.spelling import words_of
 from hdiff.shapes.wording import add_noise, free_phrase, free_two_objects
 from hdiff.shapes.world import REQUEST_ATTRIBUTES, Request, Scene, all_one_object_scenes, random_scene, split_of
 
@@ -94,6 +98,12 @@ def training_examples(cfg: ReaderConfig) -> list[tuple[str, Target]]:
     two = [random_scene(rng, "train", n_objects=2) for _ in range(n_two)]
     return examples + [(describe(scene, rng=rng) if rng.random() < 0.5
                         else _noisy(free_two_objects(scene, rng), rng, cfg.noise_share), scene) for scene in two]
+
+
+def training_words(cfg: ReaderConfig) -> frozenset[str]:
+    """The lower-case words of the training prompts as the writers write them, the noise off (no typos): the
+    words the runtime mends a prompt's slips to."""
+    return frozenset(words_of(text for text, _ in training_examples(dataclasses.replace(cfg, noise_share=0.0))))
 
 
 def _noisy(text: str, rng: np.random.Generator, share: float) -> str:
@@ -214,6 +224,7 @@ def run(cfg: ReaderConfig, model_folder: Path, *, cache: Path | None = None, eva
     trained = time.perf_counter()
     n = len(examples)
     reader = train_reader(cfg, tokens[:n], mask[:n], labels([t for _, t in examples]), log=log)
+    reader.words = training_words(cfg)
     seconds = time.perf_counter() - trained
     figures, offset = {}, len(examples)
     for name, pairs in sets.items():
@@ -258,12 +269,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="hdiff_shapes.json (or a reader config JSON) to reproduce")
     parser.add_argument("--cache", type=Path, help=".npz of prompt token embeddings, reused and extended")
     parser.add_argument("--eval-prompts", type=int, default=1000, help="prompts per evaluation set")
+    parser.add_argument("--words-only", action="store_true",
+                        help="write reader_words.txt (the training prompts' words, from --config) and train nothing")
     args = parser.parse_args(argv)
 
     def body() -> None:
         if not (args.model / "unet").is_dir():
             raise HdiffError(f"{args.model} is not a shapes model folder (no unet/)")
-        run(config_from(args.config), args.model, cache=args.cache, eval_prompts=args.eval_prompts,
+        cfg = config_from(args.config)
+        if args.words_only:
+            words = training_words(cfg)
+            save_words(args.model, words)
+            print(f"{len(words)} training words written to {args.model / 'reader_words.txt'}")
+            return
+        run(cfg, args.model, cache=args.cache, eval_prompts=args.eval_prompts,
             log=lambda message: print(message, flush=True))
 
     return run_as_command(body)

@@ -161,10 +161,10 @@ ATTRIBUTES = ("background", "shape", "color", "size", "position")
 def reader_figures(reader, pairs: list[tuple[str, object]], sentence_model: str) -> dict[str, float | int]:
     """How the reader alone reads (prompt, target) pairs: `all` (read exactly: every attribute, named or unnamed,
     and the count) and per attribute; a two-object Scene target is right when read as two objects."""
-    from hdiff.shapes.reader import read_requests, token_embeddings
+    from hdiff.shapes.reader import read_prompts
     from hdiff.shapes.world import Scene
 
-    read_back = read_requests(reader, *token_embeddings([prompt for prompt, _ in pairs], sentence_model))
+    read_back = read_prompts(reader, [prompt for prompt, _ in pairs], sentence_model)
     rows = []
     for got, (_, target) in zip(read_back, pairs):
         if isinstance(target, Scene) and len(target.objects) == 2:
@@ -226,10 +226,10 @@ READER_BAR = 0.9  # issue 26: every set read exactly at least this often
 def reader_scores(reader, sentence_model: str, pairs: list[tuple[str, Request]]) -> dict[str, float]:
     """The share of prompts `reader` reads exactly (all five attributes) in `pairs` (`evaluation`) and in each
     robustness class derived from them; no images are made."""
-    from hdiff.shapes.reader import read_requests, token_embeddings
+    from hdiff.shapes.reader import read_prompts
 
     scores = {}
     for name, changed in {"evaluation": pairs, **robustness_sets(pairs)}.items():
-        read_back = read_requests(reader, *token_embeddings([prompt for prompt, _ in changed], sentence_model))
+        read_back = read_prompts(reader, [prompt for prompt, _ in changed], sentence_model)
         scores[name] = float(np.mean([got == want for got, (_, want) in zip(read_back, changed)]))
     return scores
