@@ -84,7 +84,9 @@ def cmd_build(args) -> int:
         print(describe_dry_run(config, prepare(config)))
         return 0
     from flows.prefect_api import ApiStart
+    from hdiff.dataset.ownership import check_output
 
+    check_output(config.output, config.source.path_or_id)  # before any program starts
     api = ApiStart()  # a temporary Prefect server boots while torch, diffusers and the flow import
     try:
         from hdiff.dataset.pipeline import preflight

@@ -41,9 +41,10 @@ def test_a_configured_api_is_used_and_nothing_is_started(monkeypatch):
 
 @pytest.mark.subprocess
 def test_a_build_refused_after_its_server_began_starting_stops_it(tmp_path, monkeypatch, capsys):
-    """`hdiff build` starts the temporary server before its heavy imports and checks (so that they overlap); a build
-    those checks refuse exits 2 with its one line, and the server it began is stopped. The server's process is a
-    stand-in that records its port and waits (the real one's start is what the kill -9 test below covers)."""
+    """`hdiff build` checks its config and output folder, then starts the temporary server before its heavy imports
+    and the other checks (so that they overlap): a folder it may not write is refused with no program started; a
+    device the machine lacks is refused after, and the server it began is stopped. The server's process is a
+    stand-in that records its start and waits (the real one's start is what the kill -9 test below covers)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from hdiff.cli import main
@@ -55,17 +56,22 @@ def test_a_build_refused_after_its_server_began_starting_stops_it(tmp_path, monk
         return started[-1]
 
     monkeypatch.setattr(prefect_api, "_start", waiting_process)
-    output = tmp_path / "a-file"
-    output.write_text("not a folder")
-    config = tmp_path / "build.yaml"
-    config.write_text(f"name: refused\noutput: {output}\nsource: {{path_or_id: {REPO / 'data/demo_prompts.jsonl'}}}\n"
-                      "model: {id: hdiff/shapes}\n")
-    with temporary_settings({PREFECT_API_URL: None}):
-        code = main(["build", str(config)])
-    assert code == 2
-    assert str(output) in capsys.readouterr().err
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("not a folder")
+
+    def build(output, device):
+        config = tmp_path / "build.yaml"
+        config.write_text(f"name: refused\noutput: {output}\nsource: {{path_or_id: {REPO / 'data/demo_prompts.jsonl'}}}\n"
+                          f"model: {{id: hdiff/shapes, device: '{device}'}}\n")
+        with temporary_settings({PREFECT_API_URL: None}):
+            return main(["build", str(config)])
+
+    assert build(not_a_folder, "cpu") == 2 and str(not_a_folder) in capsys.readouterr().err
+    assert started == []
+    assert build(tmp_path / "out", "cuda:7") == 2 and "'cuda:7' is not on this machine" in capsys.readouterr().err
     (process,) = started
     assert process.poll() is not None, "the temporary server was left running after the build was refused"
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.subprocess

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hdiff.dataset import layout
 from hdiff.errors import HdiffError
-from hdiff.files import write_atomically
+from hdiff.files import check_writable_output, in_use_message, lock_holder, write_atomically
 
 
 def check_output_folder(out: str | os.PathLike, source: str | None = None) -> None:
@@ -108,3 +108,13 @@ def _reads_as_manifest(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(data, dict) and {"totals", "versions", "shards"} <= data.keys()
+
+
+def check_output(out: str | os.PathLike, source: str | None = None) -> None:
+    """What a build checks of its output folder before anything starts (light: no model, no server): it can be
+    written, no other run holds it (its files may be half-written, so they are not judged), and it is the build's
+    to write (`check_output_folder`). HdiffError with one line."""
+    check_writable_output(out)
+    if (holder := lock_holder(layout.lock_path(out))) is not None:
+        raise HdiffError(in_use_message(f"output folder {out}", holder))
+    check_output_folder(out, source)

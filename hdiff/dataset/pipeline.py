@@ -36,10 +36,10 @@ from hdiff.dataset.update import (Committed, Rewrite, RunPlan, ShardJob, corpus_
                                   read_committed)
 from hdiff.dataset.shard_writer import ShardSink, WriterPool, writer_pool
 from hdiff.dataset.writer import Sample, ShardStats, read_stats, shard_is_complete, tar_samples, write_shard
-from hdiff.dataset.ownership import check_output_folder
+from hdiff.dataset.ownership import check_output
 from hdiff.devices import DevicePool, check_present, visible_devices
 from hdiff.errors import HdiffError
-from hdiff.files import atomic_path, check_writable_output, in_use_message, lock_holder
+from hdiff.files import atomic_path
 from hdiff.generate import ImageJob, check_negative_prompt, generate_packed
 from hdiff.models.base import ADAPTERS
 from hdiff.models.loading import adapter_name_for, check_steps
@@ -64,10 +64,7 @@ class Prepared:
 def preflight(config: BuildConfig) -> None:
     """What can be checked before any work: the output folder can be written, a local build's devices are on this
     machine, the model can be found, a local corpus exists. Raises HdiffError with one line."""
-    check_writable_output(config.output)
-    if (holder := lock_holder(layout.lock_path(config.output))) is not None:  # its files are half-written: not judged
-        raise HdiffError(in_use_message(f"output folder {config.output}", holder))
-    check_output_folder(config.output, config.source.path_or_id)
+    check_output(config.output, config.source.path_or_id)
     if config.runner.kind == "local":  # a Ray cluster's devices are its workers'
         for device in visible_devices(config.model.device):
             check_present(device)
