@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def cpu_model() -> str:

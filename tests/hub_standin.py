@@ -150,9 +150,9 @@ class HubStandIn:
             ("GET", rf"/api/{repo}/tree/(?P<revision>[^/?]+)(\?.*)?", self._tree),
             ("GET", rf"/api/{repo}/refs(\?.*)?", self._refs),
             ("POST", rf"/api/{repo}/tag/(?P<revision>[^/?]+)", self._tag),
-            ("HEAD", rf"/(?P<prefix>datasets/|spaces/)?(?P<repo_id>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/"
+            ("HEAD", r"/(?P<prefix>datasets/|spaces/)?(?P<repo_id>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/"
                      r"(?P<path>[^?]+)(\?.*)?", self._resolve_head),
-            ("GET", rf"/(?P<prefix>datasets/|spaces/)?(?P<repo_id>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/"
+            ("GET", r"/(?P<prefix>datasets/|spaces/)?(?P<repo_id>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/"
                     r"(?P<path>[^?]+)(\?.*)?", self._resolve),
         ]
 

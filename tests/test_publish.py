@@ -210,7 +210,7 @@ def test_missing_token_is_reported_before_any_request(build, hub, monkeypatch):
     ("no manifest", "is not an hdiff build: no manifest.json$"),
     ("no tars", f"fails verification, nothing pushed: stats/{NAMES[0]}.json: its tar data/{NAMES[0]}.tar is missing"),
     ("no stats", f"fails verification, nothing pushed: data/{NAMES[1]}.tar: has no stats file"),
-    ("a killed commit's shard", "fails verification, nothing pushed: data/shard-0123456789abcdef.tar: a shard "
+    ("a killed commit's shard", "fails verification, nothing pushed: data/shard-0123456789abcdef.parquet: a shard "
                                 "manifest.json does not list"),
     ("a stray file", "fails verification, nothing pushed: config.yaml: unexpected entry"),
     ("an edited figure", "fails verification, nothing pushed: manifest.json: totals.tar_bytes="),

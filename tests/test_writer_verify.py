@@ -24,8 +24,8 @@ from hdiff.dataset.ingest import IngestReport
 from hdiff.dataset.manifest import Corpus, Manifest
 from hdiff.dataset.update import Committed, RunPlan, ShardJob, corpus_fingerprint, read_committed, sample_members
 from hdiff.dataset.verify import run_verify, verify_build
-from hdiff.dataset.writer import (Sample, clean_partials, file_sha256, read_stats, shard_is_complete, tar_samples,
-                                  write_shard)
+from hdiff.dataset.tars import tar_samples
+from hdiff.dataset.writer import Sample, clean_partials, file_sha256, read_stats, shard_is_complete, write_shard
 from hdiff.errors import HdiffError
 from hdiff.files import exclusive_lock, lock_holder, partial_path, write_atomically
 from hdiff.prompts import image_seed, prompt_id, sample_key
@@ -142,6 +142,37 @@ def test_tar_members_have_fixed_metadata(built):
         members = tar.getmembers()
     assert [m.name for m in members[:3]] == [f"{KEYS[0][0]}.{ext}" for ext in ("json", "png", "txt")]
     assert {(m.mtime, m.uid, m.gid, m.uname, m.mode) for m in members} == {(0, 0, 0, "hdiff", 0o444)}
+
+
+def test_the_writer_leaves_each_shards_metadata_table_before_its_stats_and_the_commit_keeps_it(tmp_path):
+    """The table is the one the commit would make from the tar, written with the tar (beside the next pack's
+    sampling), not again at the commit: the build's end reads no tar for it."""
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    for s in range(SHARDS):
+        stats = write_shard(out, NAMES[s], fake_samples(s), device="cpu")
+        tar, table = layout.tar_path(out, NAMES[s]), sidecars.metadata_path(out, NAMES[s])
+        assert pq.read_table(table).equals(sidecars.metadata_table(sidecars.tar_rows(tar), stats.sha256))
+        assert table.stat().st_mtime_ns <= layout.stats_path(out, NAMES[s]).stat().st_mtime_ns
+    written = {name: sidecars.metadata_path(out, name).stat() for name in NAMES}
+    write_atomically(layout.settings_path(out), json.dumps(identity()).encode())
+    commit(out, fake_plan())
+    for name, before in written.items():
+        after = sidecars.metadata_path(out, name).stat()
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert verify_build(out) == []
+
+
+def test_a_shard_whose_every_image_was_filtered_leaves_no_tar_and_no_table_of_an_earlier_run(tmp_path):
+    from hdiff.dataset.scoring_stage import drop_fields
+
+    write_shard(tmp_path, NAMES[0], fake_samples(0))
+    drops = [{"key": key, "reason": "clip_min", "score": 0.1, "unet_rows": 4.8, "standard_rows": 8} for key in KEYS[0]]
+    stats = write_shard(tmp_path, NAMES[0], [], scored=lambda: drop_fields(drops, 0.5))
+    assert not stats.has_tar and stats.filtered == {"clip_min": PER_SHARD}
+    assert not layout.tar_path(tmp_path, NAMES[0]).exists() and not sidecars.metadata_path(tmp_path, NAMES[0]).exists()
+    assert shard_is_complete(tmp_path, NAMES[0])
 
 
 @pytest.mark.parametrize("image_format", ["jpg", "webp"])

@@ -40,9 +40,9 @@ from hdiff.bench.common import REPO_ROOT, check_output_file, comma_list, integer
 from hdiff.bench.emulated import COSTS, write_model
 from hdiff.dataset import layout
 from hdiff.dataset.encoding import DEFAULT_PNG_LEVEL, IMAGE_FORMATS, encode
-from hdiff.dataset.shard_writer import usable_cores
 from hdiff.errors import CommandParser, HdiffError, run_as_command
 from hdiff.files import write_atomically
+from hdiff.machine import usable_cores
 
 METHODS = ("build", "sampler", "stock_naive", "stock_overlapped")
 MAX_BATCH = {"sdxl-1024": 16, "kandinsky-512": 64, "flux-1024": 8}  # images a call: the tables' largest rows

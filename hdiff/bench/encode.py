@@ -24,9 +24,10 @@ import time
 from hdiff.bench.common import check_output_file, comma_list, integer, machine_line, markdown_table
 from hdiff.bench.natural import natural_images
 from hdiff.dataset.encoding import Encoding, encode
-from hdiff.dataset.shard_writer import WriterPool, usable_cores
+from hdiff.dataset.shard_writer import WriterPool
 from hdiff.errors import CommandParser, run_as_command
 from hdiff.files import write_atomically
+from hdiff.machine import usable_cores
 
 ENCODINGS = {"png1": Encoding("png", png_level=1), "png3": Encoding("png", png_level=3),
              "png6": Encoding("png", png_level=6), "jpg": Encoding("jpg"), "webp": Encoding("webp")}

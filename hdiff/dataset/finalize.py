@@ -4,6 +4,7 @@ dataset no longer has."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 from pathlib import Path
 
@@ -13,11 +14,13 @@ from PIL import Image
 from hdiff.dataset import card, layout, recipe, sidecars
 from hdiff.dataset.ingest import IngestReport
 from hdiff.dataset.manifest import Hardware, Manifest, OracleAccuracy, manifest_for
+from hdiff.dataset.tars import tar_records, tar_samples
 from hdiff.dataset.update import Committed, RunPlan, coverage_problems, version_entry
-from hdiff.dataset.writer import IMAGE_ENCODERS, clean_partials, read_stats, shard_is_complete, tar_samples
+from hdiff.dataset.writer import IMAGE_ENCODERS, clean_partials, read_stats, shard_is_complete
 from hdiff.errors import HdiffError
 from hdiff.figures import save_grid
 from hdiff.files import atomic_path, write_atomically
+from hdiff.machine import usable_cores
 from hdiff.shapes.built import built_accuracy
 
 
@@ -45,8 +48,10 @@ def commit_run(out_dir: str | Path, *, config: dict, committed: Committed, plan:
               if name not in order]  # a shard pruned whole (new None) is gone
     final = {name: read_stats(out, name) for name in order}
     problems = [f"{name}: no readable stats" for name, stats in final.items() if stats is None]
-    problems += [f"{name}: its tar differs from its stats" for name in set(order) - set(committed.shards)
-                 if final[name] is not None and not shard_is_complete(out, name)]
+    written = sorted(name for name in set(order) - set(committed.shards) if final[name] is not None)
+    problems += [f"{name}: its tar differs from its stats"
+                 for name, complete in zip(written, in_threads(lambda name: shard_is_complete(out, name), written))
+                 if not complete]
     if not problems:
         problems = coverage_problems(final, plan.expected_keys, keep_extra)
     if problems:
@@ -91,7 +96,7 @@ def scored_version(out: Path, version, generated: list) -> object:
         return version
     from hdiff.dataset.scoring_stage import score_summary
 
-    records = (record for s in generated if s.has_tar for record in sidecars.tar_records(layout.tar_path(out, s.shard)))
+    records = (record for s in generated if s.has_tar for record in tar_records(layout.tar_path(out, s.shard)))
     return version.model_copy(update={"scores": score_summary(records),
                                       "scoring_seconds": sum(s.scoring_seconds or 0.0 for s in generated)})
 
@@ -116,11 +121,21 @@ def remove_shards(out: Path, names: set[str]) -> None:
 
 def sample_grid_images(out_dir: str | Path, shards: list[str], limit: int = 64) -> list[np.ndarray]:
     """The first `limit` images of `shards`, read back from their tars."""
-    images = []
+    encoded = []
     for shard in shards:
         for _, files in tar_samples(layout.tar_path(out_dir, shard)):
-            data = next(files[ext] for ext in files if ext in IMAGE_ENCODERS)
-            images.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
-            if len(images) >= limit:
-                return images
-    return images
+            encoded.append(next(files[ext] for ext in files if ext in IMAGE_ENCODERS))
+            if len(encoded) >= limit:
+                break
+        if len(encoded) >= limit:
+            break
+    return in_threads(lambda data: np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), encoded)
+
+
+def in_threads(function, items: list) -> list:
+    """[function(item) for item in items], on a thread per usable core: for work that releases the GIL (hashing
+    files, decoding images), which otherwise keeps the commit, and the build's end, on one core."""
+    if len(items) < 2:
+        return [function(item) for item in items]
+    with concurrent.futures.ThreadPoolExecutor(min(usable_cores(), len(items))) as threads:
+        return list(threads.map(function, items))

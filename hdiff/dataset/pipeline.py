@@ -34,11 +34,11 @@ from hdiff.dataset.sources import check_inputs
 from hdiff.dataset.shard import semantic_shards
 from hdiff.dataset.update import (Committed, Rewrite, RunPlan, ShardJob, corpus_fingerprint, new_prompts, plan_run,
                                   read_committed)
+from hdiff.dataset.tars import tar_samples
 from hdiff.dataset.shard_writer import ShardSink, WriterPool, writer_pool
-from hdiff.dataset.writer import Sample, ShardStats, read_stats, shard_is_complete, tar_samples, write_shard
+from hdiff.dataset.writer import Sample, ShardStats, read_stats, shard_is_complete, write_shard
 from hdiff.dataset.ownership import check_output
 from hdiff.devices import DevicePool, check_present, visible_devices
-from hdiff.errors import HdiffError
 from hdiff.files import atomic_path
 from hdiff.generate import ImageJob, check_negative_prompt, generate_packed
 from hdiff.models.base import ADAPTERS

@@ -23,7 +23,6 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import multiprocessing
-import os
 import queue
 import threading
 import time
@@ -34,6 +33,7 @@ import numpy as np
 from hdiff.dataset.encoding import Encoding, encode
 from hdiff.dataset.writer import Sample, ShardStats, write_shard
 from hdiff.errors import HdiffError
+from hdiff.machine import usable_cores
 
 
 class ByteBudget:
@@ -56,11 +56,6 @@ class ByteBudget:
         with self._changed:
             self.used -= n
             self._changed.notify_all()
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class WriterPool:

@@ -2,8 +2,10 @@
 writes them: read with pandas or `datasets` without opening a tar) and data/sizes.json (sample count per tar, as
 OpenCLIP-style webdataset loaders read it).
 
-Both are made from the finished tars at the end of a build; a shard's parquet records its tar's sha256 and the
-version of its columns, so a re-run rewrites exactly the tables whose tar (or whose columns) changed.
+A shard's parquet is written with its tar, by the writer that has the samples in hand (hdiff.dataset.writer, beside
+the sampling of the next pack), before its stats file; the commit makes whatever table is missing or stale from the
+finished tar. A parquet records its tar's sha256 and the version of its columns, so a re-run rewrites exactly the
+tables whose tar (or whose columns) changed. data/sizes.json is written at the commit.
 
 A column is named by its field's path in the json record, joined by dots (`source.columns.category`,
 `scores.clip`), as `datasets.Dataset.flatten` and `pandas.json_normalize` name nested fields; `sha256` (of the image
@@ -14,11 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tarfile
 from pathlib import Path
 from typing import Any
 
 from hdiff.dataset import layout
+from hdiff.dataset.tars import tar_samples
 from hdiff.files import atomic_path, write_atomically
 
 METADATA_GLOB = f"{layout.DATA_DIR}/*.parquet"
@@ -58,22 +60,14 @@ def metadata_row(record: dict[str, Any], image: bytes | None) -> dict[str, Any]:
 
 
 def sample_row(files: dict[str, bytes]) -> dict[str, Any]:
-    """The row of one sample of a tar, from its files by extension (hdiff.dataset.writer.tar_samples)."""
+    """The row of one sample of a tar, from its files by extension (hdiff.dataset.tars.tar_samples)."""
     record = json.loads(files["json"])
     return metadata_row(record, files.get(record.get("image_format")))
 
 
 def tar_rows(path: Path) -> list[dict[str, Any]]:
     """The metadata row of every sample in a tar, in order."""
-    from hdiff.dataset.writer import tar_samples
-
     return [sample_row(files) for _, files in tar_samples(path)]
-
-
-def tar_records(path: Path) -> list[dict[str, Any]]:
-    """The json record of every sample in a tar, in order."""
-    with tarfile.open(path, "r:") as tar:
-        return [json.loads(tar.extractfile(m).read()) for m in tar if m.name.endswith(".json")]
 
 
 def metadata_table(rows: list[dict[str, Any]], tar_sha256: str):
@@ -94,9 +88,17 @@ def write_metadata(out_dir: str | Path, shard: str, tar_sha256: str) -> Path:
     made_for = (pq.read_schema(path).metadata or {}) if path.is_file() else {}
     if made_for.get(TAR_SHA256_KEY) == tar_sha256.encode() and made_for.get(COLUMNS_VERSION_KEY) == COLUMNS_VERSION:
         return path
-    table = metadata_table(tar_rows(layout.tar_path(out_dir, shard)), tar_sha256)
+    return write_metadata_rows(out_dir, shard, tar_rows(layout.tar_path(out_dir, shard)), tar_sha256)
+
+
+def write_metadata_rows(out_dir: str | Path, shard: str, rows: list[dict[str, Any]], tar_sha256: str) -> Path:
+    """data/<shard>.parquet of `rows` (`sample_row` of each sample of the tar, in order), under a temporary name and
+    renamed."""
+    import pyarrow.parquet as pq
+
+    path = metadata_path(out_dir, shard)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(metadata_table(rows, tar_sha256), tmp)
     return path
 
 

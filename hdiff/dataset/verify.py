@@ -41,7 +41,8 @@ from hdiff.dataset.card import dataset_card
 from hdiff.dataset.manifest import Manifest, OracleAccuracy, counts_of, totals_of
 from hdiff.dataset.recipe import dataset_config_text, local_corpus_name
 from hdiff.dataset.settings import IMAGE_SETTINGS, REVISION_SUFFIX, changes
-from hdiff.dataset.writer import IMAGE_ENCODERS, ShardStats, file_sha256, tar_samples, validation_summary
+from hdiff.dataset.tars import tar_samples
+from hdiff.dataset.writer import IMAGE_ENCODERS, ShardStats, file_sha256, validation_summary
 from hdiff.files import lock_holder
 from hdiff.prompts import image_seed, prompt_id, sample_key
 from hdiff.records import DatasetRecord

@@ -1,4 +1,5 @@
-"""Writing one shard: samples → a byte-reproducible WebDataset tar, renamed into place, then its stats (done-marker).
+"""Writing one shard: samples → a byte-reproducible WebDataset tar, renamed into place, its metadata table, then its
+stats (done-marker).
 
 The shard is the unit of work and of resumption: `write_shard` either leaves a complete tar plus its stats file, or
 nothing under a final name; `shard_is_complete` tells a re-run which shards to skip.
@@ -11,7 +12,7 @@ import json
 import re
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,8 +23,9 @@ import webdataset
 from PIL import Image
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hdiff.dataset import layout
+from hdiff.dataset import layout, sidecars
 from hdiff.dataset.encoding import DEFAULT_PNG_LEVEL, IMAGE_FORMATS, Encoding, ImageFormat
+from hdiff.dataset.tars import tar_keys
 from hdiff.errors import HdiffError
 from hdiff.files import atomic_path, write_atomically
 from hdiff.records import DatasetRecord
@@ -194,7 +196,8 @@ def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample],
                 scored: Callable[[], dict] | None = None) -> ShardStats:
     """Write `samples` as OUT/data/<shard_name>.tar, then OUT/stats/<shard_name>.json; returns the stats.
 
-    The tar is written under a `.partial` name, fsynced and renamed; the stats file goes last. `unet_rows` defaults
+    The tar is written under a `.partial` name, fsynced and renamed, then its metadata table
+    (hdiff.dataset.sidecars, from the bytes just written); the stats file goes last. `unet_rows` defaults
     to the sum of the records' unet_rows and `wall_seconds` to `wall_before` (the sampler's share, spent before the
     call) plus this call's duration, less the scoring stage's seconds (accounted apart). `jpeg_quality` is also
     webp's quality. A sample's image may be bytes already encoded with these settings (hdiff.dataset.shard_writer
@@ -215,6 +218,7 @@ def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample],
     final_stats.unlink(missing_ok=True)  # the old done-marker goes before the tar changes
 
     keys: list[str] = []
+    rows: list[dict[str, Any]] = []  # each sample's metadata row (hdiff.dataset.sidecars)
     seen: set[str] = set()
     record_rows, standard_rows = 0.0, 0
     taus: set[float] = set()
@@ -230,7 +234,9 @@ def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample],
                         if sample.key in seen:
                             raise HdiffError(f"shard {shard_name}: key {sample.key!r} appears twice")
                         record = dataset_record(sample, shard_name, image_format)
-                        writer.write(sample_entry(sample, record, encoding))
+                        entry = sample_entry(sample, record, encoding)
+                        writer.write(entry)
+                        rows.append(sidecars.sample_row(entry))  # from the bytes in the tar, as the commit reads it
                         keys.append(sample.key)
                         seen.add(sample.key)
                         record_rows += record["unet_rows"]
@@ -244,8 +250,10 @@ def write_shard(out_dir: str | Path, shard_name: str, samples: Iterable[Sample],
                 raise _EveryImageFiltered
             sha256 = file_sha256(tmp_tar)
             tar_bytes = tmp_tar.stat().st_size
-    except _EveryImageFiltered:  # the partial tar is gone; so is a tar an earlier run left under the name
+        sidecars.write_metadata_rows(out_dir, shard_name, rows, sha256)
+    except _EveryImageFiltered:  # the partial tar is gone; so are a tar and table an earlier run left under the name
         final_tar.unlink(missing_ok=True)
+        sidecars.metadata_path(out_dir, shard_name).unlink(missing_ok=True)
 
     stats = ShardStats(
         shard=shard_name, samples=len(keys), keys=keys, sha256=sha256, tar_bytes=tar_bytes, image_format=image_format,
@@ -276,35 +284,6 @@ def read_all_stats(out_dir: str | Path) -> list[ShardStats]:
     """Stats of every shard with a readable stats file, in shard order (finished shards of this and earlier runs)."""
     found = (read_stats(out_dir, name) for name in layout.stats_shards(out_dir))
     return [stats for stats in found if stats is not None]
-
-
-def tar_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) for each run of consecutive members sharing a key; raises on a damaged tar."""
-    key, files = None, {}
-    with tarfile.open(path, "r:") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            base = member.name.rsplit("/", 1)[-1]
-            member_key, _, extension = base.partition(".")
-            if member_key != key and key is not None:
-                yield key, files
-                files = {}
-            key = member_key
-            files[extension] = tar.extractfile(member).read()
-    if key is not None:
-        yield key, files
-
-
-def tar_keys(path: Path) -> list[str]:
-    """Sample keys in a tar, in order, without reading member data. Raises tarfile.TarError or OSError if damaged."""
-    keys: list[str] = []
-    with tarfile.open(path, "r:") as tar:
-        for member in tar:
-            key = member.name.rsplit("/", 1)[-1].split(".", 1)[0]
-            if not keys or keys[-1] != key:
-                keys.append(key)
-    return keys
 
 
 def shard_is_complete(out_dir: str | Path, shard_name: str) -> bool:

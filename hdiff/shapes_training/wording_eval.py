@@ -183,7 +183,6 @@ def reader_figures(reader, pairs: list[tuple[str, object]], sentence_model: str)
 def main(argv: list[str] | None = None) -> int:
     """`python -m hdiff.shapes_training.wording_eval [--model FOLDER]`: the reader alone on the evaluation set, its
     robustness classes and the grammar's sets; a Markdown table and, with --out, JSON."""
-    import sys
 
     from hdiff.errors import CommandParser, run_as_command
     from hdiff.shapes.model import SENTENCE_MODEL, WEIGHTS_DIR
