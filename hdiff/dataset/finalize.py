@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +50,8 @@ def commit_run(out_dir: str | Path, *, config: dict, committed: Committed, plan:
     final = {name: read_stats(out, name) for name in order}
     problems = [f"{name}: no readable stats" for name, stats in final.items() if stats is None]
     written = sorted(name for name in set(order) - set(committed.shards) if final[name] is not None)
-    problems += [f"{name}: its tar differs from its stats"
-                 for name, complete in zip(written, in_threads(lambda name: shard_is_complete(out, name), written))
-                 if not complete]
+    checked = in_threads(lambda name: (name, shard_is_complete(out, name)), written)
+    problems += [f"{name}: its tar differs from its stats" for name, complete in checked if not complete]
     if not problems:
         problems = coverage_problems(final, plan.expected_keys, keep_extra)
     if problems:
@@ -121,14 +121,9 @@ def remove_shards(out: Path, names: set[str]) -> None:
 
 def sample_grid_images(out_dir: str | Path, shards: list[str], limit: int = 64) -> list[np.ndarray]:
     """The first `limit` images of `shards`, read back from their tars."""
-    encoded = []
-    for shard in shards:
-        for _, files in tar_samples(layout.tar_path(out_dir, shard)):
-            encoded.append(next(files[ext] for ext in files if ext in IMAGE_ENCODERS))
-            if len(encoded) >= limit:
-                break
-        if len(encoded) >= limit:
-            break
+    samples = (files for shard in shards for _, files in tar_samples(layout.tar_path(out_dir, shard)))
+    encoded = [next(files[ext] for ext in files if ext in IMAGE_ENCODERS)
+               for files in itertools.islice(samples, limit)]
     return in_threads(lambda data: np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), encoded)
 
 
